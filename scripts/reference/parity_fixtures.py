@@ -1,0 +1,87 @@
+"""Writes the PyTorch side of the parity tests (tests/parity.rs) into a folder.
+
+    python scripts/reference/parity_fixtures.py OUT_DIR
+
+Each `*.safetensors` holds the module's parameters under `param.<state_dict key>`, its input
+under `input` and PyTorch's output under `output` (plus `grad.<key>` where gradients are
+checked); the metadata holds the constructor arguments as JSON. Parameters are moved away from
+their init first (promptir_ref.perturb_), so ignoring a norm weight or a temperature fails.
+"""
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import promptir_ref as ref  # noqa: E402
+
+
+def dump(path, module, x, args, grads=False, out=None, scale=1.0):
+    module = ref.perturb_(module, 1, scale)
+    if grads:
+        x = x.clone()
+        y = module(x) if out is None else out(module, x)
+        # A loss that weighs every output element differently, so each gradient path counts.
+        w = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
+        (y * w).sum().backward()
+    else:
+        with torch.no_grad():
+            y = module(x) if out is None else out(module, x)
+    t = {f"param.{k}": v.detach().contiguous() for k, v in module.state_dict().items()}
+    t["input"], t["output"] = x.detach().contiguous(), y.detach().contiguous()
+    if grads:
+        for k, p in module.named_parameters():
+            if p.grad is not None:
+                t[f"grad.{k}"] = p.grad.contiguous()
+    save_file(t, path, metadata={"args": json.dumps(args)})
+
+
+def padded_forward(m, x, mult=8):
+    h, w = x.shape[-2:]
+    ph, pw = (mult - h % mult) % mult, (mult - w % mult) % mult
+    return m(F.pad(x, (0, pw, 0, ph), mode="reflect"))[..., :h, :w]
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    r = lambda *s: torch.randn(*s)
+    p = lambda name: os.path.join(out, name + ".safetensors")
+    dump(p("layernorm_with_bias"), ref.LayerNorm(24, "with_bias"), r(2, 24, 5, 7), dict(dim=24, kind="with_bias"))
+    dump(p("layernorm_bias_free"), ref.LayerNorm(24, "bias_free"), r(2, 24, 5, 7), dict(dim=24, kind="bias_free"))
+    dump(p("attention"), ref.Attention(24, 3, False), r(2, 24, 6, 5), dict(dim=24, heads=3, bias=False))
+    dump(p("attention_bias"), ref.Attention(16, 2, True), r(1, 16, 4, 4), dict(dim=16, heads=2, bias=True))
+    dump(p("feedforward"), ref.FeedForward(48, 2.66, False), r(2, 48, 5, 6), dict(dim=48, factor=2.66, bias=False))
+    dump(p("transformer_block"), ref.TransformerBlock(32, 2, 2.66, False, "with_bias"), r(2, 32, 8, 6),
+         dict(dim=32, heads=2, factor=2.66, bias=False, kind="with_bias"))
+    dump(p("transformer_block_bias_free"), ref.TransformerBlock(16, 4, 2.66, True, "bias_free"), r(1, 16, 4, 8),
+         dict(dim=16, heads=4, factor=2.66, bias=True, kind="bias_free"))
+    dump(p("downsample"), ref.Downsample(12), r(2, 12, 8, 6), dict(dim=12))
+    dump(p("upsample"), ref.Upsample(12), r(2, 12, 4, 3), dict(dim=12))
+    dump(p("overlap_patch_embed"), ref.OverlapPatchEmbed(3, 16, False), r(2, 3, 9, 7), dict(cin=3, dim=16))
+    # Prompt blocks: feature size equal to the prompt size (identity resize), 2x, and a non-integer scale.
+    for name, hw in [("prompt_same", (8, 8)), ("prompt_2x", (16, 16)), ("prompt_odd", (11, 6))]:
+        dump(p(name), ref.PromptGenBlock(12, 5, 8, 20), r(2, 20, *hw), dict(dim=12, len=5, size=8, lin_dim=20))
+    # Whole networks.
+    dump(p("model_tiny"), ref.PromptIR(ref.TINY), torch.rand(2, 3, 32, 40), ref.TINY, grads=True)
+    dump(p("model_tiny_padded"), ref.PromptIR(ref.TINY), torch.rand(1, 3, 27, 35), ref.TINY, out=padded_forward)
+    # Smaller perturbation at full depth: 40 residual blocks with norm weights far from 1 blow
+    # the output up to ~1e3, where float32 rounding alone exceeds the 1e-4 tolerance.
+    dump(p("model_paper"), ref.PromptIR(ref.PAPER), torch.rand(1, 3, 64, 64), ref.PAPER, scale=0.2)
+    # An official-layout Lightning checkpoint (net. prefix, the six unused modules, optimizer state).
+    m = ref.perturb_(ref.PromptIR(ref.TINY, with_unused=True), 2)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        y = m(x)
+    torch.save({"epoch": 3, "global_step": 30, "state_dict": {f"net.{k}": v for k, v in m.state_dict().items()},
+                "optimizer_states": [{"state": {}}], "lr_schedulers": []}, os.path.join(out, "lightning.ckpt"))
+    torch.save(m.state_dict(), os.path.join(out, "plain.pth"))
+    torch.save({"epoch": 1, "something": [1, 2]}, os.path.join(out, "no_state_dict.ckpt"))
+    save_file({"input": x, "output": y}, p("lightning_io"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,195 @@
+//! PromptIR (Potlapalli et al., NeurIPS 2023, arXiv 2306.13090), ported from the official
+//! `va1shn9v/PromptIR` `net/model.py` (commit 20eff77) with `decoder=True`.
+//!
+//! Every struct mirrors one upstream class and its fields carry the Python attribute names, so
+//! var-store paths equal the official state_dict keys (`encoder_level1.0.attn.qkv.weight`, ...).
+
+mod blocks;
+mod prompt;
+mod promptir;
+
+pub use blocks::{
+    Attention, Downsample, FeedForward, LayerNorm, OverlapPatchEmbed, TransformerBlock, Upsample,
+};
+pub use prompt::PromptGenBlock;
+pub use promptir::{PromptIr, WidthPlan};
+
+use serde::{Deserialize, Serialize};
+use tch::nn;
+
+/// Upstream modules that exist in the official state_dict but never run in `forward`.
+/// They are not built here; the importer drops them by name and reports it.
+pub const IGNORED_UPSTREAM_KEYS: [&str; 6] = [
+    "chnl_reduce1.weight",
+    "chnl_reduce2.weight",
+    "chnl_reduce3.weight",
+    "reduce_noise_channel_1.weight",
+    "reduce_noise_channel_2.weight",
+    "reduce_noise_channel_3.weight",
+];
+
+/// Which LayerNorm the transformer blocks use. Upstream takes a string and silently falls back
+/// to WithBias for anything but exactly `'BiasFree'`; an enum makes a typo a load error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerNormType {
+    #[default]
+    WithBias,
+    BiasFree,
+}
+
+/// The network's hyper-parameters. The default is the official model (35,376,967 parameters
+/// used in forward); widths are derived from `dim` so that small configs work too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub inp_channels: i64,
+    pub out_channels: i64,
+    pub dim: i64,
+    pub num_blocks: [i64; 4],
+    pub num_refinement_blocks: i64,
+    pub heads: [i64; 4],
+    pub ffn_expansion_factor: f64,
+    pub bias: bool,
+    pub layer_norm_type: LayerNormType,
+    /// Prompt components per block (upstream: 5 for all three).
+    pub prompt_len: i64,
+    /// Channels of prompt1/2/3 (upstream literals 64, 128, 320).
+    pub prompt_dims: [i64; 3],
+    /// Spatial size of prompt1/2/3 (upstream literals 64, 32, 16).
+    pub prompt_sizes: [i64; 3],
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            inp_channels: 3,
+            out_channels: 3,
+            dim: 48,
+            num_blocks: [4, 6, 6, 8],
+            num_refinement_blocks: 4,
+            heads: [1, 2, 4, 8],
+            ffn_expansion_factor: 2.66,
+            bias: false,
+            layer_norm_type: LayerNormType::WithBias,
+            prompt_len: 5,
+            prompt_dims: [64, 128, 320],
+            prompt_sizes: [64, 32, 16],
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The official network.
+    pub fn paper() -> Self {
+        Self::default()
+    }
+
+    /// A small network with the same wiring, for CPU tests and demos (about 0.2 M parameters).
+    pub fn tiny() -> Self {
+        ModelConfig {
+            dim: 8,
+            num_blocks: [1, 1, 1, 1],
+            num_refinement_blocks: 1,
+            heads: [1, 2, 4, 4],
+            prompt_len: 3,
+            prompt_dims: [8, 16, 32],
+            prompt_sizes: [16, 8, 4],
+            ..Self::default()
+        }
+    }
+
+    /// Checks everything the constructor relies on, so that building never panics.
+    pub fn validate(&self) -> Result<(), String> {
+        let w = WidthPlan::new(self);
+        let pos = |name: &str, v: i64| {
+            if v >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be >= 1, got {v}"))
+            }
+        };
+        pos("model.inp_channels", self.inp_channels)?;
+        pos("model.out_channels", self.out_channels)?;
+        pos("model.dim", self.dim)?;
+        pos("model.prompt_len", self.prompt_len)?;
+        if self.inp_channels != self.out_channels {
+            return Err("model.inp_channels must equal model.out_channels (global residual)".into());
+        }
+        if self.dim % 2 != 0 {
+            return Err(format!("model.dim must be even (Downsample halves it), got {}", self.dim));
+        }
+        for (i, &n) in self.num_blocks.iter().enumerate() {
+            pos(&format!("model.num_blocks[{i}]"), n)?;
+        }
+        if self.num_refinement_blocks < 0 {
+            return Err("model.num_refinement_blocks must be >= 0".into());
+        }
+        for (i, (&d, &s)) in self.prompt_dims.iter().zip(&self.prompt_sizes).enumerate() {
+            pos(&format!("model.prompt_dims[{i}]"), d)?;
+            pos(&format!("model.prompt_sizes[{i}]"), s)?;
+        }
+        if !(self.ffn_expansion_factor > 0.0 && self.ffn_expansion_factor.is_finite()) {
+            return Err(format!(
+                "model.ffn_expansion_factor must be > 0, got {}",
+                self.ffn_expansion_factor
+            ));
+        }
+        let h = self.heads;
+        let checks = [
+            ("encoder_level1", w.c1, h[0]),
+            ("encoder_level2", w.c2, h[1]),
+            ("encoder_level3", w.c3, h[2]),
+            ("latent", w.c4, h[3]),
+            ("noise_level3", w.noise3, h[2]),
+            ("noise_level2", w.noise2, h[2]),
+            ("noise_level1", w.noise1, h[2]),
+            ("decoder_level1/refinement", w.c2, h[0]),
+        ];
+        for (name, c, heads) in checks {
+            if heads < 1 || c % heads != 0 {
+                return Err(format!(
+                    "{name}: width {c} is not divisible by {heads} heads (model.heads)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Input sizes must be multiples of this (three 2x downsamplings); `restore` pads to it.
+    pub fn pad_multiple(&self) -> i64 {
+        8
+    }
+}
+
+/// PyTorch's default init for conv and linear weights: kaiming_uniform(a=sqrt(5)), i.e. a
+/// uniform bound of 1/sqrt(fan_in). tch's own default is sqrt(6) times wider.
+pub const TORCH_DEFAULT_INIT: nn::Init = nn::Init::Kaiming {
+    dist: nn::init::NormalOrUniform::Uniform,
+    fan: nn::init::FanInOut::FanIn,
+    non_linearity: nn::init::NonLinearity::ExplicitGain(0.577_350_269_189_625_8), // 1/sqrt(3)
+};
+
+/// A bias-free (unless `bias`) conv with PyTorch's default init.
+pub(crate) fn conv(
+    p: nn::Path,
+    cin: i64,
+    cout: i64,
+    k: i64,
+    groups: i64,
+    bias: bool,
+) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        padding: k / 2,
+        groups,
+        bias,
+        ws_init: TORCH_DEFAULT_INIT,
+        // PyTorch's conv bias: U(+-1/sqrt(fan_in)), fan_in = cin/groups*k*k.
+        bs_init: {
+            let bound = 1.0 / (((cin / groups) * k * k) as f64).sqrt();
+            nn::Init::Uniform { lo: -bound, up: bound }
+        },
+        ..Default::default()
+    };
+    nn::conv2d(p, cin, cout, k, cfg)
+}

@@ -1,0 +1,130 @@
+//! Checkpoints: import of official files written by PyTorch, strict loading, metadata.
+
+mod common;
+
+use common::{max_abs_diff, parity_fixtures};
+use promptir::checkpoint::{self, save_tensors, TensorFile};
+use promptir::model::{ModelConfig, PromptIr, IGNORED_UPSTREAM_KEYS};
+use std::collections::BTreeMap;
+use tch::{nn, nn::Module, Device, Tensor};
+
+fn io() -> (Tensor, Tensor) {
+    let f = TensorFile::open(&parity_fixtures().join("lightning_io.safetensors")).unwrap();
+    (f.tensor("input").unwrap(), f.tensor("output").unwrap())
+}
+
+#[test]
+fn imports_lightning_and_plain_checkpoints_with_the_same_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = io();
+    for src in ["lightning.ckpt", "plain.pth"] {
+        let out = dir.path().join(format!("{src}.safetensors"));
+        let r = checkpoint::import_official(&parity_fixtures().join(src), &out).unwrap();
+        assert_eq!(r.config, ModelConfig::tiny(), "{src}: config read off the shapes");
+        let mut dropped = r.dropped.clone();
+        dropped.sort();
+        let mut expected: Vec<String> =
+            IGNORED_UPSTREAM_KEYS.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(dropped, expected, "{src}: the six unused modules are dropped and reported");
+        let loaded = checkpoint::load_model(&out, Device::Cpu).unwrap();
+        let d = max_abs_diff(&tch::no_grad(|| loaded.model.forward(&x)), &y);
+        assert!(d <= 1e-5, "{src}: max abs diff {d:e}");
+    }
+}
+
+#[test]
+fn checkpoint_without_state_dict_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.safetensors");
+    let e = checkpoint::import_official(&parity_fixtures().join("no_state_dict.ckpt"), &out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no_state_dict.ckpt") && e.contains("holds no state_dict"), "{e}");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temp files left");
+}
+
+fn tiny_checkpoint(dir: &std::path::Path) -> (std::path::PathBuf, nn::VarStore) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = PromptIr::new(&vs.root(), &ModelConfig::tiny());
+    let p = dir.join("tiny.safetensors");
+    let mut extra = BTreeMap::new();
+    extra.insert("promptir.epoch".to_string(), "7".to_string());
+    checkpoint::save_model(&vs, &ModelConfig::tiny(), extra, &p).unwrap();
+    (p, vs)
+}
+
+#[test]
+fn round_trip_rebuilds_the_network_from_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, vs) = tiny_checkpoint(dir.path());
+    let loaded = checkpoint::load_model(&p, Device::Cpu).unwrap();
+    assert_eq!(loaded.config, ModelConfig::tiny());
+    assert_eq!(loaded.metadata["promptir.epoch"], "7");
+    for (k, v) in vs.variables() {
+        assert!(loaded.vs.variables()[&k].equal(&v), "{k}");
+    }
+}
+
+/// Rewrites the tiny checkpoint with `edit` applied to its tensors.
+fn edited(
+    edit: impl FnOnce(&mut Vec<(String, Tensor)>),
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = tiny_checkpoint(dir.path());
+    let f = TensorFile::open(&p).unwrap();
+    let mut ts: Vec<(String, Tensor)> =
+        f.header().keys().map(|k| (k.clone(), f.tensor(k).unwrap())).collect();
+    edit(&mut ts);
+    save_tensors(&p, &ts, f.metadata()).unwrap();
+    (dir, p)
+}
+
+#[test]
+fn missing_extra_and_misshapen_keys_are_named() {
+    let (_d, p) = edited(|ts| ts.retain(|(k, _)| k != "output.weight"));
+    let e = checkpoint::load_model(&p, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("1 missing key(s): output.weight"), "{e}");
+
+    let (_d, p) = edited(|ts| {
+        ts.push(("chnl_reduce1.weight".into(), Tensor::zeros([2], (tch::Kind::Float, Device::Cpu))))
+    });
+    let e = checkpoint::load_model(&p, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("1 unexpected key(s): chnl_reduce1.weight"), "{e}");
+
+    let (_d, p) = edited(|ts| {
+        let i = ts.iter().position(|(k, _)| k == "latent.0.attn.temperature").unwrap();
+        ts[i].1 = Tensor::ones([1], (tch::Kind::Float, Device::Cpu)); // tch's own loader would broadcast this
+    });
+    let e = checkpoint::load_model(&p, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("latent.0.attn.temperature (file [1], model [4, 1, 1])"), "{e}");
+
+    let (_d, p) = edited(|ts| {
+        let i = ts.iter().position(|(k, _)| k == "output.weight").unwrap();
+        ts[i].1 = ts[i].1.to_kind(tch::Kind::Half);
+    });
+    let e = checkpoint::load_model(&p, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("output.weight (file F16, model Float)"), "{e}");
+}
+
+#[test]
+fn truncated_and_foreign_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = tiny_checkpoint(dir.path());
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = checkpoint::load_model(&p, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("tiny.safetensors") && e.contains("truncated"), "{e}");
+
+    // A valid safetensors without our metadata (e.g. official keys exported by hand).
+    let q = dir.path().join("plain.safetensors");
+    save_tensors(
+        &q,
+        &[("a".into(), Tensor::zeros([1], (tch::Kind::Float, Device::Cpu)))],
+        BTreeMap::new(),
+    )
+    .unwrap();
+    let e = checkpoint::load_model(&q, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("promptir import"), "{e}");
+}

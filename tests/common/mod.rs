@@ -1,0 +1,66 @@
+//! Shared test helpers: the venv's python, PyTorch fixtures, tensor comparisons.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use tch::Tensor;
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The project's venv python (`make setup` creates it; `make test` runs setup first).
+pub fn python() -> PathBuf {
+    let p = repo().join(".venv/bin/python");
+    assert!(p.exists(), "{} missing: run `make setup`", p.display());
+    p
+}
+
+/// Runs a python snippet with the venv and returns stdout; panics with stderr on failure.
+pub fn run_python(args: &[&str]) -> String {
+    let out = Command::new(python()).args(args).output().expect("python runs");
+    assert!(
+        out.status.success(),
+        "python {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn content_hash(files: &[&str]) -> u64 {
+    // FNV-1a over the generating scripts: fixtures are rebuilt whenever a script changes.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for f in files {
+        for b in std::fs::read(repo().join(f)).unwrap() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// The parity fixtures written by `scripts/reference/parity_fixtures.py`, generated once per
+/// script version under `target/`.
+pub fn parity_fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let scripts = ["scripts/reference/parity_fixtures.py", "scripts/reference/promptir_ref.py"];
+        let dir =
+            repo().join(format!("target/test-fixtures/parity-{:016x}", content_hash(&scripts)));
+        let done = dir.join(".complete");
+        if !done.exists() {
+            let tmp = dir.with_extension("partial");
+            let _ = std::fs::remove_dir_all(&tmp);
+            run_python(&[scripts[0], tmp.to_str().unwrap()]);
+            std::fs::write(tmp.join(".complete"), b"").unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&tmp, &dir).unwrap();
+        }
+        dir
+    })
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shape mismatch");
+    f64::try_from((a - b).abs().max()).unwrap()
+}

@@ -1,0 +1,107 @@
+//! Structure of the port: key names and shapes, parameter counts, the width plan.
+
+use promptir::model::{LayerNormType, ModelConfig, PromptIr, WidthPlan, IGNORED_UPSTREAM_KEYS};
+use std::collections::BTreeMap;
+use tch::{nn, Device};
+
+fn official_keys() -> Vec<(String, Vec<i64>)> {
+    include_str!("data/official_keys.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, s) = l.split_once(' ').unwrap();
+            (k.to_string(), s.split(',').map(|d| d.parse().unwrap()).collect())
+        })
+        .collect()
+}
+
+fn var_shapes(cfg: &ModelConfig) -> BTreeMap<String, Vec<i64>> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = PromptIr::new(&vs.root(), cfg);
+    vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect()
+}
+
+#[test]
+fn var_store_paths_equal_official_state_dict_keys() {
+    let official = official_keys();
+    assert_eq!(official.len(), 548);
+    let expected: BTreeMap<String, Vec<i64>> = official
+        .into_iter()
+        .filter(|(k, _)| !IGNORED_UPSTREAM_KEYS.contains(&k.as_str()))
+        .collect();
+    assert_eq!(var_shapes(&ModelConfig::paper()), expected);
+}
+
+#[test]
+fn paper_parameter_count() {
+    let n: i64 =
+        var_shapes(&ModelConfig::paper()).values().map(|s| s.iter().product::<i64>()).sum();
+    assert_eq!(n, 35_376_967);
+    let all: i64 = official_keys().iter().map(|(_, s)| s.iter().product::<i64>()).sum();
+    assert_eq!(all, 35_592_263);
+}
+
+#[test]
+fn width_plan_equals_upstream_literals_at_dim_48() {
+    let w = WidthPlan::new(&ModelConfig::paper());
+    assert_eq!((w.c1, w.c2, w.c3, w.c4), (48, 96, 192, 384));
+    // upstream: int(dim*2**2)+512, int(dim*2**1)+224, int(dim*2**1)+64, int(dim*2**1)+192
+    assert_eq!((w.noise3, w.noise2, w.noise1, w.chan3_in, w.chan2_in), (704, 320, 160, 288, 192));
+}
+
+#[test]
+fn gdfn_hidden_width_truncates_like_python() {
+    use promptir::model::FeedForward;
+    let got: Vec<i64> = [48, 96, 192, 384, 704, 320, 160]
+        .iter()
+        .map(|&c| FeedForward::hidden_features(c, 2.66))
+        .collect();
+    assert_eq!(got, [127, 255, 510, 1021, 1872, 851, 425]);
+}
+
+#[test]
+fn bias_free_has_no_norm_bias_and_bias_adds_conv_biases() {
+    let cfg =
+        ModelConfig { layer_norm_type: LayerNormType::BiasFree, bias: true, ..ModelConfig::tiny() };
+    let keys = var_shapes(&cfg);
+    assert!(!keys.keys().any(|k| k.ends_with("body.bias")));
+    assert!(keys.contains_key("encoder_level1.0.attn.qkv.bias"));
+    assert!(keys.contains_key("output.bias"));
+    // Upstream hard-codes bias=False in the resamplers and the prompt conv.
+    assert!(
+        !keys.contains_key("down1_2.body.0.bias") && !keys.contains_key("prompt1.conv3x3.bias")
+    );
+}
+
+#[test]
+fn init_matches_pytorch_defaults() {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = PromptIr::new(&vs.root(), &ModelConfig::paper());
+    let v = vs.variables();
+    let max = |k: &str| f64::try_from(v[k].abs().max()).unwrap();
+    let min = |k: &str| f64::try_from(v[k].min()).unwrap();
+    // kaiming_uniform(a=sqrt(5)): bound 1/sqrt(fan_in); fan_in = 48*9 for the 3x3 conv on 48 channels.
+    let b = 1.0 / (48.0f64 * 9.0).sqrt();
+    assert!(max("down1_2.body.0.weight") <= b && max("down1_2.body.0.weight") > 0.95 * b);
+    // depthwise: fan_in = 9
+    assert!(max("encoder_level1.0.attn.qkv_dwconv.weight") <= 1.0 / 3.0 + 1e-7);
+    assert!(max("encoder_level1.0.attn.qkv_dwconv.weight") > 0.3);
+    assert!(min("prompt1.prompt_param") >= 0.0 && max("prompt1.prompt_param") < 1.0);
+    assert_eq!(f64::try_from(v["latent.0.attn.temperature"].sum(tch::Kind::Float)).unwrap(), 8.0);
+    assert_eq!(f64::try_from(v["latent.0.norm1.body.weight"].mean(tch::Kind::Float)).unwrap(), 1.0);
+    assert_eq!(
+        f64::try_from(v["latent.0.norm1.body.bias"].abs().sum(tch::Kind::Float)).unwrap(),
+        0.0
+    );
+}
+
+#[test]
+fn invalid_configs_are_rejected_with_the_key() {
+    let bad = ModelConfig { heads: [1, 2, 5, 8], ..ModelConfig::paper() };
+    let e = bad.validate().unwrap_err();
+    assert!(e.contains("not divisible by 5 heads"), "{e}");
+    let bad = ModelConfig { dim: 7, ..ModelConfig::paper() };
+    assert!(bad.validate().unwrap_err().contains("model.dim"));
+    assert!(ModelConfig::tiny().validate().is_ok());
+}
