@@ -1,0 +1,63 @@
+//! The built binary: runs without LD_LIBRARY_PATH, keeps libtorch_cuda linked, maps errors to
+//! exit codes.
+
+mod common;
+
+use std::process::Command;
+
+fn promptir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_promptir"));
+    c.env_remove("LD_LIBRARY_PATH");
+    c
+}
+
+#[test]
+fn doctor_runs_without_ld_library_path() {
+    let out = promptir().arg("doctor").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("libtorch") && text.contains("2.11.0") && text.contains("cuda available"),
+        "{text}"
+    );
+}
+
+#[test]
+fn libtorch_cuda_is_linked_so_cuda_can_be_found() {
+    // Without -Wl,--no-as-needed the linker drops libtorch.so, which is what pulls in
+    // libtorch_cuda.so, and CUDA silently reports itself unavailable on GPU machines.
+    let out = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_promptir"))
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("libtorch_cuda.so =>") && !text.contains("not found"), "{text}");
+}
+
+#[test]
+fn user_errors_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.safetensors");
+    let out = promptir().args(["inspect", missing.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("missing.safetensors"), "{err}");
+}
+
+#[test]
+fn import_cli_converts_a_lightning_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("tiny.safetensors");
+    let src = common::parity_fixtures().join("lightning.ckpt");
+    let out = promptir()
+        .args(["import", src.to_str().unwrap(), "--output", out_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("dropped 6 keys"), "{text}");
+    let out = promptir().args(["inspect", out_path.to_str().unwrap()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"dim\":8"));
+}
