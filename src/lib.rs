@@ -17,5 +17,6 @@ pub mod error;
 pub mod io;
 pub mod model;
 pub mod restore;
+pub mod run;
 
 pub use error::{Error, Result};

@@ -1,0 +1,205 @@
+//! A training run on disk: `logs/<run>/` (resolved config, TensorBoard events, metrics.jsonl) and
+//! `weights/<run>/` (checkpoints and the resumable training state). A new run never writes into
+//! an existing one; `--resume` is the only way back in.
+
+use crate::config::Experiment;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub name: String,
+    pub logs: PathBuf,
+    pub weights: PathBuf,
+}
+
+/// Progress saved next to the checkpoints (`train_state.json`), human-readable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs fully completed.
+    pub epoch: usize,
+    /// Optimiser steps taken.
+    pub step: usize,
+    pub best_psnr: Option<f64>,
+    pub best_epoch: Option<usize>,
+    /// Whether training reached its end (epochs or max_steps).
+    pub finished: bool,
+}
+
+impl RunDir {
+    fn at(name: &str, logs_root: &Path, weights_root: &Path) -> Self {
+        RunDir {
+            name: name.to_string(),
+            logs: logs_root.join(name),
+            weights: weights_root.join(name),
+        }
+    }
+
+    fn exists(&self) -> bool {
+        self.logs.exists() || self.weights.exists()
+    }
+
+    /// A fresh run named after the experiment; a UTC timestamp suffix is added only when that
+    /// name is taken, so no existing run is ever overwritten.
+    pub fn create(exp: &Experiment, logs_root: &Path, weights_root: &Path) -> Result<Self> {
+        let mut run = Self::at(&exp.name, logs_root, weights_root);
+        if run.exists() {
+            let stamp = utc_stamp();
+            run = Self::at(&format!("{}_{stamp}", exp.name), logs_root, weights_root);
+            let mut n = 2;
+            while run.exists() {
+                run = Self::at(&format!("{}_{stamp}_{n}", exp.name), logs_root, weights_root);
+                n += 1;
+            }
+        }
+        for d in [&run.logs, &run.weights] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+        crate::io::write_atomic_bytes(&run.config_path(), exp.to_yaml().as_bytes())?;
+        Ok(run)
+    }
+
+    /// An existing run, for `--resume`: its folders and config must exist.
+    pub fn open(name_or_path: &str, logs_root: &Path, weights_root: &Path) -> Result<Self> {
+        // Accept "name", "logs/name" or "weights/name".
+        let name = Path::new(name_or_path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::Usage(format!("--resume {name_or_path:?}: not a run name")))?;
+        let run = Self::at(&name, logs_root, weights_root);
+        if !run.config_path().is_file() {
+            return Err(Error::Usage(format!(
+                "--resume {name}: no run there ({} is missing); runs live under {}",
+                run.config_path().display(),
+                logs_root.display()
+            )));
+        }
+        Ok(run)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.logs.join("config.yaml")
+    }
+    pub fn metrics_path(&self) -> PathBuf {
+        self.logs.join("metrics.jsonl")
+    }
+    pub fn state_path(&self) -> PathBuf {
+        self.weights.join("train_state.json")
+    }
+    pub fn checkpoint(&self, which: &str) -> PathBuf {
+        self.weights.join(format!("{which}.safetensors"))
+    }
+    /// Optimiser moments saved with `last` (their metadata carries the same step).
+    pub fn optimizer_path(&self) -> PathBuf {
+        self.weights.join("last.optim.safetensors")
+    }
+
+    pub fn read_config(&self) -> Result<Experiment> {
+        let p = self.config_path();
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        Experiment::from_yaml_str(&text, &p)
+    }
+
+    pub fn read_state(&self) -> Result<TrainState> {
+        let p = self.state_path();
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            Error::io(
+                &p,
+                std::io::Error::new(
+                    e.kind(),
+                    format!("{e}; the run has no checkpoint to resume from yet"),
+                ),
+            )
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::data(&p, format!("corrupt training state: {e}")))
+    }
+
+    pub fn write_state(&self, s: &TrainState) -> Result<()> {
+        let json = serde_json::to_string_pretty(s).expect("TrainState serialises");
+        crate::io::write_atomic_bytes(&self.state_path(), json.as_bytes())
+    }
+
+    /// Appends one JSON object per line (validation results), for scripts and `promptir report`.
+    pub fn append_metrics(&self, v: &serde_json::Value) -> Result<()> {
+        use std::io::Write;
+        let p = self.metrics_path();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
+        writeln!(f, "{v}").map_err(|e| Error::io(&p, e))
+    }
+}
+
+/// Model keys that differ between two configs (resuming with a changed network is refused).
+pub fn model_differences(a: &Experiment, b: &Experiment) -> Vec<String> {
+    let (va, vb) =
+        (serde_json::to_value(&a.model).unwrap(), serde_json::to_value(&b.model).unwrap());
+    let (ma, mb) = (va.as_object().unwrap(), vb.as_object().unwrap());
+    ma.iter()
+        .filter(|(k, v)| mb.get(*k) != Some(*v))
+        .map(|(k, v)| format!("model.{k}: {v} -> {}", mb[k]))
+        .collect()
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC, without a date crate.
+pub fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_run_never_reuses_an_existing_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let (logs, weights) = (d.path().join("logs"), d.path().join("weights"));
+        let exp = Experiment { name: "exp".into(), ..Experiment::default() };
+        let a = RunDir::create(&exp, &logs, &weights).unwrap();
+        assert_eq!(a.name, "exp");
+        let b = RunDir::create(&exp, &logs, &weights).unwrap();
+        assert!(b.name.starts_with("exp_") && b.name != a.name);
+        let c = RunDir::create(&exp, &logs, &weights).unwrap();
+        assert!(c.name != b.name);
+        assert_eq!(RunDir::open("logs/exp", &logs, &weights).unwrap().read_config().unwrap(), exp);
+        assert!(RunDir::open("nope", &logs, &weights)
+            .unwrap_err()
+            .to_string()
+            .contains("no run there"));
+    }
+
+    #[test]
+    fn model_differences_are_listed() {
+        let a = Experiment::default();
+        let mut b = a.clone();
+        b.model.dim = 16;
+        assert_eq!(model_differences(&a, &b), ["model.dim: 48 -> 16"]);
+        assert!(model_differences(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn utc_stamp_has_the_right_shape() {
+        let s = utc_stamp();
+        assert_eq!(s.len(), 15);
+        assert!(s.starts_with("20") && s.as_bytes()[8] == b'-');
+    }
+}

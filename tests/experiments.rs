@@ -1,0 +1,43 @@
+//! Every committed experiment file loads and validates, and the ablations differ from the base
+//! only where they say they do.
+
+use promptir::config::Experiment;
+use std::path::Path;
+
+fn load(name: &str) -> Experiment {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments").join(name);
+    Experiment::load(&p, &[]).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn every_experiment_file_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            Experiment::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 6);
+}
+
+#[test]
+fn the_report_recipe() {
+    let e = load("combined_loss.yaml");
+    assert_eq!(e.model, promptir::model::ModelConfig::paper());
+    assert_eq!(
+        (e.train.patch_size, e.train.batch_size, e.train.lr, e.train.warmup_epochs),
+        (224, 2, 2e-4, 15.0)
+    );
+    assert_eq!((e.loss.l1, e.loss.ssim, e.loss.perceptual), (1.0, 0.2, 0.05));
+    assert_eq!(e.name, "combined_loss");
+    let l1 = load("l1_only.yaml");
+    assert_eq!((l1.loss.l1, l1.loss.ssim, l1.loss.perceptual), (1.0, 0.0, 0.0));
+    let p = load("patch160_bs4.yaml");
+    assert_eq!((p.train.patch_size, p.train.batch_size), (160, 4));
+    assert_eq!(p.loss, e.loss);
+    let t = load("tiny.yaml");
+    assert_eq!(t.model, promptir::model::ModelConfig::tiny());
+}
