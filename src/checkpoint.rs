@@ -187,6 +187,17 @@ pub fn load_strict(
     file: &TensorFile,
     upstream: UpstreamKeys,
 ) -> Result<Vec<String>> {
+    let skip = |k: &str| upstream == UpstreamKeys::Drop && IGNORED_UPSTREAM_KEYS.contains(&k);
+    load_strict_skipping(vs, file, &skip)
+}
+
+/// [`load_strict`] with the file keys to pass over chosen by `skip` (e.g. a classifier the
+/// model does not build); they are returned. Every other difference is an error.
+pub fn load_strict_skipping(
+    vs: &nn::VarStore,
+    file: &TensorFile,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<Vec<String>> {
     let header = file.header();
     let vars = vs.variables();
     let mut missing: Vec<String> =
@@ -198,7 +209,7 @@ pub fn load_strict(
         if vars.contains_key(k) {
             continue;
         }
-        if upstream == UpstreamKeys::Drop && IGNORED_UPSTREAM_KEYS.contains(&k.as_str()) {
+        if skip(k) {
             dropped.push(k.clone());
         } else {
             unexpected.push(k.clone());

@@ -8,6 +8,7 @@
 //! - [`restore`]: the single forward path, with padding, TTA and ensembles as wrappers.
 //! - [`io`]: atomic writes and image decode/encode (the one place that quantises to u8).
 //! - [`device`]: device selection and `promptir doctor`.
+//! - [`metrics`]: PSNR/SSIM as scored; [`loss`]: training losses; [`vgg`]: frozen VGG16 features.
 
 pub mod checkpoint;
 pub mod config;
@@ -15,8 +16,11 @@ pub mod device;
 pub mod dihedral;
 pub mod error;
 pub mod io;
+pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod restore;
 pub mod run;
+pub mod vgg;
 
 pub use error::{Error, Result};

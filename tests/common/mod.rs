@@ -64,3 +64,23 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shape mismatch");
     f64::try_from((a - b).abs().max()).unwrap()
 }
+
+/// The fixtures written by `scripts/reference/loss_metrics_ref.py` (metrics, losses, VGG16),
+/// generated once per script version under `target/`.
+pub fn loss_metrics_fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let scripts = ["scripts/reference/loss_metrics_ref.py", "scripts/export_vgg16.py"];
+        let dir = repo()
+            .join(format!("target/test-fixtures/loss-metrics-{:016x}", content_hash(&scripts)));
+        if !dir.join(".complete").exists() {
+            let tmp = dir.with_extension("partial");
+            let _ = std::fs::remove_dir_all(&tmp);
+            run_python(&[scripts[0], tmp.to_str().unwrap()]);
+            std::fs::write(tmp.join(".complete"), b"").unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&tmp, &dir).unwrap();
+        }
+        dir
+    })
+}

@@ -1,0 +1,152 @@
+"""Writes the Python side of tests/loss_metrics.rs into a folder.
+
+    python scripts/reference/loss_metrics_ref.py OUT_DIR
+
+- metrics.safetensors: u8 image pairs (`pred.i`, `gt.i`, CHW) with scikit-image's
+  peak_signal_noise_ratio(gt, pred, data_range=255) and structural_similarity(gt, pred,
+  data_range=255, channel_axis=-1) in the metadata (`cases`, JSON).
+- ssim_loss.safetensors: float pairs (`pred.i`, `target.i`), pytorch_msssim.ssim(pred, target,
+  data_range=1, size_average=True) in the metadata and `grad.i`, the autograd gradient of
+  1 - ssim with respect to pred.
+- vgg16_random.safetensors: random-init VGG16 features written by scripts/export_vgg16.py.
+- vgg.safetensors: `pred`, `target`, torchvision's outputs `feat.N` of `features.N` for pred, the
+  perceptual distances (mean over layers of the per-layer L1 / MSE) and one full weighted loss
+  with its gradient `grad.total` with respect to pred.
+"""
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from pytorch_msssim import ssim
+from safetensors.torch import load_file, save_file
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXPORT = os.path.join(HERE, "..", "export_vgg16.py")
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def metrics(out, rng):
+    def structured(c, h, w):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([128 + 100 * np.sin(xx / (3 + k) + yy / (5 + 2 * k)) for k in range(c)])
+        return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).round().astype(np.uint8)
+
+    def noisy(gt, sigma):
+        return np.clip(gt + rng.normal(0, sigma, gt.shape), 0, 255).round().astype(np.uint8)
+
+    pairs = []
+    gt = rng.integers(0, 256, (3, 40, 56), dtype=np.uint8)
+    pairs.append((rng.integers(0, 256, gt.shape, dtype=np.uint8), gt))  # unrelated noise
+    gt = structured(3, 33, 47)
+    pairs.append((noisy(gt, 8), gt))  # odd, non-square
+    gt = structured(3, 64, 48)
+    pred = gt.copy()
+    pred[1, 10:13, 20:22] ^= 1  # nearly identical
+    pairs.append((pred, gt))
+    gt = structured(3, 7, 9)
+    pairs.append((noisy(gt, 20), gt))  # exactly one window tall
+    gt = structured(3, 96, 80)
+    pairs.append((noisy(gt, 3), gt))
+    gt = structured(1, 20, 31)
+    pairs.append((noisy(gt, 15), gt))  # one channel
+
+    tensors, cases = {}, []
+    for i, (pred, gt) in enumerate(pairs):
+        hwc = lambda a: np.ascontiguousarray(a.transpose(1, 2, 0))
+        cases.append(dict(
+            h=gt.shape[1], w=gt.shape[2],
+            psnr=float(peak_signal_noise_ratio(hwc(gt), hwc(pred), data_range=255)),
+            ssim=float(structural_similarity(hwc(gt), hwc(pred), data_range=255, channel_axis=-1)),
+        ))
+        tensors[f"pred.{i}"] = torch.from_numpy(pred.copy())
+        tensors[f"gt.{i}"] = torch.from_numpy(gt.copy())
+    save_file(tensors, os.path.join(out, "metrics.safetensors"), metadata={"cases": json.dumps(cases)})
+
+
+def ssim_loss(out):
+    torch.manual_seed(1)
+    tensors, values = {}, []
+    for i, shape in enumerate([(2, 3, 48, 48), (1, 3, 40, 29), (1, 3, 8, 20)]):
+        target = torch.rand(shape)
+        # Raw network output: partly outside [0, 1], never clamped.
+        pred = (target + 0.15 * torch.randn(shape)).requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pytorch_msssim warns when it skips a short side
+            s = ssim(pred, target, data_range=1, size_average=True)
+        (1 - s).backward()
+        values.append(float(s.detach()))
+        tensors[f"pred.{i}"], tensors[f"target.{i}"] = pred.detach(), target
+        tensors[f"grad.{i}"] = pred.grad
+    save_file(tensors, os.path.join(out, "ssim_loss.safetensors"), metadata={"ssim": json.dumps(values)})
+
+
+def vgg_features(features, x, layers):
+    """Outputs of features.N for N in layers (a clone: torchvision's ReLUs work in place)."""
+    h, outs = (x - MEAN) / STD, {}
+    for i, m in enumerate(features):
+        h = m(h)
+        if i in layers:
+            outs[i] = h.clone()
+        if i == max(layers):
+            break
+    return [outs[i] for i in layers]
+
+
+def perceptual(features, pred, target, layers, dist):
+    fp = vgg_features(features, pred, layers)
+    with torch.no_grad():
+        ft = vgg_features(features, target, layers)
+    d = F.l1_loss if dist == "l1" else F.mse_loss
+    return sum(d(a, b) for a, b in zip(fp, ft)) / len(layers)
+
+
+def vgg(out):
+    weights = os.path.join(out, "vgg16_random.safetensors")
+    subprocess.run([sys.executable, EXPORT, "--random-init", "--seed", "3", "--output", weights], check=True)
+    features = torchvision.models.vgg16(weights=None).features.eval()
+    sd = {k.removeprefix("features."): v for k, v in load_file(weights).items()}
+    features.load_state_dict(sd, strict=True)
+    for p in features.parameters():
+        p.requires_grad_(False)
+
+    torch.manual_seed(2)
+    target = torch.rand(2, 3, 48, 48)
+    pred = target + 0.1 * torch.randn(target.shape)
+    feat_layers, loss_layers = [3, 8, 15, 22], [3, 8, 15]
+    tensors = {"pred": pred, "target": target}
+    with torch.no_grad():
+        for n, f in zip(feat_layers, vgg_features(features, pred, feat_layers)):
+            tensors[f"feat.{n}"] = f.contiguous()
+        values = {f"perceptual_{d}": float(perceptual(features, pred, target, loss_layers, d)) for d in ("l1", "l2")}
+
+    # The full loss as configured by {l1: 1, ssim: 0.2, perceptual: 0.05, layers [3, 8, 15], l1}.
+    x = pred.clone().requires_grad_(True)
+    l1 = F.l1_loss(x, target)
+    s = 1 - ssim(x, target, data_range=1, size_average=True)
+    p = perceptual(features, x, target, loss_layers, "l1")
+    total = 1.0 * l1 + 0.2 * s + 0.05 * p
+    total.backward()
+    values.update(l1=float(l1), ssim=float(s), perceptual=float(p), total=float(total))
+    tensors["grad.total"] = x.grad
+    meta = dict(values, feat_layers=feat_layers, loss_layers=loss_layers)
+    save_file(tensors, os.path.join(out, "vgg.safetensors"), metadata={"values": json.dumps(meta)})
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    torch.set_num_threads(1)
+    metrics(out, np.random.default_rng(0))
+    ssim_loss(out)
+    vgg(out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,174 @@
+//! Metrics, losses and the VGG16 perceptual network against their Python references
+//! (scikit-image, pytorch_msssim, torchvision), computed by
+//! `scripts/reference/loss_metrics_ref.py`.
+
+mod common;
+
+use common::{loss_metrics_fixtures, max_abs_diff};
+use promptir::checkpoint::{save_tensors, TensorFile};
+use promptir::config::{Distance, LossConfig};
+use promptir::loss::{gaussian_ssim, Loss};
+use promptir::metrics::{psnr_u8, ssim_u8};
+use promptir::vgg::Vgg16Features;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tch::{Device, Tensor};
+
+fn open(name: &str) -> (TensorFile, BTreeMap<String, String>) {
+    let f = TensorFile::open(&loss_metrics_fixtures().join(format!("{name}.safetensors"))).unwrap();
+    let meta = f.metadata();
+    (f, meta)
+}
+
+fn bytes(t: &Tensor) -> Vec<u8> {
+    let mut v = vec![0u8; t.numel()];
+    t.copy_data(&mut v, t.numel());
+    v
+}
+
+fn scalar(t: &Tensor) -> f64 {
+    f64::try_from(t).unwrap()
+}
+
+/// max |a - b| / max |b|.
+fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
+    max_abs_diff(a, b) / scalar(&b.abs().max())
+}
+
+fn vgg_weights() -> PathBuf {
+    loss_metrics_fixtures().join("vgg16_random.safetensors")
+}
+
+#[test]
+fn psnr_and_ssim_match_scikit_image() {
+    let (f, meta) = open("metrics");
+    let cases: Vec<Value> = serde_json::from_str(&meta["cases"]).unwrap();
+    let (mut dp, mut ds) = (0f64, 0f64);
+    for (i, c) in cases.iter().enumerate() {
+        let pred = bytes(&f.tensor(&format!("pred.{i}")).unwrap());
+        let gt = bytes(&f.tensor(&format!("gt.{i}")).unwrap());
+        let (h, w) = (c["h"].as_u64().unwrap() as usize, c["w"].as_u64().unwrap() as usize);
+        let p = psnr_u8(&pred, &gt);
+        let s = ssim_u8(&pred, &gt, h, w);
+        let (ep, es) =
+            ((p - c["psnr"].as_f64().unwrap()).abs(), (s - c["ssim"].as_f64().unwrap()).abs());
+        assert!(ep <= 1e-9, "case {i} ({h}x{w}): psnr {p} vs {}", c["psnr"]);
+        assert!(es <= 1e-9, "case {i} ({h}x{w}): ssim {s} vs {}", c["ssim"]);
+        (dp, ds) = (dp.max(ep), ds.max(es));
+    }
+    eprintln!(
+        "vs scikit-image over {} pairs: psnr max diff {dp:e} dB, ssim max diff {ds:e}",
+        cases.len()
+    );
+}
+
+#[test]
+fn ssim_and_its_gradient_match_pytorch_msssim() {
+    let (f, meta) = open("ssim_loss");
+    let want: Vec<f64> = serde_json::from_str(&meta["ssim"]).unwrap();
+    for (i, w) in want.iter().enumerate() {
+        let t = |k: &str| f.tensor(&format!("{k}.{i}")).unwrap();
+        let pred = t("pred").set_requires_grad(true);
+        let loss: Tensor = 1.0 - gaussian_ssim(&pred, &t("target"));
+        loss.backward();
+        let dv = (1.0 - scalar(&loss) - w).abs();
+        let dg = rel_diff(&pred.grad(), &t("grad"));
+        eprintln!("ssim case {i} {:?}: value diff {dv:e}, gradient rel diff {dg:e}", pred.size());
+        assert!(dv <= 1e-6, "case {i}: ssim {} vs {w}", 1.0 - scalar(&loss));
+        assert!(dg <= 1e-4, "case {i}: gradient rel diff {dg:e}");
+    }
+}
+
+#[test]
+fn vgg_features_match_torchvision() {
+    let (f, _) = open("vgg");
+    let layers = [3, 8, 15, 22];
+    let vgg = Vgg16Features::load(&vgg_weights(), Device::Cpu, &layers).unwrap();
+    let vars = vgg.var_store().variables();
+    assert!(vars.values().all(|t| !t.requires_grad()), "VGG16 must be frozen");
+    let feats = tch::no_grad(|| vgg.forward(&f.tensor("pred").unwrap()));
+    for (n, got) in layers.iter().zip(&feats) {
+        let d = max_abs_diff(got, &f.tensor(&format!("feat.{n}")).unwrap());
+        eprintln!("features.{n} {:?}: max abs diff {d:e}", got.size());
+        assert!(d <= 1e-4, "features.{n}: max abs diff {d:e}");
+    }
+}
+
+#[test]
+fn perceptual_and_total_loss_match_python() {
+    let (f, meta) = open("vgg");
+    let v: Value = serde_json::from_str(&meta["values"]).unwrap();
+    let num = |k: &str| v[k].as_f64().unwrap();
+    let (pred, target) = (f.tensor("pred").unwrap(), f.tensor("target").unwrap());
+    let cfg = |l1, ssim, distance| LossConfig {
+        l1,
+        ssim,
+        perceptual: 0.05,
+        perceptual_layers: vec![3, 8, 15],
+        perceptual_distance: distance,
+        vgg_weights: vgg_weights(),
+    };
+    for (d, key) in [(Distance::L1, "perceptual_l1"), (Distance::L2, "perceptual_l2")] {
+        let loss = Loss::new(&cfg(0.0, 0.0, d), Device::Cpu).unwrap();
+        let t = tch::no_grad(|| loss.compute(&pred, &target));
+        assert!(t.l1.is_none() && t.ssim.is_none());
+        let got = scalar(t.perceptual.as_ref().unwrap());
+        eprintln!("{key}: {got} vs {} (diff {:e})", num(key), (got - num(key)).abs());
+        assert!((got - num(key)).abs() <= 1e-6, "{key}: {got} vs {}", num(key));
+        assert!((scalar(&t.total) - 0.05 * got).abs() <= 1e-9, "total is the weighted term");
+    }
+
+    let loss = Loss::new(&cfg(1.0, 0.2, Distance::L1), Device::Cpu).unwrap();
+    let x = pred.set_requires_grad(true);
+    let t = loss.compute(&x, &target);
+    t.total.backward();
+    for (name, got) in [
+        ("l1", t.l1.as_ref()),
+        ("ssim", t.ssim.as_ref()),
+        ("perceptual", t.perceptual.as_ref()),
+        ("total", Some(&t.total)),
+    ] {
+        let got = scalar(got.unwrap());
+        assert!((got - num(name)).abs() <= 1e-6, "{name}: {got} vs {}", num(name));
+    }
+    let dg = rel_diff(&x.grad(), &f.tensor("grad.total").unwrap());
+    eprintln!("weighted loss {}: gradient rel diff {dg:e}", scalar(&t.total));
+    assert!(dg <= 1e-4, "gradient of the total: rel diff {dg:e}");
+}
+
+#[test]
+fn vgg_loading_is_strict_but_drops_the_classifier() {
+    let src = TensorFile::open(&vgg_weights()).unwrap();
+    let all: Vec<(String, Tensor)> =
+        src.header().keys().map(|k| (k.clone(), src.tensor(k).unwrap())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, tensors: Vec<(String, Tensor)>| {
+        let p = dir.path().join(name);
+        save_tensors(&p, &tensors, BTreeMap::new()).unwrap();
+        p
+    };
+    let copy = || all.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect::<Vec<_>>();
+
+    let mut with_classifier = copy();
+    with_classifier.push(("classifier.6.bias".into(), Tensor::zeros([1000], tch::kind::FLOAT_CPU)));
+    assert!(
+        Vgg16Features::load(&write("c.safetensors", with_classifier), Device::Cpu, &[3]).is_ok()
+    );
+
+    let missing: Vec<_> = copy().into_iter().filter(|(k, _)| k != "features.28.bias").collect();
+    let e = Vgg16Features::load(&write("m.safetensors", missing), Device::Cpu, &[3]).unwrap_err();
+    assert!(e.to_string().contains("missing key(s): features.28.bias"), "{e}");
+
+    let mut extra = copy();
+    extra.push(("features.1.weight".into(), Tensor::zeros([1], tch::kind::FLOAT_CPU)));
+    let e = Vgg16Features::load(&write("x.safetensors", extra), Device::Cpu, &[3]).unwrap_err();
+    assert!(e.to_string().contains("unexpected key(s): features.1.weight"), "{e}");
+
+    let wrong: Vec<_> = copy()
+        .into_iter()
+        .map(|(k, t)| if k == "features.0.bias" { (k, t.narrow(0, 0, 1)) } else { (k, t) })
+        .collect();
+    let e = Vgg16Features::load(&write("w.safetensors", wrong), Device::Cpu, &[3]).unwrap_err();
+    assert!(e.to_string().contains("features.0.bias (file [1], model [64])"), "{e}");
+}
