@@ -8,7 +8,7 @@
 //! - [`restore`]: the single forward path, with padding, TTA and ensembles as wrappers.
 //! - [`io`]: atomic writes and image decode/encode (the one place that quantises to u8).
 //! - [`device`]: device selection and `promptir doctor`.
-//! - [`schedule`]: the LR schedule (linear warmup, cosine annealing).
+//! - [`schedule`], [`optim`]: the LR schedule and an AdamW whose state can be saved.
 
 pub mod checkpoint;
 pub mod config;
@@ -17,6 +17,7 @@ pub mod dihedral;
 pub mod error;
 pub mod io;
 pub mod model;
+pub mod optim;
 pub mod restore;
 pub mod schedule;
 
