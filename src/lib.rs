@@ -8,7 +8,8 @@
 //! - [`restore`]: the single forward path, with padding, TTA and ensembles as wrappers.
 //! - [`io`]: atomic writes and image decode/encode (the one place that quantises to u8).
 //! - [`device`]: device selection and `promptir doctor`.
-//! - [`schedule`], [`optim`]: the LR schedule and an AdamW whose state can be saved.
+//! - [`schedule`], [`optim`], [`tensorboard`]: the LR schedule, a resumable AdamW and the
+//!   tfevents writer of the training loop.
 
 pub mod checkpoint;
 pub mod config;
@@ -20,5 +21,6 @@ pub mod model;
 pub mod optim;
 pub mod restore;
 pub mod schedule;
+pub mod tensorboard;
 
 pub use error::{Error, Result};
