@@ -9,6 +9,8 @@
 //! - [`io`]: atomic writes and image decode/encode (the one place that quantises to u8).
 //! - [`device`]: device selection and `promptir doctor`.
 //! - [`metrics`]: PSNR/SSIM as scored; [`loss`]: training losses; [`vgg`]: frozen VGG16 features.
+//! - [`schedule`], [`optim`], [`tensorboard`]: the LR schedule, a resumable AdamW and the
+//!   tfevents writer of the training loop.
 
 pub mod checkpoint;
 pub mod config;
@@ -19,8 +21,11 @@ pub mod io;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod restore;
 pub mod run;
+pub mod schedule;
+pub mod tensorboard;
 pub mod vgg;
 
 pub use error::{Error, Result};
