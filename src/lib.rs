@@ -16,6 +16,9 @@ pub mod dihedral;
 pub mod error;
 pub mod io;
 pub mod model;
+pub mod npz;
+pub mod predict;
 pub mod restore;
+pub mod tile;
 
 pub use error::{Error, Result};
