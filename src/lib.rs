@@ -21,11 +21,14 @@ pub mod io;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod npz;
 pub mod optim;
+pub mod predict;
 pub mod restore;
 pub mod run;
 pub mod schedule;
 pub mod tensorboard;
+pub mod tile;
 pub mod vgg;
 
 pub use error::{Error, Result};

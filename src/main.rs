@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use promptir::{checkpoint, device};
+use promptir::{checkpoint, device, predict};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,6 +30,33 @@ enum Command {
     Inspect {
         /// A checkpoint written by this project.
         weights: PathBuf,
+    },
+    /// Restore every image in a folder and write pred.npz (uint8 (3, H, W) per file name).
+    Predict {
+        /// A checkpoint; repeat to average several (they may differ in config).
+        #[arg(long, required = true)]
+        weights: Vec<PathBuf>,
+        /// Folder of degraded .png/.jpg images.
+        #[arg(long)]
+        input: PathBuf,
+        /// The .npz to write.
+        #[arg(long, short, default_value = "pred.npz")]
+        output: PathBuf,
+        /// 8-way flip/rotation test-time augmentation.
+        #[arg(long)]
+        tta: bool,
+        /// Also save the restored images as PNGs in this folder.
+        #[arg(long)]
+        png_dir: Option<PathBuf>,
+        /// Restore in overlapping tiles of this size (for images too large for memory).
+        #[arg(long)]
+        tile: Option<i64>,
+        /// Overlap between tiles in pixels [default: tile / 4].
+        #[arg(long, requires = "tile")]
+        tile_overlap: Option<i64>,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
     },
 }
 
@@ -67,6 +94,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{k}: {v}");
                 }
             }
+        }
+        Command::Predict { weights, input, output, tta, png_dir, tile, tile_overlap, device } => {
+            let tile = tile.map(|t| (t, tile_overlap.unwrap_or(t / 4)));
+            let device = device::parse_device(&device)?;
+            let opts =
+                predict::PredictOptions { weights, input, output, tta, png_dir, tile, device };
+            let s = predict::predict(&opts)?;
+            println!(
+                "wrote {} ({} images, {} model(s), tta {}, {:.1} s)",
+                opts.output.display(),
+                s.images,
+                s.models,
+                if tta { "on" } else { "off" },
+                s.seconds
+            );
         }
     }
     Ok(())
