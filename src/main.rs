@@ -120,7 +120,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let user = e.chain().any(|c| c.downcast_ref::<promptir::Error>().is_some());
-            eprintln!("error: {}", e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "));
+            // Our errors already print their source; skip causes the message so far contains.
+            let mut msg = String::new();
+            for cause in e.chain().map(|c| c.to_string()) {
+                if !msg.contains(&cause) {
+                    msg = if msg.is_empty() { cause } else { format!("{msg}: {cause}") };
+                }
+            }
+            eprintln!("error: {msg}");
             ExitCode::from(if user { 2 } else { 1 })
         }
     }

@@ -44,6 +44,7 @@ fn user_errors_exit_2_with_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("missing.safetensors"), "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "the cause is printed once: {err}");
 }
 
 #[test]
