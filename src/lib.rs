@@ -8,9 +8,13 @@
 //! - [`restore`]: the single forward path, with padding, TTA and ensembles as wrappers.
 //! - [`io`]: atomic writes and image decode/encode (the one place that quantises to u8).
 //! - [`device`]: device selection and `promptir doctor`.
+//! - [`data`]: dataset scan and checks, in-memory store, split, background batch loader;
+//!   [`augment`]: paired crops and augmentation on raw buffers.
 
+pub mod augment;
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod dihedral;
 pub mod error;
