@@ -11,9 +11,13 @@
 //! - [`metrics`]: PSNR/SSIM as scored; [`loss`]: training losses; [`vgg`]: frozen VGG16 features.
 //! - [`schedule`], [`optim`], [`tensorboard`]: the LR schedule, a resumable AdamW and the
 //!   tfevents writer of the training loop.
+//! - [`data`]: dataset scan and checks, in-memory store, split, background batch loader;
+//!   [`augment`]: paired crops and augmentation on raw buffers.
 
+pub mod augment;
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod dihedral;
 pub mod error;
