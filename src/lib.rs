@@ -21,6 +21,7 @@ pub mod data;
 pub mod device;
 pub mod dihedral;
 pub mod error;
+pub mod eval;
 pub mod io;
 pub mod loss;
 pub mod metrics;
@@ -33,6 +34,7 @@ pub mod run;
 pub mod schedule;
 pub mod tensorboard;
 pub mod tile;
+pub mod train;
 pub mod vgg;
 
 pub use error::{Error, Result};

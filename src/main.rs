@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use promptir::{checkpoint, device, predict};
+use promptir::{checkpoint, device, predict, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,6 +16,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train PromptIR on a dataset in the course layout (or resume a run).
+    Train {
+        /// Experiment file (experiments/*.yaml); optional with --resume.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Dataset root (overrides data.root).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Override any experiment key, e.g. --set train.lr=1e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// auto | cpu | cuda | cuda:N (overrides device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Run name (default: the experiment's name; a timestamp is added if it exists).
+        #[arg(long)]
+        name: Option<String>,
+        /// Continue an existing run (a name under --logs-dir).
+        #[arg(long, value_name = "RUN")]
+        resume: Option<String>,
+        #[arg(long, default_value = "logs")]
+        logs_dir: PathBuf,
+        #[arg(long, default_value = "weights")]
+        weights_dir: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print libtorch, CUDA, cuDNN and thread information (run this first on a new machine).
     Doctor,
     /// Convert an official PromptIR checkpoint (.ckpt, .pth/.pt or .safetensors) to this project's format.
@@ -63,6 +91,44 @@ enum Command {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor => print!("{}", device::doctor_report()),
+        Command::Train {
+            config,
+            data,
+            sets,
+            device,
+            name,
+            resume,
+            logs_dir,
+            weights_dir,
+            quiet,
+        } => {
+            let args = train::TrainArgs {
+                config,
+                sets,
+                data,
+                device,
+                name,
+                resume,
+                logs_dir,
+                weights_dir,
+                progress: !quiet,
+            };
+            let s = train::train(&args).context("training")?;
+            let best = s.state.best_psnr.map_or("-".to_string(), |p| {
+                format!("{p:.3} dB (epoch {})", s.state.best_epoch.unwrap_or(0))
+            });
+            println!(
+                "{} run {} after {} epochs / {} steps; best val PSNR {best}",
+                if s.interrupted { "stopped" } else { "finished" },
+                s.run.name,
+                s.state.epoch,
+                s.state.step
+            );
+            println!("weights: {}  logs: {}", s.run.weights.display(), s.run.logs.display());
+            if s.interrupted || !s.state.finished {
+                println!("resume with: promptir train --resume {}", s.run.name);
+            }
+        }
         Command::Import { ckpt, output } => {
             let r = checkpoint::import_official(&ckpt, &output)
                 .with_context(|| format!("importing {}", ckpt.display()))?;
