@@ -14,6 +14,7 @@
 //! - [`data`]: dataset scan and checks, in-memory store, split, background batch loader;
 //!   [`augment`]: paired crops and augmentation on raw buffers.
 
+pub mod amp;
 pub mod augment;
 pub mod checkpoint;
 pub mod config;

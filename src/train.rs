@@ -3,8 +3,9 @@
 //! atomic checkpoints. Resuming continues the same run exactly (weights, AdamW moments, schedule
 //! position and the loader's per-epoch order).
 
+use crate::amp::GradScaler;
 use crate::checkpoint::{self, TensorFile, UpstreamKeys};
-use crate::config::Experiment;
+use crate::config::{Experiment, Precision};
 use crate::data::{self, Loader, LoaderConfig, Store};
 use crate::eval::{evaluate, EvalItem, EvalReport};
 use crate::io::RgbImage;
@@ -231,6 +232,16 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true); // fixed patch shapes: tune once per shape
     }
+    let mut scaler = match exp.train.precision {
+        Precision::Fp32 => None,
+        Precision::Fp16 if device.is_cuda() => Some(GradScaler::default()),
+        Precision::Fp16 => {
+            return Err(Error::config(
+                "train.precision",
+                "fp16 needs a CUDA device; use precision: fp32 on CPU",
+            ))
+        }
+    };
     // The loss first: a missing VGG file should stop us before minutes of decoding.
     let loss = Loss::new(&exp.loss, device)?;
     let pairs = data::scan_pairs(&exp.data.root)?;
@@ -328,12 +339,37 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
             let x = batch.degraded.to_device(device);
             let y = batch.clean.to_device(device);
             opt.zero_grad()?;
-            let terms = loss.compute(&model.restore(&x), &y);
-            terms.total.backward();
+            let log_now = (state.step + 1) % exp.train.log_every == 0;
+            let terms = match &mut scaler {
+                None => {
+                    let terms = loss.compute(&model.restore(&x), &y);
+                    terms.total.backward();
+                    terms
+                }
+                Some(sc) => {
+                    // fp16 forward; the loss is computed in fp32 on the upcast output.
+                    let terms = loss.compute(&tch::autocast(true, || model.restore(&x)), &y);
+                    (&terms.total * sc.scale()).backward();
+                    let finite = sc.unscale(&opt);
+                    sc.update(!finite);
+                    if !finite {
+                        // An overflow: skip this step (the scale was halved), as GradScaler does.
+                        if sc.scale() < 1.0 {
+                            return Err(Error::Usage(format!(
+                                "fp16 gradients overflow at every step (step {}); use train.precision: fp32 or lower train.lr",
+                                state.step + 1
+                            )));
+                        }
+                        state.step += 1;
+                        pb.inc(1);
+                        continue;
+                    }
+                    terms
+                }
+            };
             let norm = exp.train.grad_clip.map(|c| opt.clip_grad_norm(c));
             // On CPU a check costs nothing; on GPU it is a sync, so only at log points (the
             // checkpoints below are written only after a check).
-            let log_now = (state.step + 1) % exp.train.log_every == 0;
             if (device == Device::Cpu || log_now)
                 && (nonfinite(&terms.total) || norm.as_ref().is_some_and(nonfinite))
             {

@@ -204,3 +204,11 @@ fn a_diverging_loss_stops_with_the_step_number() {
     let msg = e.to_string();
     assert!(msg.contains("NaN/inf at step") && msg.contains("last.safetensors"), "{msg}");
 }
+
+#[test]
+fn fp16_is_refused_on_cpu_before_any_work() {
+    let env = Env::new();
+    let e = train(&TrainArgs { name: Some("fp16".into()), ..env.args(&["train.precision=fp16"]) })
+        .unwrap_err();
+    assert!(e.to_string().contains("fp16 needs a CUDA device"), "{e}");
+}
