@@ -79,7 +79,9 @@ pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn resolve_experiment(args: &TrainArgs) -> Result<(Experiment, RunDir, Option<TrainState>)> {
+/// The experiment and, when resuming, the run and its state (a new run's folders are made only
+/// after every check has passed, so a failed start leaves nothing behind).
+fn resolve_experiment(args: &TrainArgs) -> Result<(Experiment, Option<(RunDir, TrainState)>)> {
     let apply_cli = |mut e: Experiment| -> Result<Experiment> {
         if let Some(d) = &args.data {
             e.data.root = d.clone();
@@ -112,16 +114,14 @@ fn resolve_experiment(args: &TrainArgs) -> Result<(Experiment, RunDir, Option<Tr
                 )));
             }
             let state = run.read_state()?;
-            crate::io::write_atomic_bytes(&run.config_path(), exp.to_yaml().as_bytes())?;
-            Ok((exp, run, Some(state)))
+            Ok((exp, Some((run, state))))
         }
         None => {
             let path = args.config.as_ref().ok_or_else(|| {
                 Error::Usage("train needs --config EXPERIMENT.yaml (or --resume RUN)".into())
             })?;
             let exp = apply_cli(Experiment::load(path, &args.sets)?)?;
-            let run = RunDir::create(&exp, &args.logs_dir, &args.weights_dir)?;
-            Ok((exp, run, None))
+            Ok((exp, None))
         }
     }
 }
@@ -227,7 +227,7 @@ fn nonfinite(t: &Tensor) -> bool {
 
 /// Trains (or resumes) a run. Everything a user can get wrong is checked before the first step.
 pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
-    let (exp, run, resumed) = resolve_experiment(args)?;
+    let (exp, resumed) = resolve_experiment(args)?;
     let device = crate::device::parse_device(&exp.device)?;
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true); // fixed patch shapes: tune once per shape
@@ -256,7 +256,14 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let model = PromptIr::new(&vs.root(), &exp.model);
     let mut opt = AdamW::from_config(&vs, &exp.train)?;
     let mut state = TrainState::default();
-    if let Some(s) = resumed {
+    let run = match &resumed {
+        Some((run, _)) => {
+            crate::io::write_atomic_bytes(&run.config_path(), exp.to_yaml().as_bytes())?;
+            run.clone()
+        }
+        None => RunDir::create(&exp, &args.logs_dir, &args.weights_dir)?,
+    };
+    if let Some((_, s)) = resumed {
         let last = run.checkpoint("last");
         let file = TensorFile::open(&last)?;
         let opt_file = TensorFile::open(&run.optimizer_path())?;

@@ -211,4 +211,8 @@ fn fp16_is_refused_on_cpu_before_any_work() {
     let e = train(&TrainArgs { name: Some("fp16".into()), ..env.args(&["train.precision=fp16"]) })
         .unwrap_err();
     assert!(e.to_string().contains("fp16 needs a CUDA device"), "{e}");
+    assert!(
+        !env.dir.path().join("logs").exists() && !env.dir.path().join("weights").exists(),
+        "a failed start leaves nothing"
+    );
 }
