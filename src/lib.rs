@@ -8,6 +8,7 @@
 //! - [`restore`]: the single forward path, with padding, TTA and ensembles as wrappers.
 //! - [`io`]: atomic writes and image decode/encode (the one place that quantises to u8).
 //! - [`device`]: device selection and `promptir doctor`.
+//! - [`synth`]: a synthetic rain/snow dataset in the course layout (`promptir synth`).
 
 pub mod checkpoint;
 pub mod config;
@@ -17,5 +18,6 @@ pub mod error;
 pub mod io;
 pub mod model;
 pub mod restore;
+pub mod synth;
 
 pub use error::{Error, Result};
