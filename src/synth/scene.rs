@@ -293,8 +293,9 @@ fn sky(
     }
 }
 
-/// A mountain range: a ridged-noise skyline whose base sits on the horizon, shaded by slope
-/// (lit from the sun's side), textured, and faded into the horizon colour by `haze`.
+/// A mountain range: a ridged-noise skyline whose base sits on the horizon, a ridged height
+/// field relief-shaded from the sun's side, optional snow caps, faded towards the horizon colour
+/// by `haze`.
 #[allow(clippy::too_many_arguments)]
 fn mountains(
     cv: &mut Canvas,
@@ -488,7 +489,8 @@ fn ground(cv: &mut Canvas, pal: &Palette, horizon: f32, water: bool, rng: &mut i
     }
 }
 
-/// Round-crowned trees on the ground, nearer ones bigger, sphere-shaded from the sun's side.
+/// Broadleaf and conifer trees on the ground (or the far shore), nearer ones bigger and drawn
+/// later, shaded from the sun's side.
 fn trees(
     cv: &mut Canvas,
     pal: &Palette,
@@ -653,7 +655,8 @@ fn finish(cv: &mut Canvas, rng: &mut impl Rng) {
             let k = 1.0 - vig * (u * u + v * v) * 1.6;
             let g = grain * n.sample(x as f32 * 0.93 + 0.5, y as f32 * 0.87 + 0.5) * 2.0;
             let p = &mut cv.px[y * cv.w + x];
-            *p = p.map(|c| c * k + g);
+            // Clamped here so the weather blends always start from a valid image.
+            *p = p.map(|c| (c * k + g).clamp(0.0, 1.0));
         }
     }
 }
