@@ -13,6 +13,7 @@
 //!   tfevents writer of the training loop.
 //! - [`data`]: dataset scan and checks, in-memory store, split, background batch loader;
 //!   [`augment`]: paired crops and augmentation on raw buffers.
+//! - [`synth`]: a synthetic rain/snow dataset in the course layout (`promptir synth`).
 
 pub mod amp;
 pub mod augment;
@@ -33,6 +34,7 @@ pub mod predict;
 pub mod restore;
 pub mod run;
 pub mod schedule;
+pub mod synth;
 pub mod tensorboard;
 pub mod tile;
 pub mod train;

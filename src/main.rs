@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use promptir::{checkpoint, device, predict, train};
+use promptir::{checkpoint, device, predict, synth, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -85,6 +85,29 @@ enum Command {
         /// auto, cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: String,
+    },
+    /// Write a synthetic rain/snow dataset in the course layout (no download needed).
+    Synth {
+        /// New or empty folder for the dataset.
+        #[arg(long, short, required_unless_present = "sheet")]
+        output: Option<PathBuf>,
+        /// Training pairs, split evenly between rain and snow.
+        #[arg(long, default_value_t = 200)]
+        train: usize,
+        /// Test images; their ground truth goes to test/clean, their types to test/types.json.
+        #[arg(long, default_value_t = 20)]
+        test: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Crop clean images from your own photos (png/jpg) instead of drawing landscapes.
+        #[arg(long)]
+        clean_dir: Option<PathBuf>,
+        /// Write only a sample sheet PNG (4 rows of clean | rain | snow) to this path.
+        #[arg(long, conflicts_with = "output")]
+        sheet: Option<PathBuf>,
     },
 }
 
@@ -175,6 +198,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if tta { "on" } else { "off" },
                 s.seconds
             );
+        }
+        Command::Synth { output, train, test, size, seed, clean_dir, sheet } => {
+            let opts = synth::SynthOptions { train, test, size, seed, clean_dir };
+            let start = std::time::Instant::now();
+            if let Some(path) = sheet {
+                synth::write_sheet(&path, 4, &opts)?;
+                println!("wrote {}", path.display());
+            } else if let Some(out) = output {
+                let s = synth::generate(&out, &opts)?;
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "wrote {} ({}+{} train pairs, {} test images) in {secs:.1}s",
+                    out.display(),
+                    s.train_rain,
+                    s.train_snow,
+                    s.test
+                );
+            }
         }
     }
     Ok(())
