@@ -291,7 +291,8 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let pb = progress_bar(args.progress, total_steps as u64);
     pb.set_position(state.step as u64);
     pb.set_prefix(run.name.clone());
-    let say = |s: String| pb.println(s);
+    // Through the bar on a terminal (so it does not tear), plain stderr otherwise.
+    let say = |s: String| if pb.is_hidden() { eprintln!("{s}") } else { pb.println(s) };
     say(format!(
         "run {}: {} train / {} val pairs, {} steps/epoch, {} parameters, {:?}; logs {}, weights {}",
         run.name,
@@ -332,15 +333,15 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let mut interrupted = false;
     let mut last_val: Option<EvalReport> = None;
     let epoch_start = state.epoch;
-    'epochs: for epoch in epoch_start..exp.train.epochs {
+    for epoch in epoch_start..exp.train.epochs {
         // Resuming mid-epoch: the epoch's batch order is a function of (seed, epoch), so skipping
         // the batches already taken continues exactly where the run stopped.
-        let skip = state.step - epoch * loader.batches_per_epoch();
+        let skip = state.step.saturating_sub(epoch * loader.batches_per_epoch());
         let epoch_t0 = Instant::now();
         for (i, batch) in loader.epoch(epoch).enumerate().skip(skip) {
             if state.step >= max_steps || STOP.load(Ordering::SeqCst) {
                 interrupted = STOP.load(Ordering::SeqCst);
-                break 'epochs;
+                break;
             }
             let lr = schedule.lr_at(epoch, i);
             let x = batch.degraded.to_device(device);
@@ -413,12 +414,16 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
                 ));
             }
         }
+        if interrupted {
+            break; // Ctrl-C: no validation, `last` is saved below
+        }
         let finished_epoch = state.step >= (epoch + 1) * loader.batches_per_epoch();
         if finished_epoch {
             state.epoch = epoch + 1;
         }
         let is_last = state.epoch == exp.train.epochs || state.step >= max_steps;
-        if finished_epoch && (state.epoch.is_multiple_of(exp.train.val_every) || is_last) {
+        // The final state is always validated, also when max_steps ends an epoch early.
+        if (finished_epoch && state.epoch.is_multiple_of(exp.train.val_every)) || is_last {
             let report =
                 validate(&model, &val_items, device, &loss, &exp, state.step, &mut tb, &pb)?;
             let psnr = report.mean_psnr();
@@ -460,6 +465,9 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
             save(&state, &opt, None, None)?;
         }
         tb.flush()?;
+        if is_last {
+            break;
+        }
     }
     if state.step >= max_steps || state.epoch >= exp.train.epochs {
         state.finished = true;
