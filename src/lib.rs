@@ -13,6 +13,8 @@
 //!   tfevents writer of the training loop.
 //! - [`data`]: dataset scan and checks, in-memory store, split, background batch loader;
 //!   [`augment`]: paired crops and augmentation on raw buffers.
+//! - [`eval`]: scoring (shared with training validation) and `promptir eval`;
+//!   [`visualize`]: side-by-side panels.
 
 pub mod augment;
 pub mod checkpoint;
@@ -36,5 +38,6 @@ pub mod tensorboard;
 pub mod tile;
 pub mod train;
 pub mod vgg;
+pub mod visualize;
 
 pub use error::{Error, Result};
