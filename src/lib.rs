@@ -14,6 +14,8 @@
 //! - [`data`]: dataset scan and checks, in-memory store, split, background batch loader;
 //!   [`augment`]: paired crops and augmentation on raw buffers.
 //! - [`synth`]: a synthetic rain/snow dataset in the course layout (`promptir synth`).
+//! - [`eval`]: scoring (shared with training validation) and `promptir eval`;
+//!   [`visualize`]: side-by-side panels.
 
 pub mod amp;
 pub mod augment;
@@ -39,5 +41,6 @@ pub mod tensorboard;
 pub mod tile;
 pub mod train;
 pub mod vgg;
+pub mod visualize;
 
 pub use error::{Error, Result};

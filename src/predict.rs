@@ -209,7 +209,7 @@ fn check_png_dir(dir: &Path) -> Result<()> {
     check_writable(existing)
 }
 
-fn check_writable(dir: &Path) -> Result<()> {
+pub(crate) fn check_writable(dir: &Path) -> Result<()> {
     let probe = dir.join(format!(".promptir-write-probe-{}", std::process::id()));
     match std::fs::File::create(&probe) {
         Ok(_) => {

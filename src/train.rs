@@ -16,6 +16,7 @@ use crate::restore::Restore;
 use crate::run::{model_differences, RunDir, TrainState};
 use crate::schedule::Schedule;
 use crate::tensorboard::{EventWriter, SummaryWriter};
+pub use crate::visualize::panel;
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
@@ -156,22 +157,6 @@ fn to_items(store: &Store, indices: &[usize]) -> Vec<EvalItem> {
             }
         })
         .collect()
-}
-
-/// degraded | restored | clean side by side, HWC.
-pub fn panel(items: &[&RgbImage]) -> RgbImage {
-    let h = items.iter().map(|i| i.height).max().unwrap_or(0);
-    let w: usize = items.iter().map(|i| i.width).sum();
-    let mut hwc = vec![0u8; h * w * 3];
-    let mut x0 = 0;
-    for img in items {
-        for y in 0..img.height {
-            let src = &img.hwc[y * img.width * 3..(y + 1) * img.width * 3];
-            hwc[(y * w + x0) * 3..(y * w + x0 + img.width) * 3].copy_from_slice(src);
-        }
-        x0 += img.width;
-    }
-    RgbImage { width: w, height: h, hwc }
 }
 
 /// Running sums of the loss terms, kept on the device between log points (no host sync).

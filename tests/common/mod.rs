@@ -84,3 +84,40 @@ pub fn loss_metrics_fixtures() -> &'static Path {
         dir
     })
 }
+
+/// A tiny dataset in the course layout under `root`: 6 rain + 6 snow 32x32 pairs, smooth clean
+/// images degraded by streaks / dots (the same images as `tests/train.rs` builds).
+pub fn paired_dataset(root: &Path) {
+    use promptir::io::RgbImage;
+    for d in ["train/degraded", "train/clean"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for kind in ["rain", "snow"] {
+        for n in 1..=6usize {
+            let (w, h) = (32usize, 32usize);
+            let mut clean = vec![0u8; w * h * 3];
+            let mut deg = vec![0u8; w * h * 3];
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        let v = ((x * 5 + y * 3 + c * 40 + n * 17) % 200) as u8 + 20;
+                        let i = (y * w + x) * 3 + c;
+                        clean[i] = v;
+                        let streak = if kind == "rain" {
+                            (x + 2 * y + n) % 9 == 0
+                        } else {
+                            (x * 7 + y * 13 + n) % 23 == 0
+                        };
+                        deg[i] = if streak { v.saturating_add(90) } else { v };
+                    }
+                }
+            }
+            RgbImage { width: w, height: h, hwc: clean }
+                .save_png(&root.join(format!("train/clean/{kind}_clean-{n}.png")))
+                .unwrap();
+            RgbImage { width: w, height: h, hwc: deg }
+                .save_png(&root.join(format!("train/degraded/{kind}-{n}.png")))
+                .unwrap();
+        }
+    }
+}
