@@ -84,3 +84,79 @@ pub fn loss_metrics_fixtures() -> &'static Path {
         dir
     })
 }
+
+/// 6 rain + 6 snow 32x32 pairs in the course layout under `root`: smooth clean images,
+/// degraded by streaks / dots.
+pub fn dataset(root: &Path) {
+    use promptir::io::RgbImage;
+    for d in ["train/degraded", "train/clean"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for kind in ["rain", "snow"] {
+        for n in 1..=6usize {
+            let (w, h) = (32usize, 32usize);
+            let mut clean = vec![0u8; w * h * 3];
+            let mut deg = vec![0u8; w * h * 3];
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        let v = ((x * 5 + y * 3 + c * 40 + n * 17) % 200) as u8 + 20;
+                        let i = (y * w + x) * 3 + c;
+                        clean[i] = v;
+                        let streak = if kind == "rain" {
+                            (x + 2 * y + n) % 9 == 0
+                        } else {
+                            (x * 7 + y * 13 + n) % 23 == 0
+                        };
+                        deg[i] = if streak { v.saturating_add(90) } else { v };
+                    }
+                }
+            }
+            RgbImage { width: w, height: h, hwc: clean }
+                .save_png(&root.join(format!("train/clean/{kind}_clean-{n}.png")))
+                .unwrap();
+            RgbImage { width: w, height: h, hwc: deg }
+                .save_png(&root.join(format!("train/degraded/{kind}-{n}.png")))
+                .unwrap();
+        }
+    }
+}
+
+/// Copies a folder tree.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// Every entry under `dir` (relative path -> FNV-1a of the bytes, or `None` for folders), to
+/// assert that a command changed nothing on disk.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<u64>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Option<u64>>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.map(Result::unwrap) {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if e.file_type().unwrap().is_dir() {
+                out.insert(rel, None);
+                walk(root, &p, out);
+            } else {
+                let mut h: u64 = 0xcbf29ce484222325;
+                for b in std::fs::read(&p).unwrap_or_default() {
+                    h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+                }
+                out.insert(rel, Some(h));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
