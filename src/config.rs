@@ -79,8 +79,9 @@ pub enum ScheduleUnit {
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
     Fp32,
-    /// bf16 autocast-free mixed precision on CUDA (weights and optimiser stay fp32).
-    Bf16,
+    /// CUDA only: fp16 autocast for the forward pass with dynamic loss scaling (weights, loss
+    /// and optimiser stay fp32). tch's autocast has no bf16 switch, hence fp16 + a scaler.
+    Fp16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

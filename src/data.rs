@@ -402,6 +402,11 @@ impl Store {
         &self.samples
     }
 
+    /// The decoded samples, without copying them.
+    pub fn into_samples(self) -> Vec<Sample> {
+        self.samples
+    }
+
     /// Each sample's kind, in order (the input of [`split`]).
     pub fn kinds(&self) -> Vec<&str> {
         self.samples.iter().map(|s| s.kind.as_str()).collect()

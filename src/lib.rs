@@ -13,7 +13,11 @@
 //!   tfevents writer of the training loop.
 //! - [`data`]: dataset scan and checks, in-memory store, split, background batch loader;
 //!   [`augment`]: paired crops and augmentation on raw buffers.
+//! - [`synth`]: a synthetic rain/snow dataset in the course layout (`promptir synth`).
+//! - [`eval`]: scoring (shared with training validation) and `promptir eval`;
+//!   [`visualize`]: side-by-side panels.
 
+pub mod amp;
 pub mod augment;
 pub mod checkpoint;
 pub mod config;
@@ -32,9 +36,11 @@ pub mod predict;
 pub mod restore;
 pub mod run;
 pub mod schedule;
+pub mod synth;
 pub mod tensorboard;
 pub mod tile;
 pub mod train;
 pub mod vgg;
+pub mod visualize;
 
 pub use error::{Error, Result};

@@ -2,8 +2,9 @@
 //! code 2 and one line; anything else is a bug and exits with 1.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use promptir::{checkpoint, device, predict, train};
+
+use clap::{Args, Parser, Subcommand};
+use promptir::{checkpoint, device, eval, predict, synth, train, visualize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -86,6 +87,106 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: String,
     },
+    /// Write a synthetic rain/snow dataset in the course layout (no download needed).
+    Synth {
+        /// New or empty folder for the dataset.
+        #[arg(long, short, required_unless_present = "sheet")]
+        output: Option<PathBuf>,
+        /// Training pairs, split evenly between rain and snow.
+        #[arg(long, default_value_t = 200)]
+        train: usize,
+        /// Test images; their ground truth goes to test/clean, their types to test/types.json.
+        #[arg(long, default_value_t = 20)]
+        test: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Crop clean images from your own photos (png/jpg) instead of drawing landscapes.
+        #[arg(long)]
+        clean_dir: Option<PathBuf>,
+        /// Write only a sample sheet PNG (4 rows of clean | rain | snow) to this path.
+        #[arg(long, conflicts_with = "output")]
+        sheet: Option<PathBuf>,
+    },
+    /// Score checkpoints on paired data: PSNR/SSIM per degradation type next to the input's.
+    Eval {
+        #[command(flatten)]
+        args: ScoreArgs,
+        /// table or json (the JSON also has per-image scores and a "setup" object).
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+        /// Also write the JSON to this file.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Save degraded | restored | clean panels (PSNR in the file name) and an overview.png.
+    Visualize {
+        #[command(flatten)]
+        args: ScoreArgs,
+        /// Folder for the PNGs (created if missing).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// How many pairs, taking each degradation type in turn.
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+    },
+}
+
+/// What `eval` and `visualize` share: checkpoints, data, split and forward-path options.
+#[derive(Args)]
+struct ScoreArgs {
+    /// A checkpoint; repeat to average several.
+    #[arg(long, required = true)]
+    weights: Vec<PathBuf>,
+    /// Dataset root (train/degraded, train/clean, test/...).
+    #[arg(long)]
+    data: PathBuf,
+    /// val: the pairs training held out; train: the rest; test: test/degraded vs test/clean.
+    #[arg(long, default_value = "val")]
+    split: eval::SplitName,
+    /// Seed of the val/train split [default: the checkpoint's run config, else 42].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Fraction held out for val [default: the checkpoint's run config, else 0.1].
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    /// Where training runs keep their logs (to read a checkpoint's run config).
+    #[arg(long, default_value = "logs")]
+    logs_dir: PathBuf,
+    /// 8-way flip/rotation test-time augmentation.
+    #[arg(long)]
+    tta: bool,
+    /// Restore in overlapping tiles of this size.
+    #[arg(long)]
+    tile: Option<i64>,
+    /// Overlap between tiles in pixels [default: tile / 4].
+    #[arg(long, requires = "tile")]
+    tile_overlap: Option<i64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl ScoreArgs {
+    fn options(self) -> anyhow::Result<eval::EvalOptions> {
+        Ok(eval::EvalOptions {
+            tile: self.tile.map(|t| (t, self.tile_overlap.unwrap_or(t / 4))),
+            device: device::parse_device(&self.device)?,
+            weights: self.weights,
+            data: self.data,
+            split: self.split,
+            seed: self.seed,
+            val_fraction: self.val_fraction,
+            logs_dir: self.logs_dir,
+            tta: self.tta,
+            progress: !self.quiet,
+        })
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -176,13 +277,71 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 s.seconds
             );
         }
+        Command::Synth { output, train, test, size, seed, clean_dir, sheet } => {
+            let opts = synth::SynthOptions { train, test, size, seed, clean_dir };
+            let start = std::time::Instant::now();
+            if let Some(path) = sheet {
+                synth::write_sheet(&path, 4, &opts)?;
+                println!("wrote {}", path.display());
+            } else if let Some(out) = output {
+                let s = synth::generate(&out, &opts)?;
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "wrote {} ({}+{} train pairs, {} test images) in {secs:.1}s",
+                    out.display(),
+                    s.train_rain,
+                    s.train_snow,
+                    s.test
+                );
+            }
+        }
+        Command::Eval { args, format, output } => {
+            let run = eval::run_eval(&args.options()?, output.as_deref())?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&run.to_json())?);
+            } else {
+                print!("{}", run.table());
+            }
+        }
+        Command::Visualize { args, output, count } => {
+            let opts = visualize::VisualizeOptions { eval: args.options()?, output, count };
+            let s = visualize::visualize(&opts)?;
+            println!(
+                "wrote {} panels and {} (mean PSNR {:.2} dB, input {:.2} dB)",
+                s.panels.len(),
+                s.overview.display(),
+                s.run.report.mean_psnr(),
+                s.run.report.psnr_input.overall().mean().unwrap_or(f64::NAN)
+            );
+        }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     install_panic_hook();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // Bad arguments are user errors too: one line (clap's usage hint joined in), exit 2.
+            let text = e.to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect();
+            let mut msg = String::new();
+            for l in lines {
+                if !msg.is_empty() {
+                    msg.push_str(if msg.ends_with(':') { " " } else { "; " });
+                }
+                msg.push_str(l);
+            }
+            eprintln!("{msg} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     // A panic is a bug (the hook has printed it); it exits 1 like any other internal error.
     let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
         Ok(r) => r,

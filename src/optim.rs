@@ -128,6 +128,11 @@ impl AdamW {
         }
     }
 
+    /// The defined gradients (for loss scaling and diagnostics).
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.tensor.grad()).filter(Tensor::defined).collect()
+    }
+
     /// The largest per-parameter step count (0 before the first step).
     pub fn step_count(&self) -> i64 {
         self.params.iter().filter_map(|p| p.state.as_ref().map(|s| s.step)).max().unwrap_or(0)

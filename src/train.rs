@@ -3,8 +3,9 @@
 //! atomic checkpoints. Resuming continues the same run exactly (weights, AdamW moments, schedule
 //! position and the loader's per-epoch order).
 
+use crate::amp::GradScaler;
 use crate::checkpoint::{self, TensorFile};
-use crate::config::Experiment;
+use crate::config::{Experiment, Precision};
 use crate::data::{self, Loader, LoaderConfig, Store};
 use crate::eval::{evaluate, EvalItem, EvalReport};
 use crate::io::RgbImage;
@@ -15,6 +16,7 @@ use crate::restore::Restore;
 use crate::run::{model_differences, RunDir, TrainState};
 use crate::schedule::Schedule;
 use crate::tensorboard::{EventWriter, SummaryWriter};
+pub use crate::visualize::panel;
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
@@ -237,22 +239,6 @@ fn to_items(store: &Store, indices: &[usize]) -> Vec<EvalItem> {
         .collect()
 }
 
-/// degraded | restored | clean side by side, HWC.
-pub fn panel(items: &[&RgbImage]) -> RgbImage {
-    let h = items.iter().map(|i| i.height).max().unwrap_or(0);
-    let w: usize = items.iter().map(|i| i.width).sum();
-    let mut hwc = vec![0u8; h * w * 3];
-    let mut x0 = 0;
-    for img in items {
-        for y in 0..img.height {
-            let src = &img.hwc[y * img.width * 3..(y + 1) * img.width * 3];
-            hwc[(y * w + x0) * 3..(y * w + x0 + img.width) * 3].copy_from_slice(src);
-        }
-        x0 += img.width;
-    }
-    RgbImage { width: w, height: h, hwc }
-}
-
 /// Running sums of the loss terms, kept on the device between log points (no host sync).
 struct Running {
     sums: BTreeMap<&'static str, Tensor>,
@@ -311,6 +297,16 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true); // fixed patch shapes: tune once per shape
     }
+    let mut scaler = match exp.train.precision {
+        Precision::Fp32 => None,
+        Precision::Fp16 if device.is_cuda() => Some(GradScaler::default()),
+        Precision::Fp16 => {
+            return Err(Error::config(
+                "train.precision",
+                "fp16 needs a CUDA device; use precision: fp32 on CPU",
+            ))
+        }
+    };
     // The loss first: a missing VGG file should stop us before minutes of decoding.
     let loss = Loss::new(&exp.loss, device)?;
     let pairs = data::scan_pairs(&exp.data.root)?;
@@ -345,7 +341,8 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let pb = progress_bar(args.progress, total_steps as u64);
     pb.set_position(state.step as u64);
     pb.set_prefix(run.name.clone());
-    let say = |s: String| pb.println(s);
+    // Through the bar on a terminal (so it does not tear), plain stderr otherwise.
+    let say = |s: String| if pb.is_hidden() { eprintln!("{s}") } else { pb.println(s) };
     say(format!(
         "run {}: {} train / {} val pairs, {} steps/epoch, {} parameters, {:?}; logs {}, weights {}",
         run.name,
@@ -406,26 +403,51 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let mut interrupted = false;
     let mut last_val: Option<EvalReport> = None;
     let epoch_start = state.epoch;
-    'epochs: for epoch in epoch_start..exp.train.epochs {
+    for epoch in epoch_start..exp.train.epochs {
         // Resuming mid-epoch: the epoch's batch order is a function of (seed, epoch), so skipping
         // the batches already taken continues exactly where the run stopped.
-        let skip = state.step - epoch * loader.batches_per_epoch();
+        let skip = state.step.saturating_sub(epoch * loader.batches_per_epoch());
         let epoch_t0 = Instant::now();
         for (i, batch) in loader.epoch(epoch).enumerate().skip(skip) {
             if state.step >= max_steps || STOP.load(Ordering::SeqCst) {
                 interrupted = STOP.load(Ordering::SeqCst);
-                break 'epochs;
+                break;
             }
             let lr = schedule.lr_at(epoch, i);
             let x = batch.degraded.to_device(device);
             let y = batch.clean.to_device(device);
             opt.zero_grad()?;
-            let terms = loss.compute(&model.restore(&x), &y);
-            terms.total.backward();
+            let log_now = (state.step + 1) % exp.train.log_every == 0;
+            let terms = match &mut scaler {
+                None => {
+                    let terms = loss.compute(&model.restore(&x), &y);
+                    terms.total.backward();
+                    terms
+                }
+                Some(sc) => {
+                    // fp16 forward; the loss is computed in fp32 on the upcast output.
+                    let terms = loss.compute(&tch::autocast(true, || model.restore(&x)), &y);
+                    (&terms.total * sc.scale()).backward();
+                    let finite = sc.unscale(&opt);
+                    sc.update(!finite);
+                    if !finite {
+                        // An overflow: skip this step (the scale was halved), as GradScaler does.
+                        if sc.scale() < 1.0 {
+                            return Err(Error::Usage(format!(
+                                "fp16 gradients overflow at every step (step {}); use train.precision: fp32 or lower train.lr",
+                                state.step + 1
+                            )));
+                        }
+                        state.step += 1;
+                        pb.inc(1);
+                        continue;
+                    }
+                    terms
+                }
+            };
             let norm = exp.train.grad_clip.map(|c| opt.clip_grad_norm(c));
             // On CPU a check costs nothing; on GPU it is a sync, so only at log points (the
             // checkpoints below are written only after a check).
-            let log_now = (state.step + 1) % exp.train.log_every == 0;
             if (device == Device::Cpu || log_now)
                 && (nonfinite(&terms.total) || norm.as_ref().is_some_and(nonfinite))
             {
@@ -462,12 +484,16 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
                 ));
             }
         }
+        if interrupted {
+            break; // Ctrl-C: no validation, `last` is saved below
+        }
         let finished_epoch = state.step >= (epoch + 1) * loader.batches_per_epoch();
         if finished_epoch {
             state.epoch = epoch + 1;
         }
         let is_last = state.epoch == exp.train.epochs || state.step >= max_steps;
-        if finished_epoch && (state.epoch.is_multiple_of(exp.train.val_every) || is_last) {
+        // The final state is always validated, also when max_steps ends an epoch early.
+        if (finished_epoch && state.epoch.is_multiple_of(exp.train.val_every)) || is_last {
             let report =
                 validate(&model, &val_items, device, &loss, &exp, state.step, &mut tb, &pb)?;
             let psnr = report.mean_psnr();
@@ -509,6 +535,9 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
             save(&state, &opt, None, None)?;
         }
         tb.flush()?;
+        if is_last {
+            break;
+        }
     }
     if state.step >= max_steps || state.epoch >= exp.train.epochs {
         state.finished = true;

@@ -91,6 +91,19 @@ impl Fixture {
         a.extend(extra);
         a.into_iter().map(String::from).collect()
     }
+    /// `eval`/`visualize` of the run's checkpoint on a copy of the dataset.
+    fn score(&self, row: &Path, cmd: &str, extra: &[&str]) -> Vec<String> {
+        common::copy_dir(&self.p("data"), &row.join("data"));
+        let w = self.p("run/weights/r/last.safetensors");
+        let logs = self.p("run/logs");
+        let mut a = vec![cmd, "--weights", w.to_str().unwrap(), "--device", "cpu", "--quiet"];
+        a.extend(["--logs-dir", logs.to_str().unwrap()]);
+        if !extra.contains(&"--data") {
+            a.extend(["--data", "data"]);
+        }
+        a.extend(extra);
+        a.into_iter().map(String::from).collect()
+    }
     fn predict(&self, weights: &Path, input: &Path, extra: &[&str]) -> Vec<String> {
         let mut a = vec!["predict".to_string(), "--weights".into(), s(weights)];
         a.extend(["--input".into(), s(input), "--output".into(), "pred.npz".into()]);
@@ -105,7 +118,7 @@ fn fixture() -> &'static Fixture {
     FX.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        common::dataset(&root.join("data"));
+        common::paired_dataset(&root.join("data"));
         let tiny = common::repo().join("experiments/tiny.yaml");
         std::fs::write(
             root.join("exp.yaml"),
@@ -160,6 +173,16 @@ struct Row {
 
 fn row(name: &'static str, expect: &'static [&'static str], setup: Setup) -> Row {
     Row { name, setup, expect }
+}
+
+/// `promptir synth` with a small, quick size.
+fn synth(extra: &[&str]) -> Vec<String> {
+    let mut a = vec!["synth", "--train", "4", "--test", "2"];
+    if !extra.contains(&"--size") {
+        a.extend(["--size", "32"]);
+    }
+    a.extend(extra);
+    a.into_iter().map(String::from).collect()
 }
 
 fn write(p: &Path, bytes: &[u8]) {
@@ -451,7 +474,46 @@ fn rows() -> Vec<Row> {
                 vec!["inspect".into(), "notes.safetensors".into()]
             },
         ),
-        // TODO(eval, synth): add rows once `promptir eval` and `promptir synth` land on main.
+        // ---- eval / visualize ----
+        row("eval: data folder missing", &["nodata", "dataset root does not exist"], |r, fx| {
+            fx.score(r, "eval", &["--data", "nodata"])
+        }),
+        row("eval: no test split", &["test/degraded", "missing folder"], |r, fx| {
+            fx.score(r, "eval", &["--split", "test"])
+        }),
+        row("eval: val fraction 1.5", &["--val-fraction 1.5", "below 1"], |r, fx| {
+            fx.score(r, "eval", &["--val-fraction", "1.5"])
+        }),
+        row(
+            "eval: unknown split",
+            &["unknown split \"bogus\"", "use val, train or test"],
+            |r, fx| fx.score(r, "eval", &["--split", "bogus"]),
+        ),
+        row("eval: report under a file", &["afile", "is a file"], |r, fx| {
+            write(&r.join("afile"), b"x");
+            fx.score(r, "eval", &["--output", "afile/eval.json"])
+        }),
+        row("visualize: folder under a file", &["afile", "is a file"], |r, fx| {
+            write(&r.join("afile"), b"x");
+            fx.score(r, "visualize", &["--output", "afile/panels"])
+        }),
+        // ---- synth ----
+        row("synth: output not empty", &["not empty", "pick a new folder"], |r, fx| {
+            common::copy_dir(&fx.p("imgs"), &r.join("out"));
+            synth(&["-o", "out"])
+        }),
+        row("synth: size 3", &["--size must be in 16..=4096, got 3"], |_, _| {
+            synth(&["-o", "out", "--size", "3"])
+        }),
+        row("synth: output under a file", &["afile", "is a file"], |r, _| {
+            write(&r.join("afile"), b"x");
+            synth(&["-o", "afile/out"])
+        }),
+        row("synth: text file as a photo", &["photos/1.png", "not a readable image"], |r, fx| {
+            common::copy_dir(&fx.p("imgs"), &r.join("photos"));
+            write(&r.join("photos/1.png"), b"not a photo");
+            synth(&["-o", "out", "--clean-dir", "photos"])
+        }),
     ]
 }
 
@@ -681,7 +743,7 @@ fn wait_for_save(
 fn a_run_killed_twice_resumes_to_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    common::dataset(&d.join("data"));
+    common::paired_dataset(&d.join("data"));
     let tiny = common::repo().join("experiments/tiny.yaml");
     std::fs::write(
         d.join("exp.yaml"),

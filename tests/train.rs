@@ -29,7 +29,7 @@ struct Env {
 impl Env {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        common::dataset(&dir.path().join("data"));
+        common::paired_dataset(&dir.path().join("data"));
         experiment(dir.path());
         Env { dir }
     }
@@ -189,4 +189,16 @@ fn a_diverging_loss_stops_with_the_step_number() {
         "{msg}"
     );
     assert!(!env.dir.path().join("weights/inf/last.safetensors").exists());
+}
+
+#[test]
+fn fp16_is_refused_on_cpu_before_any_work() {
+    let env = Env::new();
+    let e = train(&TrainArgs { name: Some("fp16".into()), ..env.args(&["train.precision=fp16"]) })
+        .unwrap_err();
+    assert!(e.to_string().contains("fp16 needs a CUDA device"), "{e}");
+    assert!(
+        !env.dir.path().join("logs").exists() && !env.dir.path().join("weights").exists(),
+        "a failed start leaves nothing"
+    );
 }

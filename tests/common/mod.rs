@@ -85,9 +85,9 @@ pub fn loss_metrics_fixtures() -> &'static Path {
     })
 }
 
-/// 6 rain + 6 snow 32x32 pairs in the course layout under `root`: smooth clean images,
-/// degraded by streaks / dots.
-pub fn dataset(root: &Path) {
+/// A tiny dataset in the course layout under `root`: 6 rain + 6 snow 32x32 pairs, smooth clean
+/// images degraded by streaks / dots (the same images as `tests/train.rs` builds).
+pub fn paired_dataset(root: &Path) {
     use promptir::io::RgbImage;
     for d in ["train/degraded", "train/clean"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
