@@ -101,7 +101,8 @@ pub struct TensorFile {
 
 impl TensorFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::weights(path, format!("cannot read ({e}); check the path")))?;
         let tf = TensorFile { path: path.to_path_buf(), bytes };
         tf.parse()?;
         Ok(tf)
@@ -146,6 +147,12 @@ impl TensorFile {
     /// The model config stored by `save_model`.
     pub fn model_config(&self) -> Result<ModelConfig> {
         let meta = self.metadata();
+        if let Some(v) = meta.get(FORMAT_KEY).filter(|v| v.as_str() != FORMAT_VERSION) {
+            return Err(Error::weights(
+                &self.path,
+                format!("format version {v:?}, this promptir reads {FORMAT_VERSION:?}; use a matching promptir"),
+            ));
+        }
         let json = meta.get(CONFIG_KEY).ok_or_else(|| {
             Error::weights(
                 &self.path,
@@ -273,10 +280,50 @@ impl std::fmt::Debug for LoadedModel {
     }
 }
 
-/// Loads a checkpoint written by this project onto `device`.
+/// Refuses metadata whose config describes a network much larger than the tensors the file
+/// holds (an edited or corrupted header) before building it, so that a damaged config can never
+/// ask for a huge allocation. The estimate is at most the true count, so a file that matches
+/// its config always passes; smaller differences are left to the strict key/shape check.
+fn check_config_fits_tensors(file: &TensorFile, config: &ModelConfig) -> Result<()> {
+    let header = file.header();
+    let held: f64 = header.values().map(|(_, s)| s.iter().product::<i64>() as f64).sum();
+    let claimed = config.approx_parameters();
+    if claimed <= 1.5 * held {
+        return Ok(());
+    }
+    // Name the differing keys when the tensors say what the config should be.
+    let mut differs = Vec::new();
+    if let Ok(actual) = infer_config(&file.path, &header) {
+        let (a, b) = (serde_json::to_value(config), serde_json::to_value(&actual));
+        if let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) {
+            for (k, v) in &a {
+                // The factor is not stored in the tensors, only the width it produces.
+                if k != "ffn_expansion_factor" && b.get(k) != Some(v) {
+                    differs.push(format!("{k}: metadata {v}, tensors {}", b[k]));
+                }
+            }
+        }
+    }
+    if differs.is_empty() {
+        differs.push(format!(
+            "about {claimed:.1e} parameters in the metadata, {held:.1e} in the file"
+        ));
+    }
+    Err(Error::weights(
+        &file.path,
+        format!(
+            "the model config in the metadata does not match the tensors ({}); the file was edited or is corrupt, use another checkpoint",
+            differs.join("; ")
+        ),
+    ))
+}
+
+/// Loads a checkpoint written by this project onto `device`: the metadata's config must
+/// describe the tensors, then keys, shapes and dtypes are checked strictly.
 pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
     let file = TensorFile::open(path)?;
     let config = file.model_config()?;
+    check_config_fits_tensors(&file, &config)?;
     let vs = nn::VarStore::new(device);
     let model = PromptIr::new(&vs.root(), &config);
     load_strict(&vs, &file, UpstreamKeys::Reject)?;
@@ -300,19 +347,31 @@ pub fn infer_config(
             .max()
             .map_or(0, |m| m + 1)
     };
-    let heads = |prefix: &str| shape(&format!("{prefix}.attn.temperature")).map(|s| s[0]);
-    let embed = shape("patch_embed.proj.weight")?;
+    // Shapes come from the file: index them only after checking their rank.
+    let shape_n = |k: &str, n: usize| {
+        let s = shape(k)?;
+        if s.len() == n {
+            Ok(s)
+        } else {
+            Err(err(format!("{k} has shape {s:?}, expected {n} dimensions")))
+        }
+    };
+    let heads = |prefix: &str| shape_n(&format!("{prefix}.attn.temperature"), 3).map(|s| s[0]);
+    let embed = shape_n("patch_embed.proj.weight", 4)?;
     let dim = embed[0];
-    let project_in = shape("encoder_level1.0.ffn.project_in.weight")?;
+    let project_in = shape_n("encoder_level1.0.ffn.project_in.weight", 4)?;
     let hidden = project_in[0] / 2;
+    if dim < 1 {
+        return Err(err(format!("patch_embed.proj.weight has shape {embed:?}")));
+    }
     // The factor itself is not stored: take the upstream 2.66 when it reproduces the width.
     let ffn_expansion_factor =
         if (dim as f64 * 2.66) as i64 == hidden { 2.66 } else { hidden as f64 / dim as f64 };
-    let p = |i: usize| shape(&format!("prompt{i}.prompt_param"));
+    let p = |i: usize| shape_n(&format!("prompt{i}.prompt_param"), 5);
     let (p1, p2, p3) = (p(1)?, p(2)?, p(3)?);
     let cfg = ModelConfig {
         inp_channels: embed[1],
-        out_channels: shape("output.weight")?[0],
+        out_channels: shape_n("output.weight", 4)?[0],
         dim,
         num_blocks: [
             count("encoder_level1"),
@@ -371,8 +430,9 @@ pub struct ImportReport {
 /// `.safetensors` with official keys) into a checkpoint of this project.
 pub fn import_official(src: &Path, dst: &Path) -> Result<ImportReport> {
     if !src.is_file() {
-        return Err(Error::weights(src, "no such file"));
+        return Err(Error::weights(src, "no such file; check the checkpoint path"));
     }
+    crate::io::check_output_file(dst)?;
     let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let tmp_dir;
     let st_path = if ext == "safetensors" {

@@ -302,7 +302,9 @@ fn merge(base: &mut Value, over: Value) {
 
 /// Loads `path` with its `extends` chain resolved (cycles are errors).
 fn resolve(path: &Path, seen: &mut Vec<PathBuf>) -> Result<Value> {
-    let canon = path.canonicalize().map_err(|e| Error::io(path, e))?;
+    let canon = path.canonicalize().map_err(|e| {
+        cfg_err(path, format!("cannot open the experiment file ({e}); check the path"))
+    })?;
     if seen.contains(&canon) {
         return Err(cfg_err(path, "`extends` forms a cycle"));
     }
@@ -352,10 +354,11 @@ impl Experiment {
     /// Loads an experiment file with its `extends` chain and `--set` overrides, then validates it.
     pub fn load(path: &Path, sets: &[String]) -> Result<Self> {
         let mut v = resolve(path, &mut Vec::new())?;
-        let named = v.as_mapping().is_some_and(|m| m.contains_key("name"));
         for s in sets {
             apply_set(&mut v, s)?;
         }
+        // After the overrides, so that `--set name=...` counts.
+        let named = v.as_mapping().is_some_and(|m| m.contains_key("name"));
         let mut exp = Self::from_value(v, path)?;
         if !named {
             exp.name =
@@ -411,6 +414,10 @@ impl Experiment {
                 Err(format!("{name} must be >= 0, got {x}"))
             }
         };
+        let n = &self.name;
+        if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." {
+            return Err(format!("name {n:?} must be a plain folder name (no `/`, not `..`)"));
+        }
         if !crate::device::is_valid_device_name(&self.device) {
             return Err(format!("device {:?}: use auto, cpu, cuda or cuda:N", self.device));
         }
@@ -422,6 +429,14 @@ impl Experiment {
         }
         if t.epochs == 0 {
             return Err("train.epochs must be >= 1".into());
+        }
+        if t.max_steps == Some(0) {
+            return Err("train.max_steps must be >= 1 (or left out)".into());
+        }
+        if let Some(m) = t.max_epochs {
+            if !(m > 0.0 && m.is_finite()) {
+                return Err(format!("train.max_epochs must be > 0, got {m}"));
+            }
         }
         let m = self.model.pad_multiple() as usize;
         if t.patch_size == 0 || !t.patch_size.is_multiple_of(m) {
@@ -463,8 +478,12 @@ impl Experiment {
                 self.data.val_fraction
             ));
         }
-        if self.data.workers == 0 || self.data.prefetch == 0 {
-            return Err("data.workers and data.prefetch must be >= 1".into());
+        // Upper bounds catch typos before they become thousands of threads or a huge queue.
+        if !(1..=256).contains(&self.data.workers) || !(1..=1024).contains(&self.data.prefetch) {
+            return Err(format!(
+                "data.workers must be in 1..=256 and data.prefetch in 1..=1024, got {} and {}",
+                self.data.workers, self.data.prefetch
+            ));
         }
         let l = &self.loss;
         non_neg("loss.l1", l.l1)?;
@@ -568,6 +587,10 @@ mod tests {
             ("augment.hflip=1.5", "augment.hflip"),
             ("device=tpu", "device"),
             ("data.val_fraction=1.0", "data.val_fraction"),
+            ("name=../x", "plain folder name"),
+            ("train.max_steps=0", "train.max_steps"),
+            ("train.max_epochs=.nan", "train.max_epochs"),
+            ("data.prefetch=100000000", "data.prefetch"),
         ] {
             let e = Experiment::load(&p, &[set.into()]).unwrap_err().to_string();
             assert!(e.contains(needle), "{set}: {e}");

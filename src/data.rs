@@ -151,6 +151,12 @@ fn index_folder(
 /// type and then numerically. Fails on a missing or empty folder, an unexpected file name,
 /// a duplicate number, or an image without its twin.
 pub fn scan_pairs(root: &Path) -> Result<Vec<PairPath>> {
+    if !root.is_dir() {
+        return Err(Error::data(
+            root,
+            "dataset folder does not exist; give --data DIR or set data.root to the folder holding train/",
+        ));
+    }
     let ddir = root.join("train").join("degraded");
     let cdir = root.join("train").join("clean");
     let degraded = index_folder(&ddir, "-", "rain-1.png")?;

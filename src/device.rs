@@ -16,7 +16,10 @@ pub fn parse_device(s: &str) -> Result<Device> {
                 "device {s:?}: CUDA is not available here (run `promptir doctor`); use --device cpu or auto"
             )))
         } else {
-            Err(Error::Usage(format!("device {s:?}: only {n} CUDA device(s) present")))
+            Err(Error::Usage(format!(
+                "device {s:?}: only {n} CUDA device(s) present; use cuda:0..cuda:{}",
+                n - 1
+            )))
         }
     };
     match s.as_str() {

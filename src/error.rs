@@ -15,8 +15,13 @@ pub enum Error {
     Usage(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("libtorch: {0}")]
+    /// Only the first line: libtorch appends a C++ stack trace to its messages.
+    #[error("libtorch: {}", first_line(.0))]
     Torch(#[from] tch::TchError),
+}
+
+fn first_line(e: &tch::TchError) -> String {
+    e.to_string().lines().next().unwrap_or_default().trim_end().to_string()
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -592,19 +592,12 @@ impl EvalRun {
     }
 }
 
-/// Fails early when the JSON file cannot be written (its folder is missing or read-only).
+/// Fails early when the JSON file cannot be written (its folder is missing, a file or read-only).
 fn check_output(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(Error::data(path, "--output is a folder; give a file name such as eval.json"));
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::data(dir, "output folder does not exist; create it first"));
-    }
-    predict::check_writable(dir)
+    crate::io::check_output_file(path)
 }
 
 /// Runs `promptir eval`; with `output`, also writes [`EvalRun::to_json`] there atomically.

@@ -319,8 +319,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // Bad arguments are user errors too: one line (clap's usage hint joined in), exit 2.
+            let text = e.to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect();
+            let mut msg = String::new();
+            for l in lines {
+                if !msg.is_empty() {
+                    msg.push_str(if msg.ends_with(':') { " " } else { "; " });
+                }
+                msg.push_str(l);
+            }
+            eprintln!("{msg} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    // A panic is a bug (the hook has printed it); it exits 1 like any other internal error.
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+        Ok(r) => r,
+        Err(_) => return ExitCode::from(1),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let user = e.chain().any(|c| c.downcast_ref::<promptir::Error>().is_some());
@@ -331,8 +358,33 @@ fn main() -> ExitCode {
                     msg = if msg.is_empty() { cause } else { format!("{msg}: {cause}") };
                 }
             }
-            eprintln!("error: {msg}");
+            // One line, whatever a cause (a tool's output, a library) put in it.
+            let msg: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("error: {}", msg.join("; "));
             ExitCode::from(if user { 2 } else { 1 })
         }
     }
+}
+
+/// Panics are bugs, reported in one line with where they happened; libtorch's C++ stack trace
+/// (inside tch's unwrap messages) is cut. `RUST_BACKTRACE` set keeps Rust's full report.
+fn install_panic_hook() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        // tch's messages hold the trace as real or as escaped ("\\n") newlines.
+        let first = msg.split('\n').next().unwrap_or("").split("\\n").next().unwrap_or("");
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!(
+            "error: internal error{}: {first} (a bug in promptir; rerun with RUST_BACKTRACE=1 and report it)",
+            at.unwrap_or_default()
+        );
+    }));
 }

@@ -19,6 +19,14 @@ const EXP_AVG: &str = "exp_avg";
 const EXP_AVG_SQ: &str = "exp_avg_sq";
 const STEP: &str = "step";
 
+/// Whether `name` is an entry of [`AdamW::state_tensors`] (`exp_avg.*`, `exp_avg_sq.*`,
+/// `step.*`) rather than a model weight.
+pub fn is_state_key(name: &str) -> bool {
+    [EXP_AVG, EXP_AVG_SQ, STEP]
+        .iter()
+        .any(|p| name.strip_prefix(p).is_some_and(|rest| rest.starts_with('.')))
+}
+
 /// Moments of one parameter, created at its first step with a gradient (as PyTorch does).
 struct Moments {
     exp_avg: Tensor,
@@ -153,6 +161,12 @@ impl AdamW {
         // param index -> [exp_avg, exp_avg_sq, step] entry names
         let mut found: BTreeMap<usize, [Option<String>; 3]> = BTreeMap::new();
         for name in file.header().into_keys() {
+            // A resume file also holds the weights, under the parameters' own names.
+            if !is_state_key(&name)
+                && self.params.binary_search_by(|p| p.name.as_str().cmp(&name)).is_ok()
+            {
+                continue;
+            }
             let (slot, pname) = [EXP_AVG_SQ, EXP_AVG, STEP]
                 .iter()
                 .zip([1, 0, 2])

@@ -91,9 +91,12 @@ pub fn predict(opts: &PredictOptions) -> Result<PredictSummary> {
     let files = input_images(&opts.input)?;
     let keys = files.iter().map(|f| key_of(f)).collect::<Result<Vec<_>>>()?;
     let png_names = png_names(&files)?;
-    check_output_file(&opts.output)?;
+    io::check_output_file(&opts.output)?;
     if let Some(dir) = &opts.png_dir {
-        check_png_dir(dir)?;
+        if dir.is_file() {
+            return Err(Error::data(dir, "--png-dir is a file; give a folder"));
+        }
+        io::check_output_folder(dir)?;
     }
     if let Some((size, overlap)) = opts.tile {
         // Checked here too so a bad geometry fails before anything is loaded.
@@ -144,7 +147,10 @@ pub fn write_npz(path: &Path, preds: &[Prediction]) -> Result<()> {
 /// The images in `dir`, sorted, with clear errors for a missing or empty folder.
 fn input_images(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.exists() {
-        return Err(Error::data(dir, "input folder does not exist"));
+        return Err(Error::data(
+            dir,
+            "input folder does not exist; give --input the folder of degraded images",
+        ));
     }
     if !dir.is_dir() {
         return Err(Error::data(dir, "input is not a folder; give the folder of images"));
@@ -184,46 +190,10 @@ fn png_names(files: &[PathBuf]) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Fails early when `path` cannot be written: its folder is missing or read-only, or it is a
-/// folder itself.
-fn check_output_file(path: &Path) -> Result<()> {
-    if path.is_dir() {
-        return Err(Error::data(path, "output is a folder; give a file name such as pred.npz"));
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::data(dir, "output folder does not exist; create it first"));
-    }
-    check_writable(dir)
-}
-
-/// The PNG folder may not exist yet: then its nearest existing ancestor must be writable.
-fn check_png_dir(dir: &Path) -> Result<()> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::data(dir, "--png-dir is a file; give a folder"));
-    }
-    let existing = dir.ancestors().find(|a| a.is_dir()).unwrap_or(Path::new("."));
-    check_writable(existing)
-}
-
-pub(crate) fn check_writable(dir: &Path) -> Result<()> {
-    let probe = dir.join(format!(".promptir-write-probe-{}", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(Error::data(dir, format!("output folder is not writable ({e})"))),
-    }
-}
-
 /// Saves the PNGs, creating `dir` if needed; on failure removes what it wrote.
 fn write_pngs(dir: &Path, names: &[String], preds: &[Prediction]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    check_writable(dir)?;
+    io::check_writable(dir)?;
     for (i, (name, p)) in names.iter().zip(preds).enumerate() {
         let img = RgbImage::from_chw(&p.chw, p.height, p.width);
         if let Err(e) = img.save_png(&dir.join(name)) {
@@ -270,9 +240,10 @@ mod tests {
     fn output_checks_name_the_problem() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope/pred.npz");
-        assert!(check_output_file(&missing).unwrap_err().to_string().contains("does not exist"));
-        assert!(check_output_file(dir.path()).unwrap_err().to_string().contains("is a folder"));
-        check_output_file(&dir.path().join("pred.npz")).unwrap();
+        let check = io::check_output_file;
+        assert!(check(&missing).unwrap_err().to_string().contains("does not exist"));
+        assert!(check(dir.path()).unwrap_err().to_string().contains("is a folder"));
+        check(&dir.path().join("pred.npz")).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "probe left behind");
     }
 }

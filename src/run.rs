@@ -90,7 +90,8 @@ impl RunDir {
     pub fn checkpoint(&self, which: &str) -> PathBuf {
         self.weights.join(format!("{which}.safetensors"))
     }
-    /// Optimiser moments saved with `last` (their metadata carries the same step).
+    /// The resume point: weights, AdamW moments and the training state in one file, replaced
+    /// atomically at each save (`last.safetensors` holds the same weights for `predict`).
     pub fn optimizer_path(&self) -> PathBuf {
         self.weights.join("last.optim.safetensors")
     }

@@ -4,7 +4,7 @@
 //! position and the loader's per-epoch order).
 
 use crate::amp::GradScaler;
-use crate::checkpoint::{self, TensorFile, UpstreamKeys};
+use crate::checkpoint::{self, TensorFile};
 use crate::config::{Experiment, Precision};
 use crate::data::{self, Loader, LoaderConfig, Store};
 use crate::eval::{evaluate, EvalItem, EvalReport};
@@ -80,9 +80,19 @@ pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// The experiment and, when resuming, the run and its state (a new run's folders are made only
-/// after every check has passed, so a failed start leaves nothing behind).
-fn resolve_experiment(args: &TrainArgs) -> Result<(Experiment, Option<(RunDir, TrainState)>)> {
+/// Where a run's outputs go: a fresh run (created only once every check has passed) or an
+/// existing one to continue.
+enum Plan {
+    New,
+    Resume(RunDir),
+}
+
+/// Metadata keys of the resume file (see `save` in [`train`]).
+const STATE_KEY: &str = "promptir.train_state";
+const BATCHES_KEY: &str = "promptir.batches_per_epoch";
+
+/// The experiment with CLI overrides, validated; writes nothing.
+fn resolve_experiment(args: &TrainArgs) -> Result<(Experiment, Plan)> {
     let apply_cli = |mut e: Experiment| -> Result<Experiment> {
         if let Some(d) = &args.data {
             e.data.root = d.clone();
@@ -114,16 +124,86 @@ fn resolve_experiment(args: &TrainArgs) -> Result<(Experiment, Option<(RunDir, T
                     diff.join(", ")
                 )));
             }
-            let state = run.read_state()?;
-            Ok((exp, Some((run, state))))
+            for d in [&run.logs, &run.weights] {
+                crate::io::check_output_folder(d)?;
+            }
+            Ok((exp, Plan::Resume(run)))
         }
         None => {
             let path = args.config.as_ref().ok_or_else(|| {
                 Error::Usage("train needs --config EXPERIMENT.yaml (or --resume RUN)".into())
             })?;
             let exp = apply_cli(Experiment::load(path, &args.sets)?)?;
-            Ok((exp, None))
+            for d in [&args.logs_dir, &args.weights_dir] {
+                crate::io::check_output_folder(d)?;
+            }
+            Ok((exp, Plan::New))
         }
+    }
+}
+
+/// Loads the resume file of `run` into `vs` and `opt`; returns the state it was saved with.
+/// Everything is checked before anything is changed on disk.
+fn load_resume_point(
+    run: &RunDir,
+    vs: &nn::VarStore,
+    opt: &mut AdamW,
+    batches_per_epoch: usize,
+) -> Result<TrainState> {
+    let path = run.optimizer_path();
+    if !path.is_file() {
+        return Err(Error::Usage(format!(
+            "--resume {}: {} is missing, so the run stopped before its first checkpoint; start it again without --resume",
+            run.name,
+            path.display()
+        )));
+    }
+    let file = TensorFile::open(&path)?;
+    let meta = file.metadata();
+    let state: TrainState =
+        meta.get(STATE_KEY).and_then(|j| serde_json::from_str(j).ok()).ok_or_else(|| {
+            Error::weights(
+                &path,
+                "has no training state in its metadata; it is not a resume file of this promptir",
+            )
+        })?;
+    let saved_bpe = meta.get(BATCHES_KEY).and_then(|b| b.parse::<usize>().ok());
+    if saved_bpe.is_some_and(|b| b != batches_per_epoch)
+        || state.step < state.epoch * batches_per_epoch
+        || state.step > (state.epoch + 1) * batches_per_epoch
+    {
+        return Err(Error::Usage(format!(
+            "--resume {}: the run has {} batches per epoch and stopped at step {} (epoch {}), this config gives {batches_per_epoch}; resume with the run's train.batch_size and data",
+            run.name,
+            saved_bpe.map_or("?".to_string(), |b| b.to_string()),
+            state.step,
+            state.epoch
+        )));
+    }
+    checkpoint::load_strict_skipping(vs, &file, &crate::optim::is_state_key)?;
+    opt.load_state(&file)?;
+    Ok(state)
+}
+
+/// Whether every weight is finite (one host sync; used at save points only).
+fn weights_finite(vs: &nn::VarStore) -> bool {
+    tch::no_grad(|| {
+        let sums: Vec<Tensor> =
+            vs.variables().values().map(|t| t.abs().sum(Kind::Double)).collect();
+        if sums.is_empty() {
+            return true;
+        }
+        f64::try_from(Tensor::stack(&sums, 0).sum(Kind::Double)).is_ok_and(f64::is_finite)
+    })
+}
+
+/// Names the checkpoint a diverged run can go back to.
+fn last_good(run: &RunDir) -> String {
+    let last = run.checkpoint("last");
+    if last.is_file() {
+        format!("the last good checkpoint is {}", last.display())
+    } else {
+        "no checkpoint was saved yet".to_string()
     }
 }
 
@@ -212,7 +292,7 @@ fn nonfinite(t: &Tensor) -> bool {
 
 /// Trains (or resumes) a run. Everything a user can get wrong is checked before the first step.
 pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
-    let (exp, resumed) = resolve_experiment(args)?;
+    let (exp, plan) = resolve_experiment(args)?;
     let device = crate::device::parse_device(&exp.device)?;
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true); // fixed patch shapes: tune once per shape
@@ -240,35 +320,20 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     let vs = nn::VarStore::new(device);
     let model = PromptIr::new(&vs.root(), &exp.model);
     let mut opt = AdamW::from_config(&vs, &exp.train)?;
-    let mut state = TrainState::default();
-    let run = match &resumed {
-        Some((run, _)) => {
+    // Only now, with every input checked, is anything written.
+    let (run, mut state) = match plan {
+        Plan::New => {
+            (RunDir::create(&exp, &args.logs_dir, &args.weights_dir)?, TrainState::default())
+        }
+        Plan::Resume(run) => {
+            let state = load_resume_point(&run, &vs, &mut opt, loader.batches_per_epoch())?;
+            // Temp files of a process killed while saving are garbage now.
+            crate::io::remove_stale_temps(&run.weights);
+            crate::io::remove_stale_temps(&run.logs);
             crate::io::write_atomic_bytes(&run.config_path(), exp.to_yaml().as_bytes())?;
-            run.clone()
+            (run, state)
         }
-        None => RunDir::create(&exp, &args.logs_dir, &args.weights_dir)?,
     };
-    if let Some((_, s)) = resumed {
-        let last = run.checkpoint("last");
-        let file = TensorFile::open(&last)?;
-        let opt_file = TensorFile::open(&run.optimizer_path())?;
-        // A crash between the writes of the two files would pair weights and moments of
-        // different steps; the step stamped on both must agree with train_state.json.
-        let stamp = |f: &TensorFile| f.metadata().get("promptir.step").cloned().unwrap_or_default();
-        if stamp(&file) != s.step.to_string() || stamp(&opt_file) != s.step.to_string() {
-            return Err(Error::weights(
-                &last,
-                format!(
-                    "does not match train_state.json (step {}) or {}; the run was interrupted while saving",
-                    s.step,
-                    run.optimizer_path().display()
-                ),
-            ));
-        }
-        checkpoint::load_strict(&vs, &file, UpstreamKeys::Reject)?;
-        opt.load_state(&opt_file)?;
-        state = s;
-    }
     let schedule = Schedule::from_config(&exp, loader.batches_per_epoch());
     let mut tb = EventWriter::create(&run.logs)?;
     let max_steps = exp.train.max_steps.unwrap_or(usize::MAX);
@@ -298,6 +363,16 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
                 extra_name: Option<String>,
                 val_psnr: Option<f64>|
      -> Result<()> {
+        // Never replace a good checkpoint with a diverged one (on GPU the loss is only checked
+        // at log points).
+        if !weights_finite(&vs) {
+            return Err(Error::Usage(format!(
+                "weights became NaN/inf by step {} (epoch {}) and were not saved; {}; lower train.lr or set train.grad_clip",
+                state.step,
+                state.epoch,
+                last_good(&run)
+            )));
+        }
         let mut meta = BTreeMap::new();
         meta.insert("promptir.run".to_string(), run.name.clone());
         meta.insert("promptir.epoch".to_string(), state.epoch.to_string());
@@ -305,8 +380,18 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
         if let Some(p) = val_psnr {
             meta.insert("promptir.val_psnr".to_string(), format!("{p:.4}"));
         }
-        // Order: moments, weights, then the state that names them (see the resume check).
-        checkpoint::save_tensors(&run.optimizer_path(), &opt.state_tensors(), meta.clone())?;
+        // The resume point is one file (weights, AdamW moments and state), replaced atomically:
+        // a kill at any moment leaves a matching set, where separate files could pair weights
+        // and moments of different steps. `last`, `train_state.json` are copies for people.
+        let mut resume_meta = meta.clone();
+        resume_meta.insert(
+            STATE_KEY.to_string(),
+            serde_json::to_string(state).expect("TrainState serialises"),
+        );
+        resume_meta.insert(BATCHES_KEY.to_string(), loader.batches_per_epoch().to_string());
+        let mut tensors = opt.state_tensors();
+        tensors.extend(vs.variables());
+        checkpoint::save_tensors(&run.optimizer_path(), &tensors, resume_meta)?;
         checkpoint::save_model(&vs, &exp.model, meta.clone(), &run.checkpoint("last"))?;
         if let Some(name) = extra_name {
             checkpoint::save_model(&vs, &exp.model, meta, &run.checkpoint(&name))?;
@@ -367,9 +452,9 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
                 && (nonfinite(&terms.total) || norm.as_ref().is_some_and(nonfinite))
             {
                 return Err(Error::Usage(format!(
-                    "loss or gradient became NaN/inf at step {} (epoch {epoch}); the last good checkpoint is {}; lower train.lr or set train.grad_clip",
+                    "loss or gradient became NaN/inf at step {} (epoch {epoch}); {}; lower train.lr or set train.grad_clip",
                     state.step + 1,
-                    run.checkpoint("last").display()
+                    last_good(&run)
                 )));
             }
             opt.step(lr);
@@ -380,9 +465,9 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
                 let (means, ips, wait) = running.drain();
                 if means.values().any(|v| !v.is_finite()) {
                     return Err(Error::Usage(format!(
-                        "loss became NaN/inf before step {}; the last good checkpoint is {}",
+                        "loss became NaN/inf before step {}; {}; lower train.lr or set train.grad_clip",
                         state.step,
-                        run.checkpoint("last").display()
+                        last_good(&run)
                     )));
                 }
                 for (k, v) in &means {

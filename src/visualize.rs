@@ -5,7 +5,7 @@
 use crate::data::PairPath;
 use crate::eval::{load_items, prepare, score, EvalOptions, EvalRun};
 use crate::io::RgbImage;
-use crate::{predict, Error, Result};
+use crate::{Error, Result};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
@@ -99,8 +99,7 @@ pub fn visualize(opts: &VisualizeOptions) -> Result<VisualizeSummary> {
     if dir.exists() && !dir.is_dir() {
         return Err(Error::data(dir, "--output is a file; give a folder for the panels"));
     }
-    let existing = dir.ancestors().find(|a| a.is_dir()).unwrap_or(Path::new("."));
-    predict::check_writable(existing)?;
+    crate::io::check_output_folder(dir)?;
 
     let mut p = prepare(&opts.eval)?;
     let pairs = take_by_kind(&p.pairs, opts.count);

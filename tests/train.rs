@@ -4,44 +4,8 @@
 mod common;
 
 use promptir::checkpoint::TensorFile;
-use promptir::io::RgbImage;
 use promptir::train::{train, TrainArgs};
 use std::path::{Path, PathBuf};
-
-/// 6 rain + 6 snow 32x32 pairs: smooth clean images, degraded by streaks / dots.
-fn dataset(root: &Path) {
-    for d in ["train/degraded", "train/clean"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    for kind in ["rain", "snow"] {
-        for n in 1..=6usize {
-            let (w, h) = (32usize, 32usize);
-            let mut clean = vec![0u8; w * h * 3];
-            let mut deg = vec![0u8; w * h * 3];
-            for y in 0..h {
-                for x in 0..w {
-                    for c in 0..3 {
-                        let v = ((x * 5 + y * 3 + c * 40 + n * 17) % 200) as u8 + 20;
-                        let i = (y * w + x) * 3 + c;
-                        clean[i] = v;
-                        let streak = if kind == "rain" {
-                            (x + 2 * y + n) % 9 == 0
-                        } else {
-                            (x * 7 + y * 13 + n) % 23 == 0
-                        };
-                        deg[i] = if streak { v.saturating_add(90) } else { v };
-                    }
-                }
-            }
-            RgbImage { width: w, height: h, hwc: clean }
-                .save_png(&root.join(format!("train/clean/{kind}_clean-{n}.png")))
-                .unwrap();
-            RgbImage { width: w, height: h, hwc: deg }
-                .save_png(&root.join(format!("train/degraded/{kind}-{n}.png")))
-                .unwrap();
-        }
-    }
-}
 
 fn experiment(dir: &Path) -> PathBuf {
     let p = dir.join("exp.yaml");
@@ -65,7 +29,7 @@ struct Env {
 impl Env {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        dataset(&dir.path().join("data"));
+        common::paired_dataset(&dir.path().join("data"));
         experiment(dir.path());
         Env { dir }
     }
@@ -196,13 +160,35 @@ fn resume_refuses_a_changed_model_and_unknown_runs() {
 #[test]
 fn a_diverging_loss_stops_with_the_step_number() {
     let env = Env::new();
+    // Epoch 0 warms up at lr 0 and saves; epoch 1 jumps to 1e30 and diverges.
     let e = train(&TrainArgs {
         name: Some("nan".into()),
-        ..env.args(&["train.lr=1.0e30", "train.warmup_epochs=0"])
+        ..env.args(&["train.lr=1.0e30", "train.warmup_epochs=1"])
     })
     .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("NaN/inf at step") && msg.contains("last.safetensors"), "{msg}");
+    assert!(msg.contains("NaN/inf at step 6 (epoch 1)"), "{msg}");
+    let last = env.dir.path().join("weights/nan/last.safetensors");
+    assert!(msg.contains(&format!("the last good checkpoint is {}", last.display())), "{msg}");
+    // That checkpoint is the good one: finite, from epoch 1's start.
+    let good = promptir::checkpoint::load_model(&last, tch::Device::Cpu).unwrap();
+    assert_eq!(good.metadata["promptir.step"], "4");
+    for (k, v) in good.vs.variables() {
+        assert!(bool::try_from(v.isfinite().all()).unwrap(), "{k} is not finite");
+    }
+
+    // Weights that overflow without a non-finite loss (lr beyond f32) are never saved either.
+    let e = train(&TrainArgs {
+        name: Some("inf".into()),
+        ..env.args(&["train.lr=1.0e39", "train.max_steps=1"])
+    })
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("weights became NaN/inf by step 1") && msg.contains("no checkpoint"),
+        "{msg}"
+    );
+    assert!(!env.dir.path().join("weights/inf/last.safetensors").exists());
 }
 
 #[test]

@@ -38,6 +38,9 @@ pub enum LayerNormType {
     BiasFree,
 }
 
+/// Configs beyond this many parameters (8 GB of fp32 weights) are refused as typos.
+pub const MAX_PARAMETERS: f64 = 2e9;
+
 /// The network's hyper-parameters. The default is the official model (35,376,967 parameters
 /// used in forward); widths are derived from `dim` so that small configs work too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,39 +104,40 @@ impl ModelConfig {
 
     /// Checks everything the constructor relies on, so that building never panics.
     pub fn validate(&self) -> Result<(), String> {
-        let w = WidthPlan::new(self);
-        let pos = |name: &str, v: i64| {
-            if v >= 1 {
+        // Upper bounds first: they keep the width arithmetic below from overflowing.
+        let range = |name: &str, v: i64, max: i64| {
+            if (1..=max).contains(&v) {
                 Ok(())
             } else {
-                Err(format!("{name} must be >= 1, got {v}"))
+                Err(format!("{name} must be in 1..={max}, got {v}"))
             }
         };
-        pos("model.inp_channels", self.inp_channels)?;
-        pos("model.out_channels", self.out_channels)?;
-        pos("model.dim", self.dim)?;
-        pos("model.prompt_len", self.prompt_len)?;
+        range("model.inp_channels", self.inp_channels, 64)?;
+        range("model.out_channels", self.out_channels, 64)?;
+        range("model.dim", self.dim, 4096)?;
+        range("model.prompt_len", self.prompt_len, 1024)?;
+        for (i, &n) in self.num_blocks.iter().enumerate() {
+            range(&format!("model.num_blocks[{i}]"), n, 256)?;
+        }
+        if !(0..=256).contains(&self.num_refinement_blocks) {
+            return Err("model.num_refinement_blocks must be in 0..=256".into());
+        }
+        for (i, (&d, &s)) in self.prompt_dims.iter().zip(&self.prompt_sizes).enumerate() {
+            range(&format!("model.prompt_dims[{i}]"), d, 65536)?;
+            range(&format!("model.prompt_sizes[{i}]"), s, 4096)?;
+        }
+        if !(self.ffn_expansion_factor > 0.0 && self.ffn_expansion_factor <= 64.0) {
+            return Err(format!(
+                "model.ffn_expansion_factor must be in (0, 64], got {}",
+                self.ffn_expansion_factor
+            ));
+        }
+        let w = WidthPlan::new(self);
         if self.inp_channels != self.out_channels {
             return Err("model.inp_channels must equal model.out_channels (global residual)".into());
         }
         if self.dim % 2 != 0 {
             return Err(format!("model.dim must be even (Downsample halves it), got {}", self.dim));
-        }
-        for (i, &n) in self.num_blocks.iter().enumerate() {
-            pos(&format!("model.num_blocks[{i}]"), n)?;
-        }
-        if self.num_refinement_blocks < 0 {
-            return Err("model.num_refinement_blocks must be >= 0".into());
-        }
-        for (i, (&d, &s)) in self.prompt_dims.iter().zip(&self.prompt_sizes).enumerate() {
-            pos(&format!("model.prompt_dims[{i}]"), d)?;
-            pos(&format!("model.prompt_sizes[{i}]"), s)?;
-        }
-        if !(self.ffn_expansion_factor > 0.0 && self.ffn_expansion_factor.is_finite()) {
-            return Err(format!(
-                "model.ffn_expansion_factor must be > 0, got {}",
-                self.ffn_expansion_factor
-            ));
         }
         let h = self.heads;
         let checks = [
@@ -153,7 +157,42 @@ impl ModelConfig {
                 ));
             }
         }
+        let params = self.approx_parameters();
+        if params > MAX_PARAMETERS {
+            return Err(format!(
+                "the model would have about {:.1e} parameters (limit {MAX_PARAMETERS:.0e}); check model.dim, model.num_blocks and model.prompt_*",
+                params
+            ));
+        }
         Ok(())
+    }
+
+    /// The parameter count without the small terms (norms, biases, depthwise and 3x3 convs of
+    /// the stem): never above the truth, 92% of it for the paper model, 75% for `tiny()`.
+    /// Enough to refuse a typo such as `dim: 4800` before libtorch tries to allocate it.
+    pub fn approx_parameters(&self) -> f64 {
+        let w = WidthPlan::new(self);
+        let f = self.ffn_expansion_factor;
+        // Per block: qkv 3c^2 + project_out c^2 + FFN in 2fc^2 + out fc^2.
+        let block = |c: i64| (c as f64).powi(2) * (4.0 + 3.0 * f);
+        let [b1, b2, b3, b4] = self.num_blocks.map(|b| b as f64);
+        let blocks = b1 * block(w.c1)
+            + b2 * block(w.c2)
+            + b3 * block(w.c3)
+            + b4 * block(w.c4)
+            + b3 * block(w.c3)
+            + b2 * block(w.c2)
+            + (b1 + self.num_refinement_blocks as f64) * block(w.c2)
+            + block(w.noise3)
+            + block(w.noise2)
+            + block(w.noise1);
+        let prompts: f64 = (0..3)
+            .map(|i| {
+                let (d, s) = (self.prompt_dims[i] as f64, self.prompt_sizes[i] as f64);
+                self.prompt_len as f64 * d * s * s + 9.0 * d * d
+            })
+            .sum();
+        blocks + prompts
     }
 
     /// Input sizes must be multiples of this (three 2x downsamplings); `restore` pads to it.
@@ -192,4 +231,33 @@ pub(crate) fn conv(
         ..Default::default()
     };
     nn::conv2d(p, cin, cout, k, cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_estimate_is_close_and_absurd_sizes_are_refused() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let _m = PromptIr::new(&vs.root(), &ModelConfig::tiny());
+        let tiny: usize = vs.variables().values().map(|t| t.numel()).sum();
+        // The paper model's count is the documented one (upstream, parameters used in forward).
+        for (cfg, exact) in
+            [(ModelConfig::paper(), 35_376_967.0), (ModelConfig::tiny(), tiny as f64)]
+        {
+            let ratio = cfg.approx_parameters() / exact;
+            assert!((0.7..=1.0).contains(&ratio), "dim {}: estimate/exact = {ratio}", cfg.dim);
+        }
+        let e = ModelConfig { dim: 4000, ..ModelConfig::paper() }.validate().unwrap_err();
+        assert!(e.contains("parameters") && e.contains("model.dim"), "{e}");
+        // Values that would overflow the width arithmetic are refused before it runs.
+        for cfg in [
+            ModelConfig { dim: i64::MAX, ..ModelConfig::paper() },
+            ModelConfig { prompt_dims: [64, i64::MAX, 320], ..ModelConfig::paper() },
+            ModelConfig { num_blocks: [4, 6, -1, 8], ..ModelConfig::paper() },
+        ] {
+            assert!(cfg.validate().is_err());
+        }
+    }
 }

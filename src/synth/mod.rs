@@ -106,6 +106,9 @@ enum Source {
 impl Source {
     fn new(clean_dir: Option<&Path>) -> Result<Self> {
         let Some(dir) = clean_dir else { return Ok(Source::Procedural) };
+        if !dir.is_dir() {
+            return Err(Error::data(dir, "not a folder (--clean-dir); give a folder of photos"));
+        }
         let photos = io::list_images(dir)?;
         if photos.is_empty() {
             return Err(Error::data(
@@ -146,6 +149,9 @@ pub fn generate(out: &Path, opts: &SynthOptions) -> Result<Summary> {
     if opts.train + opts.test == 0 {
         return Err(Error::Usage("nothing to make: --train and --test are both 0".into()));
     }
+    // Before any work or folder creation: `out` or a parent that is a file, or a read-only
+    // parent, fails here.
+    io::check_output_folder(out)?;
     match std::fs::read_dir(out) {
         Ok(mut entries) => {
             if entries.next().is_some() {

@@ -11,6 +11,7 @@ use std::path::Path;
 /// 4-px white gutters: a quick look at what the generator makes.
 pub fn write_sheet(path: &Path, rows: usize, opts: &SynthOptions) -> Result<()> {
     check_size(opts.size)?;
+    io::check_output_file(path)?;
     let source = Source::new(opts.clean_dir.as_deref())?;
     let (s, gap) = (opts.size, 4);
     let tiles: Vec<[Canvas; 3]> = (0..rows as u64)

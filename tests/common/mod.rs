@@ -121,3 +121,42 @@ pub fn paired_dataset(root: &Path) {
         }
     }
 }
+
+/// Copies a folder tree.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// Every entry under `dir` (relative path -> FNV-1a of the bytes, or `None` for folders), to
+/// assert that a command changed nothing on disk.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<u64>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Option<u64>>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.map(Result::unwrap) {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if e.file_type().unwrap().is_dir() {
+                out.insert(rel, None);
+                walk(root, &p, out);
+            } else {
+                let mut h: u64 = 0xcbf29ce484222325;
+                for b in std::fs::read(&p).unwrap_or_default() {
+                    h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+                }
+                out.insert(rel, Some(h));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
