@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use promptir::{checkpoint, device, predict, train};
+use promptir::{checkpoint, device, predict, report, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -85,6 +85,23 @@ enum Command {
         /// auto, cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: String,
+    },
+    /// Ablation table (ablation.md/.json) and validation curves (curves.png) from finished runs.
+    Report {
+        /// Run log folders (logs/<run>); eval_<split>[_tta].json in them fill the test columns.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, short, default_value = "results")]
+        output: PathBuf,
+        /// Folder with ensemble*_<split>[_tta].json [default: --output].
+        #[arg(long)]
+        evals: Option<PathBuf>,
+        /// Which eval files to read (eval_<split>.json): test or val.
+        #[arg(long, default_value = "test", value_parser = ["test", "val"])]
+        split: String,
+        /// A line for the notes under the table (repeatable).
+        #[arg(long = "note")]
+        notes: Vec<String>,
     },
 }
 
@@ -174,6 +191,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 s.models,
                 if tta { "on" } else { "off" },
                 s.seconds
+            );
+        }
+        Command::Report { runs, output, evals, split, notes } => {
+            let s = report::report(&report::ReportOptions { runs, output, evals, split, notes })?;
+            let files: Vec<String> = s.files.iter().map(|f| f.display().to_string()).collect();
+            println!(
+                "{} run(s), {} ensemble(s): wrote {}",
+                s.ablation.runs.len(),
+                s.ablation.ensembles.len(),
+                files.join(", ")
             );
         }
     }
