@@ -52,6 +52,8 @@ pub struct EvalScore {
     /// Mean PSNR: "all" and per degradation type.
     pub psnr: BTreeMap<String, f64>,
     pub ssim: BTreeMap<String, f64>,
+    /// Mean PSNR of the degraded inputs themselves (the do-nothing baseline).
+    pub psnr_input: Option<f64>,
 }
 
 impl EvalScore {
@@ -171,6 +173,7 @@ pub fn read_eval(path: &Path, split: &str, tta: bool) -> Result<EvalScore> {
         weights,
         psnr,
         ssim: number_map(&j["ssim"]),
+        psnr_input: j["psnr_input"]["all"].as_f64(),
     })
 }
 
@@ -345,8 +348,14 @@ pub fn collect(opts: &ReportOptions) -> Result<Ablation> {
     }
     let roots = unique(runs.iter().map(|r| format!("`{}`", r.exp.data.root.display())));
     notes.push(format!("Training data: {}.", roots.join(", ")));
-    if let Some(n) = runs.iter().find_map(|r| r.eval_tta.as_ref().or(r.eval.as_ref())?.count) {
-        notes.push(format!("{split} set: {n} images."));
+    let evals = runs.iter().flat_map(|r| [&r.eval, &r.eval_tta]).flatten();
+    let evals: Vec<&EvalScore> = evals.collect();
+    if let Some(n) = evals.iter().find_map(|e| e.count) {
+        let input = evals
+            .iter()
+            .find_map(|e| e.psnr_input)
+            .map_or(String::new(), |p| format!("; the degraded inputs themselves score {p:.2} dB"));
+        notes.push(format!("{split} set: {n} images{input}."));
     }
     notes.extend(opts.notes.iter().cloned());
     Ok(Ablation { split: opts.split.clone(), runs, ensembles, notes })
@@ -517,7 +526,7 @@ pub fn curves(runs: &[RunRecord]) -> Figure {
     let (w, h) = CURVES_SIZE;
     let mut fig = Figure::new(w, h);
     let mut psnr = Axes::new("validation PSNR", "epoch", "PSNR (dB)");
-    let mut loss = Axes::new("validation loss", "epoch", "loss");
+    let mut loss = Axes::new("validation loss (own objective)", "epoch", "loss");
     for (i, r) in runs.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let pts = |f: &dyn Fn(&ValPoint) -> f64| {
