@@ -95,6 +95,15 @@ pub struct EnsembleRecord {
     pub eval_tta: Option<EvalScore>,
 }
 
+/// The best ensemble containing run `name`: (PSNR, with TTA).
+fn best_ensemble(ensembles: &[EnsembleRecord], name: &str) -> Option<(f64, bool)> {
+    ensembles
+        .iter()
+        .filter(|e| e.members.iter().any(|m| m == name))
+        .filter_map(EnsembleRecord::headline)
+        .max_by(|x, y| x.0.total_cmp(&y.0))
+}
+
 impl EnsembleRecord {
     /// The number shown in members' +ensemble column: with TTA when measured.
     fn headline(&self) -> Option<(f64, bool)> {
@@ -217,13 +226,12 @@ pub fn load_run(dir: &Path, split: &str) -> Result<RunRecord> {
     let text = std::fs::read_to_string(&cfg).map_err(|e| Error::io(&cfg, e))?;
     let exp = Experiment::from_yaml_str(&text, &cfg)?;
     let curve = read_curve(&dir.join("metrics.jsonl"))?;
-    let best = curve.iter().filter(|p| p.psnr.is_finite()).fold(None, |b: Option<&ValPoint>, p| {
-        if b.is_some_and(|b| b.psnr >= p.psnr) {
-            b
-        } else {
-            Some(p)
-        }
-    });
+    // The first epoch reaching the maximum, as train's `best.safetensors` is chosen.
+    let best =
+        curve
+            .iter()
+            .filter(|p| p.psnr.is_finite())
+            .reduce(|b, p| if p.psnr > b.psnr { p } else { b });
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -314,11 +322,7 @@ pub fn collect(opts: &ReportOptions) -> Result<Ablation> {
     let ens_dir = opts.evals.as_ref().unwrap_or(&opts.output);
     let ensembles = load_ensembles(ens_dir, split)?;
     for r in &mut runs {
-        r.ensemble_psnr = ensembles
-            .iter()
-            .filter(|e| e.members.contains(&r.name))
-            .filter_map(|e| e.headline().map(|h| h.0))
-            .fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))));
+        r.ensemble_psnr = best_ensemble(&ensembles, &r.name).map(|e| e.0);
     }
 
     let mut notes = vec![
@@ -390,12 +394,7 @@ pub fn table_rows(a: &Ablation) -> Vec<[String; 9]> {
     for r in &a.runs {
         let test = r.eval.as_ref().map(EvalScore::all);
         let tta = r.eval_tta.as_ref().map(EvalScore::all);
-        let ens = a
-            .ensembles
-            .iter()
-            .filter(|e| e.members.contains(&r.name))
-            .filter_map(EnsembleRecord::headline)
-            .max_by(|x, y| x.0.total_cmp(&y.0));
+        let ens = best_ensemble(&a.ensembles, &r.name);
         // Compare like with like: an ensemble with TTA against the run with TTA.
         let ens_cell = match ens {
             Some((v, true)) => with_gain(Some(v), tta),
