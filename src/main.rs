@@ -2,9 +2,8 @@
 //! code 2 and one line; anything else is a bug and exits with 1.
 
 use anyhow::Context;
-
 use clap::{Args, Parser, Subcommand};
-use promptir::{checkpoint, device, eval, predict, synth, train, visualize};
+use promptir::{checkpoint, device, eval, predict, report, synth, train, visualize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -131,6 +130,23 @@ enum Command {
         /// How many pairs, taking each degradation type in turn.
         #[arg(long, default_value_t = 8)]
         count: usize,
+    },
+    /// Ablation table (ablation.md/.json) and validation curves (curves.png) from finished runs.
+    Report {
+        /// Run log folders (logs/<run>); eval_<split>[_tta].json in them fill the test columns.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, short, default_value = "results")]
+        output: PathBuf,
+        /// Folder with ensemble*_<split>[_tta].json [default: --output].
+        #[arg(long)]
+        evals: Option<PathBuf>,
+        /// Which eval files to read (eval_<split>.json): test or val.
+        #[arg(long, default_value = "test", value_parser = ["test", "val"])]
+        split: String,
+        /// A line for the notes under the table (repeatable).
+        #[arg(long = "note")]
+        notes: Vec<String>,
     },
 }
 
@@ -312,6 +328,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 s.overview.display(),
                 s.run.report.mean_psnr(),
                 s.run.report.psnr_input.overall().mean().unwrap_or(f64::NAN)
+            );
+        }
+        Command::Report { runs, output, evals, split, notes } => {
+            let s = report::report(&report::ReportOptions { runs, output, evals, split, notes })?;
+            let files: Vec<String> = s.files.iter().map(|f| f.display().to_string()).collect();
+            println!(
+                "{} run(s), {} ensemble(s): wrote {}",
+                s.ablation.runs.len(),
+                s.ablation.ensembles.len(),
+                files.join(", ")
             );
         }
     }

@@ -41,3 +41,17 @@ fn the_report_recipe() {
     let t = load("tiny.yaml");
     assert_eq!(t.model, promptir::model::ModelConfig::tiny());
 }
+
+#[test]
+fn the_tiny_ablation_mirrors_the_report_rows() {
+    let t = load("tiny.yaml");
+    let l1 = load("tiny_l1_only.yaml");
+    let p = load("tiny_patch48_bs16.yaml");
+    assert_eq!((l1.loss.l1, l1.loss.ssim, l1.loss.perceptual), (1.0, 0.0, 0.0));
+    assert_eq!((t.train.patch_size, t.train.batch_size), (64, 8));
+    assert_eq!((p.train.patch_size, p.train.batch_size), (48, 16));
+    assert_eq!((&p.loss, &p.model, p.train.epochs), (&t.loss, &t.model, t.train.epochs));
+    // Pixels per step within 15% of each other, as 160^2 x 4 is of 224^2 x 2.
+    let px = |e: &Experiment| (e.train.patch_size.pow(2) * e.train.batch_size) as f64;
+    assert!((px(&p) / px(&t) - 1.0).abs() < 0.15);
+}
