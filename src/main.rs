@@ -70,21 +70,11 @@ enum Command {
         /// The .npz to write.
         #[arg(long, short, default_value = "pred.npz")]
         output: PathBuf,
-        /// 8-way flip/rotation test-time augmentation.
-        #[arg(long)]
-        tta: bool,
         /// Also save the restored images as PNGs in this folder.
         #[arg(long)]
         png_dir: Option<PathBuf>,
-        /// Restore in overlapping tiles of this size (for images too large for memory).
-        #[arg(long)]
-        tile: Option<i64>,
-        /// Overlap between tiles in pixels [default: tile / 4].
-        #[arg(long, requires = "tile")]
-        tile_overlap: Option<i64>,
-        /// auto, cpu, cuda or cuda:N.
-        #[arg(long, default_value = "auto")]
-        device: String,
+        #[command(flatten)]
+        fwd: ForwardArgs,
     },
     /// Write a synthetic rain/snow dataset in the course layout (no download needed).
     Synth {
@@ -150,6 +140,29 @@ enum Command {
     },
 }
 
+/// How images go through the network: shared by predict, eval and visualize.
+#[derive(Args)]
+struct ForwardArgs {
+    /// 8-way flip/rotation test-time augmentation.
+    #[arg(long)]
+    tta: bool,
+    /// Restore in overlapping tiles of this size (for images too large for memory).
+    #[arg(long)]
+    tile: Option<i64>,
+    /// Overlap between tiles in pixels [default: tile / 4].
+    #[arg(long, requires = "tile")]
+    tile_overlap: Option<i64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl ForwardArgs {
+    fn tile(&self) -> Option<(i64, i64)> {
+        self.tile.map(|t| (t, self.tile_overlap.unwrap_or(t / 4)))
+    }
+}
+
 /// What `eval` and `visualize` share: checkpoints, data, split and forward-path options.
 #[derive(Args)]
 struct ScoreArgs {
@@ -171,18 +184,8 @@ struct ScoreArgs {
     /// Where training runs keep their logs (to read a checkpoint's run config).
     #[arg(long, default_value = "logs")]
     logs_dir: PathBuf,
-    /// 8-way flip/rotation test-time augmentation.
-    #[arg(long)]
-    tta: bool,
-    /// Restore in overlapping tiles of this size.
-    #[arg(long)]
-    tile: Option<i64>,
-    /// Overlap between tiles in pixels [default: tile / 4].
-    #[arg(long, requires = "tile")]
-    tile_overlap: Option<i64>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    fwd: ForwardArgs,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -191,15 +194,15 @@ struct ScoreArgs {
 impl ScoreArgs {
     fn options(self) -> anyhow::Result<eval::EvalOptions> {
         Ok(eval::EvalOptions {
-            tile: self.tile.map(|t| (t, self.tile_overlap.unwrap_or(t / 4))),
-            device: device::parse_device(&self.device)?,
+            tile: self.fwd.tile(),
+            device: device::parse_device(&self.fwd.device)?,
             weights: self.weights,
             data: self.data,
             split: self.split,
             seed: self.seed,
             val_fraction: self.val_fraction,
             logs_dir: self.logs_dir,
-            tta: self.tta,
+            tta: self.fwd.tta,
             progress: !self.quiet,
         })
     }
@@ -278,9 +281,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Predict { weights, input, output, tta, png_dir, tile, tile_overlap, device } => {
-            let tile = tile.map(|t| (t, tile_overlap.unwrap_or(t / 4)));
-            let device = device::parse_device(&device)?;
+        Command::Predict { weights, input, output, png_dir, fwd } => {
+            let (tile, tta) = (fwd.tile(), fwd.tta);
+            let device = device::parse_device(&fwd.device)?;
             let opts =
                 predict::PredictOptions { weights, input, output, tta, png_dir, tile, device };
             let s = predict::predict(&opts)?;
