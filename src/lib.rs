@@ -9,6 +9,7 @@
 //! - [`io`]: atomic writes and image decode/encode (the one place that quantises to u8).
 //! - [`device`]: device selection and `promptir doctor`.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
@@ -17,5 +18,6 @@ pub mod error;
 pub mod io;
 pub mod model;
 pub mod restore;
+pub mod runtime;
 
 pub use error::{Error, Result};

@@ -1,7 +1,7 @@
 //! Restormer building blocks as PromptIR uses them: LayerNorm over channels, MDTA attention,
 //! GDFN feed-forward, the transformer block, patch embedding and the 2x resamplers.
 
-use super::{conv, LayerNormType};
+use super::{conv, is_channels_last, LayerNormType};
 use tch::{nn, nn::Module, Tensor};
 
 /// Per-pixel LayerNorm over channels (upstream `LayerNorm` holding a `body`), eps 1e-5.
@@ -63,25 +63,40 @@ impl Attention {
     }
 }
 
-/// `F.normalize(x, dim=-1)`: x / max(||x||_2, 1e-12).
-fn l2_normalize(x: &Tensor) -> Tensor {
-    x / x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12)
-}
-
 impl Module for Attention {
     fn forward(&self, x: &Tensor) -> Tensor {
         let (b, c, h, w) = x.size4().expect("Attention expects a 4-D input");
+        let (heads, ch, hw) = (self.num_heads, c / self.num_heads, h * w);
         let qkv = self.qkv_dwconv.forward(&self.qkv.forward(x));
-        // chunk(3) then 'b (head c) h w -> b head c (h w)': one reshape of the contiguous
-        // tensor, since the head is the outer factor of the channel index.
-        let qkv = qkv.reshape([b, 3, self.num_heads, c / self.num_heads, h * w]);
-        let q = l2_normalize(&qkv.select(1, 0));
-        let k = l2_normalize(&qkv.select(1, 1));
-        let v = qkv.select(1, 2);
-        // (b, heads, c/heads, c/heads)
-        let attn = (q.matmul(&k.transpose(-2, -1)) * &self.temperature).softmax(-1, None);
-        let out = attn.matmul(&v).reshape([b, c, h, w]);
-        self.project_out.forward(&out)
+        let channels_last = is_channels_last(&qkv);
+        // chunk(3) then 'b (head c) h w -> b head c (h w)': the channel index is (part, head,
+        // c), so (b, 3, head, c, hw) is a view of either memory layout.
+        let parts = if channels_last {
+            qkv.permute([0, 2, 3, 1]).reshape([b, hw, 3, heads, ch]).permute([0, 2, 3, 4, 1])
+        } else {
+            qkv.reshape([b, 3, heads, ch, hw])
+        };
+        let (q, k, v) = (parts.select(1, 0), parts.select(1, 1), parts.select(1, 2));
+        // normalize(q) @ normalize(k)^T = (q @ k^T) / (|q| |k|^T), with F.normalize's
+        // max(|x|, 1e-12): the norms scale a (c x c) matrix instead of two feature maps.
+        let norm =
+            |t: &Tensor| t.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
+        let scale = norm(&q) * norm(&k).transpose(-2, -1);
+        let attn = (q.matmul(&k.transpose(-2, -1)) / scale * &self.temperature).softmax(-1, None);
+        // project_out(attn @ v) = (W blockdiag(attn)) @ v: one GEMM over the pixels instead of
+        // two. m[b, o, head*c + j] = sum_i W[o, head*c + i] attn[b, head, i, j].
+        let wp = self.project_out.ws.view([c, heads, ch]).transpose(0, 1);
+        let m = wp.matmul(&attn).permute([0, 2, 1, 3]).reshape([b, c, c]);
+        let out = if channels_last {
+            let v = v.permute([0, 3, 1, 2]).reshape([b, hw, c]);
+            v.matmul(&m.transpose(1, 2)).view([b, h, w, c]).permute([0, 3, 1, 2])
+        } else {
+            m.matmul(&v.reshape([b, c, hw])).view([b, c, h, w])
+        };
+        match &self.project_out.bs {
+            Some(bias) => out + bias.view([1, c, 1, 1]),
+            None => out,
+        }
     }
 }
 
