@@ -59,6 +59,17 @@ def minor_faults():
         return int(f.read().rsplit(")", 1)[1].split()[7])
 
 
+def cpu_ms():
+    total = 0
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total / 1e6
+
+
 def run_row(args, mode, size):
     import torch
     from promptir_ref import PromptIR, param_count
@@ -92,7 +103,7 @@ def run_row(args, mode, size):
         with torch.no_grad():
             for i in range(args.warmup + args.iters):
                 if i == args.warmup:
-                    faults0 = minor_faults()
+                    faults0, cpu0 = minor_faults(), cpu_ms()
                 t0 = time.perf_counter()
                 y = net(x)
                 if cuda:
@@ -106,7 +117,7 @@ def run_row(args, mode, size):
         opt = torch.optim.AdamW(net.parameters(), lr=LR)
         for i in range(args.warmup + args.iters):
             if i == args.warmup:
-                faults0 = minor_faults()
+                faults0, cpu0 = minor_faults(), cpu_ms()
             t0 = time.perf_counter()
             opt.zero_grad()
             loss = torch.nn.functional.l1_loss(net(x), target)
@@ -119,6 +130,7 @@ def run_row(args, mode, size):
                 times.append((time.perf_counter() - t0) * 1e3)
 
     faults = (minor_faults() - faults0) / args.iters
+    cpu = (cpu_ms() - cpu0) / args.iters
     row = dict(
         implementation="pytorch",
         config=args.config,
@@ -136,6 +148,7 @@ def run_row(args, mode, size):
         max_ms=max(times),
         images_per_s=args.batch * 1e3 / statistics.median(times),
         times_ms=times,
+        cpu_ms_per_iter=cpu,
         page_faults_per_iter=faults,
         peak_rss_mib=proc_status_mib("VmHWM:"),
         base_rss_mib=base_rss,

@@ -110,6 +110,9 @@ pub struct BenchRow {
     pub images_per_s: f64,
     /// Every timed iteration, in order.
     pub times_ms: Vec<f64>,
+    /// CPU time of all threads per timed iteration (includes OpenMP spin-waiting): less
+    /// sensitive than wall time to other processes on a shared machine when threads = 1.
+    pub cpu_ms_per_iter: f64,
     /// Minor page faults per timed iteration: memory the kernel had to map and zero afresh.
     pub page_faults_per_iter: f64,
     /// VmHWM of the process after the row (includes the loaded libraries and the model).
@@ -186,13 +189,13 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
     let base_rss_mib = proc_status_mib("VmRSS:").unwrap_or(f64::NAN);
 
     let mut times = Vec::with_capacity(spec.iters);
-    let mut faults_at_start = 0;
+    let (mut faults_at_start, mut cpu_at_start) = (0, 0.0);
     match mode {
         Mode::Infer => {
             let _guard = tch::no_grad_guard();
             for i in 0..spec.warmup + spec.iters {
                 if i == spec.warmup {
-                    faults_at_start = minor_faults();
+                    (faults_at_start, cpu_at_start) = (minor_faults(), cpu_ms());
                 }
                 let t0 = Instant::now();
                 let y = net.forward(&x);
@@ -208,7 +211,7 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
             let mut opt = nn::AdamW::default().build(&vs, LR)?;
             for i in 0..spec.warmup + spec.iters {
                 if i == spec.warmup {
-                    faults_at_start = minor_faults();
+                    (faults_at_start, cpu_at_start) = (minor_faults(), cpu_ms());
                 }
                 let t0 = Instant::now();
                 opt.zero_grad();
@@ -224,6 +227,7 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
         }
     }
     let page_faults_per_iter = (minor_faults() - faults_at_start) as f64 / spec.iters as f64;
+    let cpu_ms_per_iter = (cpu_ms() - cpu_at_start) / spec.iters as f64;
     let cuda_reserved_mib = match (cuda_before, cuda_used_mib(device)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -247,6 +251,7 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
         max_ms,
         images_per_s: spec.batch as f64 * 1e3 / median_ms,
         times_ms: times,
+        cpu_ms_per_iter,
         page_faults_per_iter,
         peak_rss_mib: proc_status_mib("VmHWM:").unwrap_or(f64::NAN),
         base_rss_mib,
@@ -313,6 +318,16 @@ pub fn minor_faults() -> u64 {
     // The fields after the parenthesised command name start at field 3.
     let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
     rest.split_whitespace().nth(7).and_then(|f| f.parse().ok()).unwrap_or(0)
+}
+
+/// CPU time of all threads of this process so far, in ms (from each thread's schedstat).
+pub fn cpu_ms() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return f64::NAN };
+    let ns: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e6
 }
 
 /// Device memory in use (total - free) on a CUDA device, from the CUDA runtime that

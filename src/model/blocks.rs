@@ -76,7 +76,9 @@ impl Module for Attention {
         } else {
             qkv.reshape([b, 3, heads, ch, hw])
         };
-        let (q, k, v) = (parts.select(1, 0), parts.select(1, 1), parts.select(1, 2));
+        // unbind, not three selects: its backward writes one gradient tensor instead of
+        // zero-filling a full-size one per part and summing them.
+        let [q, k, v]: [Tensor; 3] = parts.unbind(1).try_into().expect("three parts");
         // normalize(q) @ normalize(k)^T = (q @ k^T) / (|q| |k|^T), with F.normalize's
         // max(|x|, 1e-12): the norms scale a (c x c) matrix instead of two feature maps.
         let norm =
