@@ -19,6 +19,7 @@
 
 pub mod amp;
 pub mod augment;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -37,6 +38,7 @@ pub mod predict;
 pub mod report;
 pub mod restore;
 pub mod run;
+pub mod runtime;
 pub mod schedule;
 pub mod synth;
 pub mod tensorboard;

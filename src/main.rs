@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use promptir::{checkpoint, device, eval, predict, report, synth, train, visualize};
+use promptir::{bench, checkpoint, device, eval, predict, report, synth, train, visualize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -138,6 +138,8 @@ enum Command {
         #[arg(long = "note")]
         notes: Vec<String>,
     },
+    /// Time training steps and inference, images/s and peak memory (each row in a fresh process).
+    Bench(BenchArgs),
 }
 
 /// How images go through the network: shared by predict, eval and visualize.
@@ -206,6 +208,36 @@ impl ScoreArgs {
             progress: !self.quiet,
         })
     }
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// paper, tiny or an experiment YAML (its model section).
+    #[arg(long, default_value = "paper")]
+    config: String,
+    /// Square image sizes, comma-separated (multiples of 8).
+    #[arg(long, default_value = "64,128,256")]
+    size: String,
+    #[arg(long, default_value_t = 1)]
+    batch: i64,
+    /// train, infer or both.
+    #[arg(long, default_value = "both")]
+    mode: String,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// libtorch intra-op threads (default: libtorch's, the number of cores).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Activation layout: auto (channels-last on CPU), channels-last or contiguous.
+    #[arg(long, default_value = "auto")]
+    layout: String,
+    /// One JSON object per row (the schema scripts/bench_torch.py also writes).
+    #[arg(long)]
+    json: bool,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -343,12 +375,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 files.join(", ")
             );
         }
+        Command::Bench(a) => {
+            let spec = bench::BenchSpec {
+                model: bench::parse_model(&a.config)?,
+                config_name: a.config,
+                sizes: bench::parse_sizes(&a.size)?,
+                batch: a.batch,
+                modes: bench::Mode::parse_list(&a.mode)?,
+                device: a.device,
+                iters: a.iters,
+                warmup: a.warmup,
+                threads: a.threads,
+                layout: bench::parse_layout(&a.layout)?,
+            };
+            let rows = bench::run(&spec, &bench::current_exe()?)?;
+            if a.json {
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else {
+                print!("{}", bench::format_table(&rows));
+            }
+        }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     install_panic_hook();
+    promptir::runtime::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version

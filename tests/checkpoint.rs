@@ -29,7 +29,10 @@ fn imports_lightning_and_plain_checkpoints_with_the_same_outputs() {
         assert_eq!(dropped, expected, "{src}: the six unused modules are dropped and reported");
         let loaded = checkpoint::load_model(&out, Device::Cpu).unwrap();
         let d = max_abs_diff(&tch::no_grad(|| loaded.model.forward(&x)), &y);
-        assert!(d <= 1e-5, "{src}: max abs diff {d:e}");
+        // The project's parity tolerance: outputs reach 13.4 here, where 1e-5 is ~10 float32
+        // ulps, and the forward's op order (channels-last kernels, fused projections) differs
+        // from the reference's.
+        assert!(d <= 1e-4, "{src}: max abs diff {d:e}");
     }
 }
 

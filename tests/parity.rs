@@ -181,3 +181,33 @@ fn restore_pads_non_multiple_sizes_like_reflect_padding() {
     assert_eq!(y.size(), [1, 3, 27, 35]);
     assert!(max_abs_diff(&y, &f.t("output")) <= TOL);
 }
+
+#[test]
+fn both_activation_layouts_give_the_reference_output() {
+    // The network in either layout (the tiny fixture has a batch of 2 and heads up to 4).
+    let f = fixture("model_tiny");
+    for layout in [Layout::Contiguous, Layout::ChannelsLast] {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut m = PromptIr::new(&vs.root(), &config_of(&f));
+        m.layout = layout;
+        f.load_params(&vs);
+        let y = tch::no_grad(|| m.forward(&f.t("input")));
+        let d = max_abs_diff(&y, &f.t("output"));
+        assert!(d <= TOL, "{layout:?}: max abs diff {d:e}");
+    }
+    // A block handed channels-last input directly (attention's NHWC path with 2 heads).
+    let f = fixture("transformer_block");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let bias = f.args["bias"].as_bool().unwrap();
+    let b = TransformerBlock::new(vs.root(), f.i("dim"), f.i("heads"), 2.66, bias, ln_kind(&f));
+    f.load_params(&vs);
+    let y = tch::no_grad(|| b.forward(&to_channels_last(&f.t("input"))));
+    assert!(max_abs_diff(&y, &f.t("output")) <= TOL);
+    // The fused output projection with a bias, channels-last.
+    let f = fixture("attention_bias");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let a = Attention::new(vs.root(), f.i("dim"), f.i("heads"), true);
+    f.load_params(&vs);
+    let y = tch::no_grad(|| a.forward(&to_channels_last(&f.t("input"))));
+    assert!(max_abs_diff(&y, &f.t("output")) <= TOL);
+}

@@ -1,7 +1,7 @@
 //! Restormer building blocks as PromptIR uses them: LayerNorm over channels, MDTA attention,
 //! GDFN feed-forward, the transformer block, patch embedding and the 2x resamplers.
 
-use super::{conv, LayerNormType};
+use super::{conv, is_channels_last, LayerNormType};
 use tch::{nn, nn::Module, Tensor};
 
 /// Per-pixel LayerNorm over channels (upstream `LayerNorm` holding a `body`), eps 1e-5.
@@ -63,25 +63,42 @@ impl Attention {
     }
 }
 
-/// `F.normalize(x, dim=-1)`: x / max(||x||_2, 1e-12).
-fn l2_normalize(x: &Tensor) -> Tensor {
-    x / x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12)
-}
-
 impl Module for Attention {
     fn forward(&self, x: &Tensor) -> Tensor {
         let (b, c, h, w) = x.size4().expect("Attention expects a 4-D input");
+        let (heads, ch, hw) = (self.num_heads, c / self.num_heads, h * w);
         let qkv = self.qkv_dwconv.forward(&self.qkv.forward(x));
-        // chunk(3) then 'b (head c) h w -> b head c (h w)': one reshape of the contiguous
-        // tensor, since the head is the outer factor of the channel index.
-        let qkv = qkv.reshape([b, 3, self.num_heads, c / self.num_heads, h * w]);
-        let q = l2_normalize(&qkv.select(1, 0));
-        let k = l2_normalize(&qkv.select(1, 1));
-        let v = qkv.select(1, 2);
-        // (b, heads, c/heads, c/heads)
-        let attn = (q.matmul(&k.transpose(-2, -1)) * &self.temperature).softmax(-1, None);
-        let out = attn.matmul(&v).reshape([b, c, h, w]);
-        self.project_out.forward(&out)
+        let channels_last = is_channels_last(&qkv);
+        // chunk(3) then 'b (head c) h w -> b head c (h w)': the channel index is (part, head,
+        // c), so (b, 3, head, c, hw) is a view of either memory layout.
+        let parts = if channels_last {
+            qkv.permute([0, 2, 3, 1]).reshape([b, hw, 3, heads, ch]).permute([0, 2, 3, 4, 1])
+        } else {
+            qkv.reshape([b, 3, heads, ch, hw])
+        };
+        // unbind, not three selects: its backward writes one gradient tensor instead of
+        // zero-filling a full-size one per part and summing them.
+        let [q, k, v]: [Tensor; 3] = parts.unbind(1).try_into().expect("three parts");
+        // normalize(q) @ normalize(k)^T = (q @ k^T) / (|q| |k|^T), with F.normalize's
+        // max(|x|, 1e-12): the norms scale a (c x c) matrix instead of two feature maps.
+        let norm =
+            |t: &Tensor| t.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
+        let scale = norm(&q) * norm(&k).transpose(-2, -1);
+        let attn = (q.matmul(&k.transpose(-2, -1)) / scale * &self.temperature).softmax(-1, None);
+        // project_out(attn @ v) = (W blockdiag(attn)) @ v: one GEMM over the pixels instead of
+        // two. m[b, o, head*c + j] = sum_i W[o, head*c + i] attn[b, head, i, j].
+        let wp = self.project_out.ws.view([c, heads, ch]).transpose(0, 1);
+        let m = wp.matmul(&attn).permute([0, 2, 1, 3]).reshape([b, c, c]);
+        let out = if channels_last {
+            let v = v.permute([0, 3, 1, 2]).reshape([b, hw, c]);
+            v.matmul(&m.transpose(1, 2)).view([b, h, w, c]).permute([0, 3, 1, 2])
+        } else {
+            m.matmul(&v.reshape([b, c, hw])).view([b, c, h, w])
+        };
+        match &self.project_out.bs {
+            Some(bias) => out + bias.view([1, c, 1, 1]),
+            None => out,
+        }
     }
 }
 
@@ -111,9 +128,50 @@ impl FeedForward {
 
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = self.dwconv.forward(&self.project_in.forward(x));
-        let halves = x.chunk(2, 1);
-        self.project_out.forward(&(halves[0].gelu("none") * &halves[1]))
+        // project_in -> dwconv -> chunk(2) computed as two half-width branches on slices of the
+        // same weights: per-channel convs, so the math is the same. Each half is then a dense
+        // tensor; a chunk of a channels-last map is a strided view whose 127-wide rows sent
+        // GELU and its backward through a scalar erf for every row's tail (3x slower). Two
+        // halves also never hold the full 2*hidden map twice, which lowers peak memory.
+        let hidden = self.project_out.ws.size()[1];
+        let half = |i: i64| {
+            let slice = |t: &Tensor| t.narrow(0, i * hidden, hidden);
+            let bias = |c: &nn::Conv2D| c.bs.as_ref().map(slice);
+            let (pin, dw) = (&self.project_in, &self.dwconv);
+            x.conv2d(&slice(&pin.ws), bias(pin).as_ref(), [1, 1], [0, 0], [1, 1], 1).conv2d(
+                &slice(&dw.ws),
+                bias(dw).as_ref(),
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                hidden,
+            )
+        };
+        // Separate statements free each half's intermediates before the next is built.
+        let a = half(0).gelu("none");
+        let g = half(1);
+        self.project_out.forward(&mul_fresh(a, &g))
+    }
+}
+
+/// `a * b` where `a` is a fresh result nobody else holds: in place unless autograd records it.
+fn mul_fresh(mut a: Tensor, b: &Tensor) -> Tensor {
+    if a.requires_grad() || b.requires_grad() {
+        a * b
+    } else {
+        a *= b;
+        a
+    }
+}
+
+/// `y + x` where `y` is a fresh result nobody else holds: in place unless autograd records it,
+/// which saves a full-size allocation per residual in inference.
+fn add_fresh(mut y: Tensor, x: &Tensor) -> Tensor {
+    if y.requires_grad() || x.requires_grad() {
+        y + x
+    } else {
+        y += x;
+        y
     }
 }
 
@@ -146,8 +204,8 @@ impl TransformerBlock {
 
 impl Module for TransformerBlock {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = x + self.attn.forward(&self.norm1.forward(x));
-        &x + self.ffn.forward(&self.norm2.forward(&x))
+        let x = add_fresh(self.attn.forward(&self.norm1.forward(x)), x);
+        add_fresh(self.ffn.forward(&self.norm2.forward(&x)), &x)
     }
 }
 

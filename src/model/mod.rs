@@ -15,7 +15,7 @@ pub use prompt::PromptGenBlock;
 pub use promptir::{PromptIr, WidthPlan};
 
 use serde::{Deserialize, Serialize};
-use tch::nn;
+use tch::{nn, Tensor};
 
 /// Upstream modules that exist in the official state_dict but never run in `forward`.
 /// They are not built here; the importer drops them by name and reports it.
@@ -199,6 +199,52 @@ impl ModelConfig {
     pub fn pad_multiple(&self) -> i64 {
         8
     }
+}
+
+/// Memory layout of the activations inside the network; the values are the same either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// Channels-last on CPU, the input's own layout (NCHW) elsewhere.
+    #[default]
+    Auto,
+    /// NHWC strides: oneDNN runs 1x1 and depthwise convs on them without reordering to and
+    /// from its blocked format, and LayerNorm over channels reads contiguous rows.
+    ChannelsLast,
+    /// Whatever layout the input has (NCHW for a plain tensor), as upstream.
+    Contiguous,
+}
+
+impl Layout {
+    /// `auto | channels-last | contiguous`.
+    pub fn parse(s: &str) -> Option<Layout> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "auto" => Some(Layout::Auto),
+            "channels-last" | "nhwc" => Some(Layout::ChannelsLast),
+            "contiguous" | "nchw" => Some(Layout::Contiguous),
+            _ => None,
+        }
+    }
+
+    /// Whether a forward on `device` runs channels-last.
+    pub fn channels_last_on(self, device: tch::Device) -> bool {
+        match self {
+            Layout::Auto => device == tch::Device::Cpu,
+            Layout::ChannelsLast => true,
+            Layout::Contiguous => false,
+        }
+    }
+}
+
+/// True when a 4-D tensor has channels-last (NHWC) strides. Only picks a fast path: every
+/// caller is correct for any strides.
+pub(crate) fn is_channels_last(x: &Tensor) -> bool {
+    let (size, stride) = (x.size(), x.stride());
+    size.len() == 4 && stride[1] == 1 && stride[3] == size[1] && size[1] > 1
+}
+
+/// The same values with channels-last strides (a no-op if it already has them).
+pub fn to_channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// PyTorch's default init for conv and linear weights: kaiming_uniform(a=sqrt(5)), i.e. a

@@ -1,6 +1,6 @@
 //! PGM: the prompt generation block, PromptIR's addition to Restormer.
 
-use super::{conv, TORCH_DEFAULT_INIT};
+use super::{conv, is_channels_last, to_channels_last, TORCH_DEFAULT_INIT};
 use tch::{nn, nn::Module, Tensor};
 
 /// Mixes `prompt_len` learned prompt components with weights predicted from the input features,
@@ -51,6 +51,8 @@ impl Module for PromptGenBlock {
         } else {
             prompt.upsample_bilinear2d([h, w], false, None, None)
         };
+        // Same layout as the features it is concatenated with: cat of mixed layouts is NCHW.
+        let prompt = if is_channels_last(x) { to_channels_last(&prompt) } else { prompt };
         self.conv3x3.forward(&prompt)
     }
 }

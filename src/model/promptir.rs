@@ -2,7 +2,8 @@
 
 use super::blocks::{blocks, run_blocks};
 use super::{
-    conv, Downsample, ModelConfig, OverlapPatchEmbed, PromptGenBlock, TransformerBlock, Upsample,
+    conv, to_channels_last, Downsample, Layout, ModelConfig, OverlapPatchEmbed, PromptGenBlock,
+    TransformerBlock, Upsample,
 };
 use tch::{nn, nn::Module, Tensor};
 
@@ -76,6 +77,8 @@ pub struct PromptIr {
     pub refinement: Vec<TransformerBlock>,
     pub output: nn::Conv2D,
     pub config: ModelConfig,
+    /// Activation layout of `forward` (not a parameter; `Auto` unless a benchmark sets it).
+    pub layout: Layout,
 }
 
 impl PromptIr {
@@ -126,6 +129,7 @@ impl PromptIr {
             refinement: stack("refinement", cfg.num_refinement_blocks, w.c2, h[0]),
             output: conv(p / "output", w.c2, cfg.out_channels, 3, 1, bias),
             config: cfg.clone(),
+            layout: Layout::default(),
         }
     }
 }
@@ -133,8 +137,14 @@ impl PromptIr {
 impl Module for PromptIr {
     /// (B, 3, H, W) -> (B, 3, H, W) with H, W multiples of 8; not clamped.
     fn forward(&self, inp: &Tensor) -> Tensor {
+        // Every op keeps the layout of its input, so converting once here sets it throughout.
+        let x = if self.layout.channels_last_on(inp.device()) {
+            to_channels_last(inp)
+        } else {
+            inp.shallow_clone()
+        };
         // 1. embed + encoder
-        let e1 = run_blocks(&self.encoder_level1, self.patch_embed.forward(inp));
+        let e1 = run_blocks(&self.encoder_level1, self.patch_embed.forward(&x));
         let e2 = run_blocks(&self.encoder_level2, self.down1_2.forward(&e1));
         let e3 = run_blocks(&self.encoder_level3, self.down2_3.forward(&e2));
         let latent = run_blocks(&self.latent, self.down3_4.forward(&e3));

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Rust port vs PyTorch eager on the same libtorch: `make bench ARGS="..."`.
+#
+#   scripts/bench.sh [--config paper|tiny|FILE.yaml] [--rows "infer:256:1 train:64:1 ..."]
+#                    [--reps N] [--iters N] [--warmup N] [--threads N] [--device cpu|cuda]
+#                    [--out FILE.jsonl]
+#
+# Each row (mode:size:batch) runs as one fresh process per implementation and repetition (peak
+# RSS is a process-lifetime peak), Rust and PyTorch interleaved, the order swapped every
+# repetition so that drifting machine load hits both alike. The table gives per-row medians over
+# all timed iterations of all repetitions, the best single iteration, Rust/PyTorch ratios, and
+# the spread of the per-repetition ratios as the noise. Raw rows go to --out.
+# BIN (default target/release/promptir) and PYTHON (default .venv/bin/python) can be overridden.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+config=paper rows="infer:256:1 train:64:1 train:128:1" reps=3 iters=5 warmup=1 threads="" device=cpu
+out="results/bench-$(date +%Y%m%d-%H%M%S).jsonl"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --config) config=$2; shift 2 ;;
+        --rows) rows=$2; shift 2 ;;
+        --reps) reps=$2; shift 2 ;;
+        --iters) iters=$2; shift 2 ;;
+        --warmup) warmup=$2; shift 2 ;;
+        --threads) threads=$2; shift 2 ;;
+        --device) device=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+BIN=${BIN:-target/release/promptir}
+PYTHON=${PYTHON:-.venv/bin/python}
+[[ -x $BIN ]] || { echo "bench.sh: $BIN missing: run cargo build --release (make build)" >&2; exit 2; }
+[[ -x $PYTHON ]] || { echo "bench.sh: $PYTHON missing: run make setup" >&2; exit 2; }
+mkdir -p "$(dirname "$out")"
+: >"$out"
+
+common=(--iters "$iters" --warmup "$warmup" --device "$device" --json)
+[[ -n $threads ]] && common+=(--threads "$threads")
+model_json=""
+run_rust() { "$BIN" bench --config "$config" --mode "$1" --size "$2" --batch "$3" "${common[@]}"; }
+run_torch() {
+    local cfg=(--config "$config")
+    # The reference script knows paper and tiny; other configs travel as the Rust row's model.
+    [[ $config != paper && $config != tiny ]] && cfg=(--config "$config" --model-json "$model_json")
+    "$PYTHON" scripts/bench_torch.py "${cfg[@]}" --mode "$1" --size "$2" --batch "$3" "${common[@]}"
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+for ((rep = 1; rep <= reps; rep++)); do
+    for row in $rows; do
+        IFS=: read -r mode size batch <<<"$row"
+        order=(rust torch)
+        ((rep % 2 == 0)) && order=(torch rust)
+        for impl in "${order[@]}"; do
+            if [[ $impl == rust ]]; then
+                line=$(run_rust "$mode" "$size" "$batch" | tail -n1)
+                model_json=$("$PYTHON" -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["model"]))' "$line")
+            else
+                [[ -z $model_json ]] && model_json=$(run_rust infer 8 1 | tail -n1 |
+                    "$PYTHON" -c 'import json,sys; print(json.dumps(json.loads(sys.stdin.read())["model"]))')
+                line=$(run_torch "$mode" "$size" "$batch" | tail -n1)
+            fi
+            echo "{\"rep\": $rep, \"row\": $line}" >>"$out"
+            echo "rep $rep/$reps $impl $mode ${size}x$size b$batch done" >&2
+        done
+    done
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+"$PYTHON" scripts/bench_table.py "$out" --load "$load_before" "$load_after"
+echo "raw rows: $out"
