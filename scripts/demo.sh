@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/promptir}
 OUT=${DEMO_DIR:-demo}
-EPOCHS=${DEMO_EPOCHS:-6}
+EPOCHS=${DEMO_EPOCHS:-40}
 [ -x "$BIN" ] || { echo "build first: make build" >&2; exit 2; }
 # Replace only a folder this script made before.
 if [ -e "$OUT" ]; then
