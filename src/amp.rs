@@ -3,9 +3,12 @@
 //! any gradient is inf/NaN, double it after `growth_interval` clean steps.
 
 use crate::optim::AdamW;
+use serde::{Deserialize, Serialize};
 use tch::Kind;
 
-#[derive(Debug, Clone, PartialEq)]
+/// Saved with the resume point (`TrainState::scaler`), so a resumed fp16 run continues with the
+/// scale it had reached instead of climbing back from 2^16 through skipped steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GradScaler {
     scale: f64,
     growth_factor: f64,

@@ -2,6 +2,7 @@
 //! `weights/<run>/` (checkpoints and the resumable training state). A new run never writes into
 //! an existing one; `--resume` is the only way back in.
 
+use crate::amp::GradScaler;
 use crate::config::Experiment;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,9 @@ pub struct TrainState {
     pub best_epoch: Option<usize>,
     /// Whether training reached its end (epochs or max_steps).
     pub finished: bool,
+    /// The fp16 loss scaler (fp16 runs only; absent in fp32 runs and older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<GradScaler>,
 }
 
 impl RunDir {
@@ -186,6 +190,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no run there"));
+    }
+
+    #[test]
+    fn the_loss_scale_survives_a_save_and_old_states_still_load() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::at("r", &d.path().join("logs"), d.path());
+        std::fs::create_dir_all(&run.weights).unwrap();
+        let mut scaler = GradScaler::new(1024.0, 2);
+        scaler.update(true); // overflow: 512
+        scaler.update(false); // one clean step counted
+        let s = TrainState { step: 7, scaler: Some(scaler.clone()), ..TrainState::default() };
+        run.write_state(&s).unwrap();
+        let back = run.read_state().unwrap();
+        assert_eq!(back, s);
+        let mut resumed = back.scaler.unwrap();
+        assert_eq!(resumed.scale(), 512.0);
+        resumed.update(false); // the second clean step completes the growth interval
+        assert_eq!(resumed.scale(), 1024.0);
+        // fp32 runs write no scaler key, and files written before it existed load unchanged.
+        let json = std::fs::read_to_string(run.state_path()).unwrap();
+        run.write_state(&TrainState::default()).unwrap();
+        assert!(json.contains("scaler"));
+        assert!(!std::fs::read_to_string(run.state_path()).unwrap().contains("scaler"));
+        let old =
+            r#"{"epoch": 2, "step": 90, "best_psnr": 25.5, "best_epoch": 1, "finished": false}"#;
+        let old: TrainState = serde_json::from_str(old).unwrap();
+        assert_eq!((old.step, old.scaler), (90, None));
     }
 
     #[test]

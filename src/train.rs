@@ -297,16 +297,12 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true); // fixed patch shapes: tune once per shape
     }
-    let mut scaler = match exp.train.precision {
-        Precision::Fp32 => None,
-        Precision::Fp16 if device.is_cuda() => Some(GradScaler::default()),
-        Precision::Fp16 => {
-            return Err(Error::config(
-                "train.precision",
-                "fp16 needs a CUDA device; use precision: fp32 on CPU",
-            ))
-        }
-    };
+    if exp.train.precision == Precision::Fp16 && !device.is_cuda() {
+        return Err(Error::config(
+            "train.precision",
+            "fp16 needs a CUDA device; use precision: fp32 on CPU",
+        ));
+    }
     // The loss first: a missing VGG file should stop us before minutes of decoding.
     let loss = Loss::new(&exp.loss, device)?;
     let pairs = data::scan_pairs(&exp.data.root)?;
@@ -333,6 +329,11 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
             crate::io::write_atomic_bytes(&run.config_path(), exp.to_yaml().as_bytes())?;
             (run, state)
         }
+    };
+    // A resumed fp16 run keeps its scale; switching precision on resume starts or drops it.
+    state.scaler = match exp.train.precision {
+        Precision::Fp32 => None,
+        Precision::Fp16 => state.scaler.take().or_else(|| Some(GradScaler::default())),
     };
     let schedule = Schedule::from_config(&exp, loader.batches_per_epoch());
     let mut tb = EventWriter::create(&run.logs)?;
@@ -418,7 +419,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
             let y = batch.clean.to_device(device);
             opt.zero_grad()?;
             let log_now = (state.step + 1) % exp.train.log_every == 0;
-            let terms = match &mut scaler {
+            let terms = match &mut state.scaler {
                 None => {
                     let terms = loss.compute(&model.restore(&x), &y);
                     terms.total.backward();
