@@ -14,12 +14,14 @@
 //! - [`data`]: dataset scan and checks, in-memory store, split, background batch loader;
 //!   [`augment`]: paired crops and augmentation on raw buffers.
 //! - [`synth`]: a synthetic rain/snow dataset in the course layout (`promptir synth`).
+//! - [`bench`], [`bench_loader`]: speed of the network against PyTorch, and of the loader alone.
 //! - [`eval`]: scoring (shared with training validation) and `promptir eval`;
 //!   [`visualize`]: side-by-side panels.
 
 pub mod amp;
 pub mod augment;
 pub mod bench;
+pub mod bench_loader;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use promptir::{bench, checkpoint, device, eval, predict, report, synth, train, visualize};
+use promptir::{
+    bench, bench_loader, checkpoint, device, eval, predict, report, synth, train, visualize,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -140,6 +142,30 @@ enum Command {
     },
     /// Time training steps and inference, images/s and peak memory (each row in a fresh process).
     Bench(BenchArgs),
+    /// Time the training loader alone: how long a step of --step-ms would wait for its batch.
+    BenchLoader {
+        /// Experiment YAML whose augment, data.workers, data.prefetch and seed are used
+        /// [default: the built-in ones: 2 workers, prefetch 4, flips and rot90 at 0.5].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        patch: usize,
+        /// Side of the random in-memory pairs (the course images are 256).
+        #[arg(long, default_value_t = 256)]
+        image: usize,
+        /// How many pairs (an epoch is pairs / batch batches).
+        #[arg(long, default_value_t = 400)]
+        pairs: usize,
+        /// Simulated step lengths in ms, comma-separated (0: the loader's own rate).
+        #[arg(long, value_delimiter = ',', default_value = "0,50,100")]
+        step_ms: Vec<u64>,
+        #[arg(long, default_value_t = 200)]
+        batches: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How images go through the network: shared by predict, eval and visualize.
@@ -395,6 +421,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             } else {
                 print!("{}", bench::format_table(&rows));
+            }
+        }
+        Command::BenchLoader { config, batch, patch, image, pairs, step_ms, batches, json } => {
+            let exp = match &config {
+                Some(p) => promptir::config::Experiment::load(p, &[])?,
+                None => promptir::config::Experiment::default(),
+            };
+            let step = |ms: u64| std::time::Duration::from_millis(ms);
+            let rows = step_ms
+                .iter()
+                .map(|&ms| bench_loader::run(&exp, batch, patch, image, pairs, step(ms), batches))
+                .collect::<promptir::Result<Vec<_>>>()?;
+            if json {
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else {
+                print!("{}", bench_loader::format_table(&rows));
             }
         }
     }
