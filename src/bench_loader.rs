@@ -24,7 +24,7 @@ pub struct LoaderRow {
     /// The simulated step per batch (0: the loader's own rate).
     pub step_ms: f64,
     pub batches: usize,
-    /// Mean time the consumer's `next()` took (waiting plus building the two tensors).
+    /// Mean time the consumer's `next()` took: waiting for a worker's batch.
     pub wait_ms_mean: f64,
     pub wait_ms_max: f64,
     /// Waiting time over wall time.
@@ -139,7 +139,7 @@ mod tests {
         let exp = Experiment::default();
         let fast = run(&exp, 4, 32, 64, 16, Duration::ZERO, 12).unwrap();
         assert_eq!((fast.batches, fast.workers), (12, exp.data.workers));
-        // With no step the consumer does nothing but wait (and build tensors).
+        // With no step the consumer does nothing but wait.
         assert!(fast.wait_fraction > 0.5, "{fast:?}");
         // A 20 ms step is far longer than cutting 4 crops of 32x32: prefetching hides it all
         // but the first batch of each epoch (4 batches of 4 from 16 pairs).

@@ -482,7 +482,7 @@ pub struct Batch {
     pub kinds: Vec<String>,
     /// Store indices of the samples.
     pub indices: Vec<usize>,
-    /// How long the consumer's `next()` took: waiting for the worker plus building the tensors.
+    /// How long the consumer's `next()` took, i.e. waited for the worker that made the batch.
     pub wait: Duration,
 }
 
