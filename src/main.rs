@@ -470,10 +470,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // A panic is a bug (the hook has printed it); it exits 1 like any other internal error.
+    // A panic is a bug (the hook has printed it) and exits 1, except running out of memory,
+    // which the user fixes with smaller settings: exit 2.
     let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
         Ok(r) => r,
-        Err(_) => return ExitCode::from(1),
+        Err(p) => {
+            return ExitCode::from(if out_of_memory(&panic_text(&*p)).is_some() { 2 } else { 1 })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -494,19 +497,44 @@ fn main() -> ExitCode {
     }
 }
 
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// libtorch's allocation failures (tch unwraps them into panics inside ops): `Some(what it tried
+/// to allocate)`, e.g. "88080384 bytes" (CPU) or "20.00 MiB" (CUDA).
+fn out_of_memory(msg: &str) -> Option<String> {
+    let oom = ["can't allocate memory", "not enough memory", "out of memory"];
+    if !oom.iter().any(|m| msg.contains(m)) {
+        return None;
+    }
+    let size = msg
+        .find("ried to allocate ") // "you tried to" (CPU), "Tried to" (CUDA)
+        .map(|i| &msg[i + "ried to allocate ".len()..])
+        .and_then(|rest| rest.split(". ").next())
+        .filter(|s| s.len() < 40);
+    Some(size.unwrap_or("more memory").to_string())
+}
+
 /// Panics are bugs, reported in one line with where they happened; libtorch's C++ stack trace
-/// (inside tch's unwrap messages) is cut. `RUST_BACKTRACE` set keeps Rust's full report.
+/// (inside tch's unwrap messages) is cut. Running out of memory is said as such, with what to
+/// lower. `RUST_BACKTRACE` set keeps Rust's full report.
 fn install_panic_hook() {
     if std::env::var_os("RUST_BACKTRACE").is_some() {
         return;
     }
     std::panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let msg = panic_text(info.payload());
+        if let Some(size) = out_of_memory(&msg) {
+            eprintln!(
+                "error: out of memory (libtorch could not allocate {size}); lower train.batch_size or train.patch_size when training, use --tile (or smaller images) to restore, or free memory"
+            );
+            return;
+        }
         // tch's messages hold the trace as real or as escaped ("\\n") newlines.
         let first = msg.split('\n').next().unwrap_or("").split("\\n").next().unwrap_or("");
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));

@@ -62,3 +62,25 @@ fn import_cli_converts_a_lightning_checkpoint() {
     let out = promptir().args(["inspect", out_path.to_str().unwrap()]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"dim\":8"));
 }
+
+#[test]
+fn running_out_of_memory_is_a_user_error_with_advice() {
+    // Under a 5 GB address-space cap libtorch's libraries (~2.7 GB mapped) still load, and the
+    // tiny network's 4096x4096 activations (GBs each) cannot be allocated: libtorch throws inside
+    // an op, which tch turns into a panic.
+    let script = format!(
+        "ulimit -v 5000000; exec \"{}\" bench --config tiny --size 4096 --mode infer --iters 1 --warmup 0",
+        env!("CARGO_BIN_EXE_promptir")
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: out of memory (libtorch could not allocate "), "{err}");
+    assert!(err.contains(" bytes)") && err.contains("--tile"), "{err}");
+}
