@@ -177,10 +177,9 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
     if let Some(t) = spec.threads {
         tch::set_num_threads(t);
     }
-    tch::manual_seed(0);
     let cuda_before = cuda_used_mib(device);
     let vs = nn::VarStore::new(device);
-    let mut net = PromptIr::new(&vs.root(), &spec.model);
+    let mut net = PromptIr::seeded(&vs.root(), &spec.model, 0);
     net.layout = spec.layout;
     let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
     let shape = [spec.batch, spec.model.inp_channels, size, size];

@@ -312,9 +312,8 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
         Loader::new(store.clone(), split.train.clone(), LoaderConfig::from_experiment(&exp))?;
     let val_items = to_items(&store, &split.val);
 
-    tch::manual_seed(exp.seed as i64);
     let vs = nn::VarStore::new(device);
-    let model = PromptIr::new(&vs.root(), &exp.model);
+    let model = PromptIr::seeded(&vs.root(), &exp.model, exp.seed);
     let mut opt = AdamW::from_config(&vs, &exp.train)?;
     // Only now, with every input checked, is anything written.
     let (run, mut state) = match plan {

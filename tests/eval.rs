@@ -19,11 +19,10 @@ use std::process::Output;
 use tch::{nn, Device};
 
 /// A random tiny checkpoint (seeded) at `dir/name`.
-fn checkpoint_at(dir: &Path, name: &str, seed: i64) -> PathBuf {
-    tch::manual_seed(seed);
+fn checkpoint_at(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let vs = nn::VarStore::new(Device::Cpu);
     let cfg = ModelConfig::tiny();
-    let _model = PromptIr::new(&vs.root(), &cfg);
+    let _model = PromptIr::seeded(&vs.root(), &cfg, seed);
     let path = dir.join(name);
     checkpoint::save_model(&vs, &cfg, BTreeMap::new(), &path).unwrap();
     path

@@ -37,9 +37,8 @@ fn s(p: &Path) -> String {
 
 /// A tiny checkpoint of this project (random weights).
 fn write_tiny_checkpoint(path: &Path, cfg: &ModelConfig) {
-    tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let _m = PromptIr::new(&vs.root(), cfg);
+    let _m = PromptIr::seeded(&vs.root(), cfg, 0);
     checkpoint::save_model(&vs, cfg, BTreeMap::new(), path).unwrap();
 }
 

@@ -5,7 +5,18 @@ use super::{
     conv, to_channels_last, Downsample, Layout, ModelConfig, OverlapPatchEmbed, PromptGenBlock,
     TransformerBlock, Upsample,
 };
+use std::sync::{Mutex, MutexGuard};
 use tch::{nn, nn::Module, Tensor};
+
+/// libtorch has one global generator per device. Without this lock a seeded init in one thread
+/// interleaves its draws with another thread's (or is reseeded halfway), so "same seed, same
+/// weights" silently fails under `cargo test`'s parallel tests.
+static INIT_DRAWS: Mutex<()> = Mutex::new(());
+
+fn init_lock() -> MutexGuard<'static, ()> {
+    // A panic while holding it (an invalid config) leaves nothing half-done that matters here.
+    INIT_DRAWS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Channel widths in terms of `dim`. Upstream writes several of these as literals that are only
 /// right at dim 48 (`4*dim+512`, `2*dim+224`, ...); a test pins them to those literals.
@@ -82,9 +93,23 @@ pub struct PromptIr {
 }
 
 impl PromptIr {
-    /// Builds the network under `p` (use `vs.root()` so keys equal the official state_dict).
+    /// Builds the network under `p` (use `vs.root()` so keys equal the official state_dict),
+    /// drawing its initial values from libtorch's global generator as it stands.
     /// Panics on an invalid config: call `ModelConfig::validate` first on user input.
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+        let _draws = init_lock();
+        Self::build(p, cfg)
+    }
+
+    /// [`PromptIr::new`] with the generator seeded first: the same seed gives the same initial
+    /// weights even while other threads build models (parallel tests, several runs in one process).
+    pub fn seeded(p: &nn::Path, cfg: &ModelConfig, seed: u64) -> Self {
+        let _draws = init_lock();
+        tch::manual_seed(seed as i64);
+        Self::build(p, cfg)
+    }
+
+    fn build(p: &nn::Path, cfg: &ModelConfig) -> Self {
         if let Err(e) = cfg.validate() {
             panic!("invalid ModelConfig: {e}");
         }
