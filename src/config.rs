@@ -59,7 +59,7 @@ impl Default for DataConfig {
         DataConfig {
             root: PathBuf::from("data/hw4_realse_dataset"),
             val_fraction: 0.1,
-            workers: 2,
+            workers: 4,
             prefetch: 4,
         }
     }
