@@ -145,7 +145,7 @@ enum Command {
     /// Time the training loader alone: how long a step of --step-ms would wait for its batch.
     BenchLoader {
         /// Experiment YAML whose augment, data.workers, data.prefetch and seed are used
-        /// [default: the built-in ones: 2 workers, prefetch 4, flips and rot90 at 0.5].
+        /// [default: the built-in ones: 4 workers, prefetch 4, flips and rot90 at 0.5].
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long, default_value_t = 8)]
