@@ -2,51 +2,33 @@
 //! in Rust on libtorch through tch. It trains, evaluates and predicts with the official network,
 //! whose parameter names equal the official PyTorch state_dict keys.
 //!
-//! Where things live:
-//! - [`model`]: the network, one struct per upstream block; [`checkpoint`]: strict safetensors I/O
-//!   and importing official weights.
-//! - [`restore`]: the single forward path, with padding, TTA and ensembles as wrappers.
-//! - [`io`]: atomic writes and image decode/encode (the one place that quantises to u8).
-//! - [`device`]: device selection and `promptir doctor`.
-//! - [`metrics`]: PSNR/SSIM as scored; [`loss`]: training losses; [`vgg`]: frozen VGG16 features.
-//! - [`schedule`], [`optim`], [`tensorboard`]: the LR schedule, a resumable AdamW and the
-//!   tfevents writer of the training loop.
-//! - [`data`]: dataset scan and checks, in-memory store, split, background batch loader;
-//!   [`augment`]: paired crops and augmentation on raw buffers.
-//! - [`synth`]: a synthetic rain/snow dataset in the course layout (`promptir synth`).
-//! - [`bench`], [`bench_loader`]: speed of the network against PyTorch, and of the loader alone.
-//! - [`eval`]: scoring (shared with training validation) and `promptir eval`;
-//!   [`visualize`]: side-by-side panels.
+//! The map, lower layers first (each folder depends only on the ones above it in this list,
+//! the `promptir` binary's commands in `src/cli/` only on the library):
+//! - [`device`], [`runtime`]: device selection and `doctor`; process-wide allocator settings.
+//! - [`model`]: the network, one struct per upstream block, fields named as in PyTorch.
+//! - [`io`]: atomic writes, images, safetensors and checkpoints with their provenance,
+//!   importing official weights, TensorBoard event files.
+//! - [`config`]: the typed experiment YAML (`extends`, `--set`, validation).
+//! - [`data`]: the dataset layout and its checks, the in-memory store, the seeded split, the
+//!   background loader and paired augmentation.
+//! - [`infer`]: the one forward path ([`infer::Restore`]) with padding, TTA, ensembles and
+//!   tiling as wrappers; `predict` and `pred.npz`.
+//! - [`eval`]: PSNR/SSIM as scored, [`eval::evaluate`] (shared with training validation),
+//!   splits, the eval table and JSON, `visualize`.
+//! - [`train`]: the [`train::Trainer`] around the one [`train::TrainStep`], losses, AdamW,
+//!   schedule, fp16 scaling, run folders.
+//! - [`tools`]: benchmarks, the synthetic data set, the ablation report and its charts.
 
-pub mod amp;
-pub mod augment;
-pub mod bench;
-pub mod bench_loader;
-pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
-pub mod dihedral;
-pub mod error;
+mod error;
 pub mod eval;
+pub mod infer;
 pub mod io;
-pub mod loss;
-pub mod metrics;
 pub mod model;
-pub mod npz;
-pub mod optim;
-pub mod plot;
-pub mod predict;
-pub mod report;
-pub mod restore;
-pub mod run;
 pub mod runtime;
-pub mod schedule;
-pub mod synth;
-pub mod tensorboard;
-pub mod tile;
+pub mod tools;
 pub mod train;
-pub mod vgg;
-pub mod visualize;
 
 pub use error::{Error, Result};

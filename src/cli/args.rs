@@ -1,0 +1,33 @@
+//! Flags several commands share: how images go through the network, and the device.
+
+use clap::Args;
+use promptir::device::parse_device;
+use tch::Device;
+
+/// How images go through the network: shared by predict, eval and visualize.
+#[derive(Args)]
+pub struct ForwardArgs {
+    /// 8-way flip/rotation test-time augmentation.
+    #[arg(long)]
+    pub tta: bool,
+    /// Restore in overlapping tiles of this size (for images too large for memory).
+    #[arg(long)]
+    pub tile: Option<i64>,
+    /// Overlap between tiles in pixels [default: tile / 4].
+    #[arg(long, requires = "tile")]
+    pub tile_overlap: Option<i64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl ForwardArgs {
+    /// Tile size and overlap, when tiling.
+    pub fn tile(&self) -> Option<(i64, i64)> {
+        self.tile.map(|t| (t, self.tile_overlap.unwrap_or(t / 4)))
+    }
+
+    pub fn device(&self) -> promptir::Result<Device> {
+        parse_device(&self.device)
+    }
+}

@@ -1,0 +1,279 @@
+//! Experiment files: typed, strict YAML. Enters once ([`Experiment::load`], in `load.rs`), is
+//! validated before any work starts (`validate.rs`), and is written back resolved into each
+//! run's log folder. Every struct rejects unknown keys; every default lives here.
+
+mod load;
+mod validate;
+
+use crate::model::ModelConfig;
+
+/// Modules in torchvision's `vgg16().features` (13 conv + 13 ReLU + 5 max-pool): the valid
+/// `loss.perceptual_layers` are `0..VGG16_FEATURES`.
+pub const VGG16_FEATURES: usize = 31;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Experiment {
+    /// Run name; defaults to the experiment file's stem.
+    pub name: String,
+    pub seed: u64,
+    /// auto | cpu | cuda | cuda:N
+    pub device: String,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    pub loss: LossConfig,
+    pub augment: AugmentConfig,
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Experiment {
+            name: "experiment".into(),
+            seed: 42,
+            device: "auto".into(),
+            model: ModelConfig::default(),
+            data: DataConfig::default(),
+            train: TrainConfig::default(),
+            loss: LossConfig::default(),
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Dataset root in the course layout (train/degraded, train/clean, test/degraded).
+    pub root: PathBuf,
+    /// Fraction of pairs held out for validation, stratified by degradation type.
+    pub val_fraction: f64,
+    /// Background threads that crop and augment batches.
+    pub workers: usize,
+    /// Batches prepared ahead of the training step.
+    pub prefetch: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            root: PathBuf::from("data/hw4_realse_dataset"),
+            val_fraction: 0.1,
+            workers: 4,
+            prefetch: 4,
+        }
+    }
+}
+
+/// When the learning rate is updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleUnit {
+    /// Once per epoch, like the report and upstream's Lightning scheduler.
+    Epoch,
+    /// Every optimiser step, with fractional epochs.
+    Step,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    Fp32,
+    /// CUDA only: fp16 autocast for the forward pass with dynamic loss scaling (weights, loss
+    /// and optimiser stay fp32). tch's autocast has no bf16 switch, hence fp16 + a scaler.
+    Fp16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    /// Optional cap on optimiser steps (smoke tests, benchmarks).
+    pub max_steps: Option<usize>,
+    pub batch_size: usize,
+    pub patch_size: usize,
+    /// AdamW, PyTorch defaults apart from the learning rate.
+    pub lr: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Linear warmup from `warmup_start_lr` to `lr`, then cosine to `eta_min` at `max_epochs`.
+    pub warmup_epochs: f64,
+    /// Cosine horizon; defaults to `epochs` (upstream: 150 while training 120).
+    pub max_epochs: Option<f64>,
+    pub warmup_start_lr: f64,
+    pub eta_min: f64,
+    pub schedule_unit: ScheduleUnit,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: Option<f64>,
+    pub precision: Precision,
+    /// Validate every N epochs (and after the last one).
+    pub val_every: usize,
+    /// Also keep `epoch_N.safetensors` every N epochs (0 = never).
+    pub save_every: usize,
+    /// Log training scalars every N steps.
+    pub log_every: usize,
+    /// Validation images written to TensorBoard.
+    pub val_images: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 300,
+            max_steps: None,
+            batch_size: 2,
+            patch_size: 224,
+            lr: 2e-4,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.01,
+            warmup_epochs: 15.0,
+            max_epochs: None,
+            warmup_start_lr: 0.0,
+            eta_min: 0.0,
+            schedule_unit: ScheduleUnit::Epoch,
+            grad_clip: None,
+            precision: Precision::Fp32,
+            val_every: 5,
+            save_every: 50,
+            log_every: 50,
+            val_images: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distance {
+    L1,
+    L2,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    pub l1: f64,
+    /// Weight of (1 - SSIM), Gaussian window 11, sigma 1.5.
+    pub ssim: f64,
+    /// Weight of the VGG16 perceptual term.
+    pub perceptual: f64,
+    /// torchvision `features.N` indices whose outputs are compared (relu1_2, relu2_2, relu3_3).
+    pub perceptual_layers: Vec<usize>,
+    pub perceptual_distance: Distance,
+    /// ImageNet VGG16 weights (`scripts/export_vgg16.py` writes them).
+    pub vgg_weights: PathBuf,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            l1: 1.0,
+            ssim: 0.0,
+            perceptual: 0.0,
+            perceptual_layers: vec![3, 8, 15],
+            perceptual_distance: Distance::L1,
+            vgg_weights: PathBuf::from("weights/vgg16.safetensors"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Probability of a horizontal flip (both images).
+    pub hflip: f64,
+    /// Probability of a vertical flip (both images).
+    pub vflip: f64,
+    /// Probability of a random 90/180/270-degree rotation (both images).
+    pub rot90: f64,
+    pub rotate: RotateConfig,
+    pub color_jitter: ColorJitterConfig,
+    pub blur: BlurConfig,
+    pub erase: EraseConfig,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            hflip: 0.5,
+            vflip: 0.5,
+            rot90: 0.5,
+            rotate: RotateConfig::default(),
+            color_jitter: ColorJitterConfig::default(),
+            blur: BlurConfig::default(),
+            erase: EraseConfig::default(),
+        }
+    }
+}
+
+/// Small-angle rotation of both images (bilinear, reflected borders).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RotateConfig {
+    pub prob: f64,
+    pub degrees: f64,
+}
+
+impl Default for RotateConfig {
+    fn default() -> Self {
+        RotateConfig { prob: 0.0, degrees: 15.0 }
+    }
+}
+
+/// Brightness/contrast/saturation jitter, the same factors applied to both images (it changes
+/// the scene's colours, not the degradation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColorJitterConfig {
+    pub prob: f64,
+    pub brightness: f64,
+    pub contrast: f64,
+    pub saturation: f64,
+}
+
+impl Default for ColorJitterConfig {
+    fn default() -> Self {
+        ColorJitterConfig { prob: 0.0, brightness: 0.1, contrast: 0.1, saturation: 0.1 }
+    }
+}
+
+/// Gaussian blur of the degraded image only (a harder input; the target stays sharp).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlurConfig {
+    pub prob: f64,
+    pub sigma: [f64; 2],
+}
+
+impl Default for BlurConfig {
+    fn default() -> Self {
+        BlurConfig { prob: 0.0, sigma: [0.1, 1.0] }
+    }
+}
+
+/// Random erasing of a rectangle in the degraded image only: the network must inpaint it
+/// from context, a regulariser rather than a degradation model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EraseConfig {
+    pub prob: f64,
+    /// Area fraction range of the erased rectangle.
+    pub scale: [f64; 2],
+}
+
+impl Default for EraseConfig {
+    fn default() -> Self {
+        EraseConfig { prob: 0.0, scale: [0.02, 0.1] }
+    }
+}
+
+impl Experiment {
+    /// The cosine horizon (`train.max_epochs`, else `train.epochs`).
+    pub fn schedule_horizon(&self) -> f64 {
+        self.train.max_epochs.unwrap_or(self.train.epochs as f64)
+    }
+
+}

@@ -1,0 +1,141 @@
+//! The scoring files other modules read: [`EvalSummary`] (the `val` of each `metrics.jsonl` line)
+//! and [`EvalFile`] (`promptir eval --format json`, read back by `promptir report`).
+
+use super::score::ImageScore;
+use super::split::{SplitName, SplitParams};
+use crate::io::write_atomic_bytes;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Mean scores of a scored set: `"all"` and each degradation type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    /// Images scored.
+    pub count: usize,
+    pub psnr: BTreeMap<String, f64>,
+    pub ssim: BTreeMap<String, f64>,
+    /// The degraded inputs' own scores (the do-nothing baseline).
+    pub psnr_input: BTreeMap<String, f64>,
+    pub ssim_input: BTreeMap<String, f64>,
+    /// The training loss on full images (validation only; absent if not finite).
+    pub loss: Option<f64>,
+}
+
+impl EvalSummary {
+    /// The overall mean PSNR.
+    pub fn psnr_all(&self) -> Option<f64> {
+        self.psnr.get("all").copied()
+    }
+}
+
+/// What was scored: the table header and the JSON's `"setup"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSetup {
+    pub weights: Vec<PathBuf>,
+    /// The training run of each checkpoint (from its provenance), `null` for imported weights.
+    #[serde(default)]
+    pub runs: Vec<Option<String>>,
+    /// Ensemble size.
+    pub models: usize,
+    pub tta: bool,
+    pub tile: Option<(i64, i64)>,
+    pub data: PathBuf,
+    pub split: SplitName,
+    /// The validation split's parameters (`null` for `test`).
+    pub split_params: Option<SplitParams>,
+    /// Set when the data is not what the checkpoints trained on (see `dataset_notice`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
+    /// Images scored.
+    pub count: usize,
+    pub device: String,
+}
+
+/// `promptir eval --format json`: the means, one row per image, and the setup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalFile {
+    #[serde(flatten)]
+    pub summary: EvalSummary,
+    pub images: Vec<ImageScore>,
+    pub setup: EvalSetup,
+}
+
+impl EvalFile {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("an eval file serialises") + "\n"
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomic_bytes(path, self.to_json().as_bytes())
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let file: EvalFile = serde_json::from_str(&text).map_err(|e| {
+            Error::data(
+                path,
+                format!("not the output of `promptir eval --format json` ({e}); rerun that eval"),
+            )
+        })?;
+        if file.summary.psnr_all().is_none() {
+            return Err(Error::data(path, "no psnr.all: the eval scored no images"));
+        }
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_eval_file_round_trips_and_older_files_without_runs_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("eval.json");
+        let file = EvalFile {
+            summary: EvalSummary {
+                count: 1,
+                psnr: [("all".to_string(), 30.5), ("rain".to_string(), 30.5)].into(),
+                ssim: [("all".to_string(), 0.9)].into(),
+                psnr_input: [("all".to_string(), 20.0)].into(),
+                ssim_input: [("all".to_string(), 0.5)].into(),
+                loss: None,
+            },
+            images: vec![ImageScore {
+                name: "rain-1.png".into(),
+                kind: "rain".into(),
+                psnr: 30.5,
+                ssim: 0.9,
+                psnr_input: 20.0,
+                ssim_input: 0.5,
+            }],
+            setup: EvalSetup {
+                weights: vec!["w/r/best.safetensors".into()],
+                runs: vec![Some("r".into())],
+                models: 1,
+                tta: true,
+                tile: Some((128, 32)),
+                data: "data".into(),
+                split: SplitName::Val,
+                split_params: Some(SplitParams {
+                    seed: 3,
+                    val_fraction: 0.1,
+                    source: "checkpoint".into(),
+                }),
+                notice: None,
+                count: 1,
+                device: "Cpu".into(),
+            },
+        };
+        file.write(&p).unwrap();
+        assert_eq!(EvalFile::read(&p).unwrap(), file);
+        let mut v: serde_json::Value = serde_json::from_str(&file.to_json()).unwrap();
+        v["setup"].as_object_mut().unwrap().remove("runs");
+        std::fs::write(&p, v.to_string()).unwrap();
+        assert!(EvalFile::read(&p).unwrap().setup.runs.is_empty());
+        std::fs::write(&p, "{\"psnr\": {}}").unwrap();
+        assert!(EvalFile::read(&p).unwrap_err().to_string().contains("promptir eval"));
+    }
+}

@@ -1,0 +1,17 @@
+//! Inference: the one forward path ([`Restore`]) with padding, test-time augmentation,
+//! checkpoint ensembles and tiling as wrappers; checkpoints loaded into it; `predict` and its
+//! `pred.npz`.
+
+mod dihedral;
+mod npz;
+mod predict;
+mod restore;
+mod restorer;
+mod tile;
+
+pub use dihedral::Dihedral;
+pub use npz::{write_pred_npz, NpzImage};
+pub use predict::{predict, PredictOptions, PredictSummary};
+pub use restore::{mean, padded, Ensemble, FnRestore, Restore, Tta};
+pub use restorer::{build_restorer, load_models, restore_image};
+pub use tile::{tile_starts, Tiled};

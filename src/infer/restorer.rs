@@ -1,0 +1,44 @@
+//! Checkpoints loaded into one [`Restore`]: the forward path `predict`, `eval` and `visualize`
+//! share, composed of an ensemble, TTA and tiling only when asked.
+
+use super::restore::{Ensemble, Restore, Tta};
+use super::tile::Tiled;
+use crate::io::{load_model, to_u8_chw, LoadedModel, RgbImage};
+use crate::model::PromptIr;
+use crate::{Error, Result};
+use std::path::PathBuf;
+use tch::{Device, Tensor};
+
+/// Loads every checkpoint onto `device`; each network is built from its own metadata.
+pub fn load_models(weights: &[PathBuf], device: Device) -> Result<Vec<LoadedModel>> {
+    if weights.is_empty() {
+        return Err(Error::Usage("give at least one --weights checkpoint".into()));
+    }
+    weights.iter().map(|w| load_model(w, device)).collect()
+}
+
+/// The single forward path: `Tiled(Tta(Ensemble(models)))`, each layer only when asked.
+pub fn build_restorer(
+    models: Vec<LoadedModel>,
+    tta: bool,
+    tile: Option<(i64, i64)>,
+) -> Result<Box<dyn Restore>> {
+    // The var stores can go: the modules hold their own handles to the loaded tensors.
+    let nets: Vec<PromptIr> = models.into_iter().map(|m| m.model).collect();
+    let mut r: Box<dyn Restore> = Box::new(Ensemble(nets));
+    if tta {
+        r = Box::new(Tta(r));
+    }
+    if let Some((size, overlap)) = tile {
+        r = Box::new(Tiled::new(r, size, overlap)?);
+    }
+    Ok(r)
+}
+
+/// Restores one image on `device` (without autograd) and quantises it on the CPU.
+pub fn restore_image(r: &dyn Restore, img: &RgbImage, device: Device) -> Vec<u8> {
+    let x = img.to_tensor().unsqueeze(0).to_device(device);
+    let y: Tensor = tch::no_grad(|| r.restore(&x));
+    assert_eq!(y.size(), x.size(), "restore changed the image size");
+    to_u8_chw(&y.squeeze_dim(0))
+}

@@ -1,0 +1,193 @@
+//! `promptir import`: official PromptIR checkpoints (Lightning `.ckpt`, `torch.save` `.pth`, or
+//! safetensors with the official keys) into this project's format. The network's config is read
+//! off the tensor shapes; pickles are opened by a small Python helper carried in the binary.
+
+use super::checkpoint::{save_model, CheckpointMeta};
+use super::tensors::{load_strict, TensorFile};
+use crate::model::{LayerNormType, ModelConfig, PromptIr, IGNORED_UPSTREAM_KEYS};
+use crate::{Error, Result};
+use safetensors::tensor::Dtype;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::{nn, Device};
+
+/// Reads the network's hyper-parameters off an official state_dict's keys and shapes, so that
+/// importing needs no config (the release checkpoint comes out as `ModelConfig::paper()`).
+pub fn infer_config(
+    path: &Path,
+    header: &BTreeMap<String, (Dtype, Vec<i64>)>,
+) -> Result<ModelConfig> {
+    let err = |msg: String| Error::weights(path, format!("{msg}; is this a PromptIR checkpoint?"));
+    let shape =
+        |k: &str| header.get(k).map(|(_, s)| s.clone()).ok_or_else(|| err(format!("no key {k}")));
+    let count = |prefix: &str| {
+        let dot = format!("{prefix}.");
+        header
+            .keys()
+            .filter_map(|k| k.strip_prefix(&dot)?.split('.').next()?.parse::<i64>().ok())
+            .max()
+            .map_or(0, |m| m + 1)
+    };
+    // Shapes come from the file: index them only after checking their rank.
+    let shape_n = |k: &str, n: usize| {
+        let s = shape(k)?;
+        if s.len() == n {
+            Ok(s)
+        } else {
+            Err(err(format!("{k} has shape {s:?}, expected {n} dimensions")))
+        }
+    };
+    let heads = |prefix: &str| shape_n(&format!("{prefix}.attn.temperature"), 3).map(|s| s[0]);
+    let embed = shape_n("patch_embed.proj.weight", 4)?;
+    let dim = embed[0];
+    let project_in = shape_n("encoder_level1.0.ffn.project_in.weight", 4)?;
+    let hidden = project_in[0] / 2;
+    if dim < 1 {
+        return Err(err(format!("patch_embed.proj.weight has shape {embed:?}")));
+    }
+    // The factor itself is not stored: take the upstream 2.66 when it reproduces the width.
+    let ffn_expansion_factor =
+        if (dim as f64 * 2.66) as i64 == hidden { 2.66 } else { hidden as f64 / dim as f64 };
+    let p = |i: usize| shape_n(&format!("prompt{i}.prompt_param"), 5);
+    let (p1, p2, p3) = (p(1)?, p(2)?, p(3)?);
+    let cfg = ModelConfig {
+        inp_channels: embed[1],
+        out_channels: shape_n("output.weight", 4)?[0],
+        dim,
+        num_blocks: [
+            count("encoder_level1"),
+            count("encoder_level2"),
+            count("encoder_level3"),
+            count("latent"),
+        ],
+        num_refinement_blocks: count("refinement"),
+        heads: [
+            heads("encoder_level1.0")?,
+            heads("encoder_level2.0")?,
+            heads("encoder_level3.0")?,
+            heads("latent.0")?,
+        ],
+        ffn_expansion_factor,
+        bias: header.contains_key("patch_embed.proj.bias"),
+        layer_norm_type: if header.contains_key("encoder_level1.0.norm1.body.bias") {
+            LayerNormType::WithBias
+        } else {
+            LayerNormType::BiasFree
+        },
+        prompt_len: p1[1],
+        prompt_dims: [p1[2], p2[2], p3[2]],
+        prompt_sizes: [p1[3], p2[3], p3[3]],
+    };
+    cfg.validate().map_err(|e| err(format!("inferred an invalid config ({e})")))?;
+    Ok(cfg)
+}
+
+/// The Python that unpickles `.ckpt`/`.pth` files, carried in the binary.
+const IMPORT_PY: &str = include_str!("../../scripts/import_checkpoint.py");
+
+/// The python to run helpers with: `$PROMPTIR_PYTHON`, else the project's venv, else `python3`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("PROMPTIR_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// Report of `import_official`.
+#[derive(Debug)]
+pub struct ImportReport {
+    pub config: ModelConfig,
+    pub dropped: Vec<String>,
+    pub tensors: usize,
+    pub parameters: i64,
+}
+
+/// Converts an official checkpoint (Lightning `.ckpt`, `torch.save` `.pth`/`.pt`, or a
+/// `.safetensors` with official keys) into a checkpoint of this project.
+pub fn import_official(src: &Path, dst: &Path) -> Result<ImportReport> {
+    if !src.is_file() {
+        return Err(Error::weights(src, "no such file; check the checkpoint path"));
+    }
+    crate::io::check_output_file(dst)?;
+    let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let tmp_dir;
+    let st_path = if ext == "safetensors" {
+        src.to_path_buf()
+    } else if matches!(ext.as_str(), "ckpt" | "pth" | "pt" | "bin") {
+        tmp_dir = tempdir_near(dst)?;
+        let out = tmp_dir.join("converted.safetensors");
+        let py = python();
+        let mut child = std::process::Command::new(&py)
+            .arg("-")
+            .arg(src)
+            .arg(&out)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "cannot run {} to unpickle {} ({e}); run `make setup` or set PROMPTIR_PYTHON to a python with torch",
+                    py.display(),
+                    src.display()
+                ))
+            })?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(IMPORT_PY.as_bytes())
+            .map_err(|e| Error::io(&py, e))?;
+        let res = child.wait_with_output().map_err(|e| Error::io(&py, e))?;
+        if !res.status.success() {
+            let _ = std::fs::remove_dir_all(&tmp_dir);
+            let msg = String::from_utf8_lossy(&res.stderr);
+            let last = msg.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("python failed");
+            return Err(Error::weights(src, last.trim().to_string()));
+        }
+        out
+    } else {
+        return Err(Error::weights(
+            src,
+            "unknown checkpoint type: expected .ckpt, .pth, .pt or .safetensors",
+        ));
+    };
+    let result = (|| {
+        let file = TensorFile::open(&st_path)?;
+        let config = infer_config(src, &file.header())?;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _model = PromptIr::new(&vs.root(), &config);
+        let dropped = load_strict(&vs, &file, &|k| IGNORED_UPSTREAM_KEYS.contains(&k))?;
+        let meta = CheckpointMeta {
+            imported_from: Some(src.display().to_string()),
+            ..CheckpointMeta::new(config.clone())
+        };
+        save_model(&vs, &meta, dst)?;
+        let vars = vs.variables();
+        Ok(ImportReport {
+            parameters: vars.values().map(|t| t.numel() as i64).sum(),
+            tensors: vars.len(),
+            config,
+            dropped,
+        })
+    })();
+    if st_path != src {
+        if let Some(d) = st_path.parent() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    result
+}
+
+fn tempdir_near(dst: &Path) -> Result<PathBuf> {
+    let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = parent.join(format!(".promptir-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
+}

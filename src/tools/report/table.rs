@@ -1,0 +1,183 @@
+//! `ablation.md`: the table (columns padded so the raw text reads as a table too), the curves
+//! and the notes.
+
+use super::{best_ensemble, Ablation, EvalScore, RunRecord};
+use crate::config::LossConfig;
+
+/// "L1 + 0.2 SSIM + 0.05 VGG": the weighted terms, a weight of 1 left out.
+pub fn loss_label(l: &LossConfig) -> String {
+    let terms: Vec<String> = [(l.l1, "L1"), (l.ssim, "SSIM"), (l.perceptual, "VGG")]
+        .into_iter()
+        .filter(|(w, _)| *w > 0.0)
+        .map(|(w, n)| if w == 1.0 { n.to_string() } else { format!("{w} {n}") })
+        .collect();
+    terms.join(" + ")
+}
+
+/// Distinct values in first-seen order.
+pub(super) fn unique(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for i in items {
+        if !v.contains(&i) {
+            v.push(i);
+        }
+    }
+    v
+}
+
+fn f2(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite()).map_or("-".into(), |v| format!("{v:.2}"))
+}
+
+/// "31.45 (+0.22)": a value and its gain over `base` when both exist.
+fn with_gain(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) => format!("{v:.2} ({:+.2})", v - b),
+        (v, _) => f2(v),
+    }
+}
+
+/// The markdown table rows (cells), runs first, then ensembles.
+pub fn table_rows(a: &Ablation) -> Vec<[String; 9]> {
+    let mut rows = Vec::new();
+    for r in &a.runs {
+        let test = r.eval.as_ref().map(EvalScore::all);
+        let tta = r.eval_tta.as_ref().map(EvalScore::all);
+        let ens = best_ensemble(&a.ensembles, &r.name);
+        // Compare like with like: an ensemble with TTA against the run with TTA.
+        let ens_cell = match ens {
+            Some((v, true)) => with_gain(Some(v), tta),
+            Some((v, false)) => with_gain(Some(v), test),
+            None => "-".into(),
+        };
+        let epochs = if r.epochs_done < r.epochs {
+            format!("{}/{}", r.epochs_done, r.epochs)
+        } else {
+            r.epochs.to_string()
+        };
+        let best = match (r.best_val_psnr, r.best_val_epoch) {
+            (Some(p), Some(e)) => format!("{p:.2} (ep {e})"),
+            _ => "-".into(),
+        };
+        rows.push([
+            r.name.clone(),
+            r.loss.clone(),
+            r.patch.to_string(),
+            r.batch.to_string(),
+            epochs,
+            best,
+            f2(test),
+            with_gain(tta, test),
+            ens_cell,
+        ]);
+    }
+    for e in &a.ensembles {
+        let runs: Vec<&RunRecord> =
+            e.members.iter().filter_map(|m| a.runs.iter().find(|r| &r.name == m)).collect();
+        let joined = |f: &dyn Fn(&RunRecord) -> String| {
+            let v = unique(runs.iter().map(|r| f(r)));
+            if v.is_empty() {
+                "-".into()
+            } else {
+                v.join("/")
+            }
+        };
+        let test = e.eval.as_ref().map(EvalScore::all);
+        let tta = e.eval_tta.as_ref().map(EvalScore::all);
+        rows.push([
+            format!("{}: {}", e.name, e.members.join(" + ")),
+            joined(&|r| r.loss.clone()),
+            joined(&|r| r.patch.to_string()),
+            joined(&|r| r.batch.to_string()),
+            joined(&|r| r.epochs.to_string()),
+            "-".into(),
+            f2(test),
+            with_gain(tta, test),
+            "-".into(),
+        ]);
+    }
+    rows
+}
+
+/// `ablation.md`: the table (columns padded so the raw text reads as a table too), the curves
+/// and the notes.
+pub fn markdown(a: &Ablation) -> String {
+    let header = [
+        "experiment".to_string(),
+        "loss".into(),
+        "patch".into(),
+        "batch".into(),
+        "epochs".into(),
+        "best val PSNR".into(),
+        format!("{} PSNR", a.split),
+        "+TTA".into(),
+        "+ensemble".into(),
+    ];
+    let rows = table_rows(a);
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).chain([header[c].len()]).max().unwrap())
+        .collect();
+    // Text columns left-aligned, numbers right-aligned.
+    let right = |c: usize| c >= 2;
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                if right(c) {
+                    format!("{s:>w$}", w = widths[c])
+                } else {
+                    format!("{s:<w$}", w = widths[c])
+                }
+            })
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let rule: Vec<String> = (0..9)
+        .map(|c| {
+            let dashes = "-".repeat(widths[c] - 1);
+            if right(c) {
+                format!("{dashes}:")
+            } else {
+                format!(":{dashes}")
+            }
+        })
+        .collect();
+    let mut md = String::from("# Ablation\n\n");
+    md.push_str(&format!(
+        "Generated by `promptir report` from {} run(s) and {} ensemble(s).\n\n",
+        a.runs.len(),
+        a.ensembles.len()
+    ));
+    md.push_str(&line(&header));
+    md.push_str(&format!("| {} |\n", rule.join(" | ")));
+    for r in &rows {
+        md.push_str(&line(r));
+    }
+    md.push_str("\n![validation curves](curves.png)\n\n");
+    md.push_str(
+        "Curves: validation PSNR and validation loss per epoch. The loss is each run's own \
+         training objective, so its level is comparable only between runs with the same loss.\n\n",
+    );
+    md.push_str("Notes:\n\n");
+    for n in &a.notes {
+        md.push_str(&format!("- {n}\n"));
+    }
+    md
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_labels_name_the_weighted_terms() {
+        let mut l = LossConfig { ssim: 0.2, perceptual: 0.05, ..LossConfig::default() };
+        assert_eq!(loss_label(&l), "L1 + 0.2 SSIM + 0.05 VGG");
+        l.perceptual = 0.0;
+        assert_eq!(loss_label(&l), "L1 + 0.2 SSIM");
+        l = LossConfig { l1: 0.5, ssim: 1.0, ..LossConfig::default() };
+        assert_eq!(loss_label(&l), "0.5 L1 + SSIM");
+    }
+}

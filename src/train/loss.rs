@@ -1,0 +1,176 @@
+//! Training losses: L1, (1 - SSIM) and a VGG16 perceptual term, weighted by `LossConfig`.
+//!
+//! Inputs are the raw network output and the target, (B, 3, H, W) in [0, 1]; the output is not
+//! clamped, so the loss also pushes values back into range. Terms are computed in fp32 whatever
+//! the input dtype (SSIM's variance differences are too imprecise in bf16).
+//!
+//! Definitions, each the unweighted value reported in [`LossTerms`]:
+//! - `l1`: mean absolute error over all elements.
+//! - `ssim`: `1 - SSIM`, SSIM as `pytorch_msssim.ssim(pred, target, data_range=1)`: 11x11
+//!   Gaussian window (sigma 1.5) applied separably as a *valid* convolution per channel (a side
+//!   shorter than 11 is not smoothed, as there), K1 0.01, K2 0.03, mean over the map, channels and
+//!   batch.
+//! - `perceptual`: mean over the configured VGG16 layers of the distance between the features of
+//!   `pred` and of `target` (L1: mean absolute error, L2: mean squared error, each averaged over
+//!   that layer's elements). Target features carry no gradient.
+
+use crate::config::{Distance, LossConfig};
+use super::vgg::Vgg16Features;
+use crate::Result;
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// Gaussian SSIM window (pytorch_msssim's defaults).
+const WIN: i64 = 11;
+const SIGMA: f64 = 1.5;
+
+/// The normalised 1-D Gaussian, as `pytorch_msssim._fspecial_gauss_1d`.
+fn gaussian_1d(device: Device) -> Tensor {
+    let half = WIN / 2;
+    let g: Vec<f64> = (0..WIN)
+        .map(|i| (-(((i - half) * (i - half)) as f64) / (2.0 * SIGMA * SIGMA)).exp())
+        .collect();
+    let s: f64 = g.iter().sum();
+    let g: Vec<f32> = g.iter().map(|v| (v / s) as f32).collect();
+    Tensor::from_slice(&g).to_device(device)
+}
+
+/// Depthwise valid Gaussian blur along H then W; a side shorter than the window is left as is.
+fn blur(x: &Tensor, g: &Tensor) -> Tensor {
+    let c = x.size()[1];
+    let mut out = x.shallow_clone();
+    for (dim, shape) in [(2usize, [c, 1, WIN, 1]), (3, [c, 1, 1, WIN])] {
+        if out.size()[dim] >= WIN {
+            let w = g.view([1, 1, WIN]).expand([c, 1, WIN], false).reshape(shape);
+            out = out.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], c);
+        }
+    }
+    out
+}
+
+/// Mean SSIM (data range 1) of two (B, C, H, W) float tensors; differentiable in both.
+pub fn gaussian_ssim(x: &Tensor, y: &Tensor) -> Tensor {
+    assert_eq!(x.size(), y.size(), "ssim: shapes differ");
+    assert_eq!(x.dim(), 4, "ssim: expected (B, C, H, W)");
+    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let g = gaussian_1d(x.device()).to_kind(x.kind());
+    let (mu_x, mu_y) = (blur(x, &g), blur(y, &g));
+    let (mu_xx, mu_yy, mu_xy) = (mu_x.square(), mu_y.square(), &mu_x * &mu_y);
+    let var_x = blur(&(x * x), &g) - &mu_xx;
+    let var_y = blur(&(y * y), &g) - &mu_yy;
+    let cov = blur(&(x * y), &g) - &mu_xy;
+    let cs = (cov * 2.0 + c2) / (var_x + var_y + c2);
+    let map = (mu_xy * 2.0 + c1) / (mu_xx + mu_yy + c1) * cs;
+    map.mean(None::<Kind>)
+}
+
+/// The weighted loss and its unweighted terms (`None` for terms with weight 0).
+#[derive(Debug)]
+pub struct LossTerms {
+    pub total: Tensor,
+    pub l1: Option<Tensor>,
+    pub ssim: Option<Tensor>,
+    pub perceptual: Option<Tensor>,
+}
+
+struct Perceptual {
+    weight: f64,
+    vgg: Vgg16Features,
+    distance: Distance,
+}
+
+/// The configured training loss (holds the frozen VGG16 when the perceptual term is on).
+pub struct Loss {
+    l1: f64,
+    ssim: f64,
+    perceptual: Option<Perceptual>,
+}
+
+impl std::fmt::Debug for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loss")
+            .field("l1", &self.l1)
+            .field("ssim", &self.ssim)
+            .field("perceptual", &self.perceptual.as_ref().map(|p| (p.weight, p.vgg.layers())))
+            .finish()
+    }
+}
+
+impl Loss {
+    /// Loads the VGG16 weights only when `cfg.perceptual > 0`.
+    pub fn new(cfg: &LossConfig, device: Device) -> Result<Self> {
+        let perceptual = if cfg.perceptual > 0.0 {
+            Some(Perceptual {
+                weight: cfg.perceptual,
+                vgg: Vgg16Features::load(&cfg.vgg_weights, device, &cfg.perceptual_layers)?,
+                distance: cfg.perceptual_distance,
+            })
+        } else {
+            None
+        };
+        Ok(Loss { l1: cfg.l1, ssim: cfg.ssim, perceptual })
+    }
+
+    /// `pred` is the raw network output, `target` the clean image, both (B, 3, H, W).
+    pub fn compute(&self, pred: &Tensor, target: &Tensor) -> LossTerms {
+        assert_eq!(pred.size(), target.size(), "loss: pred and target shapes differ");
+        let pred = pred.to_kind(Kind::Float);
+        let target = target.to_kind(Kind::Float);
+        let l1 = (self.l1 > 0.0).then(|| pred.l1_loss(&target, Reduction::Mean));
+        let ssim = (self.ssim > 0.0).then(|| 1.0 - gaussian_ssim(&pred, &target));
+        let perceptual = self.perceptual.as_ref().map(|p| perceptual_distance(p, &pred, &target));
+        let pw = self.perceptual.as_ref().map_or(0.0, |p| p.weight);
+        let total = [(self.l1, &l1), (self.ssim, &ssim), (pw, &perceptual)]
+            .into_iter()
+            .filter_map(|(w, t)| t.as_ref().map(|t| t * w))
+            .reduce(|a, b| a + b)
+            .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, pred.device())));
+        LossTerms { total, l1, ssim, perceptual }
+    }
+}
+
+fn perceptual_distance(p: &Perceptual, pred: &Tensor, target: &Tensor) -> Tensor {
+    let fp = p.vgg.forward(pred);
+    let ft = tch::no_grad(|| p.vgg.forward(target));
+    let n = fp.len() as f64;
+    let sum = fp
+        .iter()
+        .zip(&ft)
+        .map(|(a, b)| match p.distance {
+            Distance::L1 => a.l1_loss(b, Reduction::Mean),
+            Distance::L2 => a.mse_loss(b, Reduction::Mean),
+        })
+        .reduce(|a, b| a + b)
+        .expect("at least one layer");
+    sum / n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::kind::FLOAT_CPU;
+
+    #[test]
+    fn window_is_a_normalised_gaussian() {
+        let g = Vec::<f32>::try_from(gaussian_1d(Device::Cpu)).unwrap();
+        assert_eq!(g.len(), 11);
+        assert!((g.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        // exp(-25 / 4.5) relative to the centre.
+        assert!((g[0] / g[5] - (-25.0f32 / 4.5).exp()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn ssim_of_identical_images_is_one_and_weights_zero_skip_terms() {
+        tch::manual_seed(0);
+        let x = Tensor::rand([1, 3, 16, 13], FLOAT_CPU);
+        let s = f64::try_from(gaussian_ssim(&x, &x)).unwrap();
+        assert!((s - 1.0).abs() < 1e-5, "{s}");
+        let cfg = LossConfig { l1: 2.0, ssim: 0.0, perceptual: 0.0, ..Default::default() };
+        let loss = Loss::new(&cfg, Device::Cpu).unwrap();
+        let y = &x + 0.1;
+        let t = loss.compute(&x, &y);
+        assert!(t.ssim.is_none() && t.perceptual.is_none());
+        let l1 = f64::try_from(t.l1.unwrap()).unwrap();
+        assert!((l1 - 0.1).abs() < 1e-6, "{l1}");
+        assert!((f64::try_from(t.total).unwrap() - 0.2).abs() < 1e-6);
+    }
+}

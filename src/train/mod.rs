@@ -1,0 +1,29 @@
+//! Training: the [`Trainer`] (setup, epochs, validation, checkpoints) around the one
+//! [`TrainStep`], with its losses (L1, SSIM, VGG16 perceptual), the resumable [`AdamW`], the
+//! warmup + cosine [`Schedule`], fp16 loss scaling and the run's folders.
+
+mod amp;
+mod args;
+mod log;
+mod loss;
+mod optim;
+mod run_dir;
+mod schedule;
+mod step;
+mod trainer;
+mod vgg;
+
+pub use amp::GradScaler;
+pub use args::TrainArgs;
+pub use loss::{gaussian_ssim, Loss, LossTerms};
+pub use optim::AdamW;
+pub use run_dir::{read_metrics, MetricsLine, RunDir};
+pub use schedule::Schedule;
+pub use step::{StepOutcome, TrainStep};
+pub use trainer::{StopHandle, TrainSummary, Trainer};
+pub use vgg::Vgg16Features;
+
+/// Trains (or resumes) a run to its end: [`Trainer::setup`] then [`Trainer::run`].
+pub fn train(args: &TrainArgs) -> crate::Result<TrainSummary> {
+    Trainer::setup(args, StopHandle::new())?.run()
+}
