@@ -25,7 +25,7 @@ step "2/5 training the tiny PromptIR on CPU for $EPOCHS epochs (experiments/tiny
 W="$OUT/weights/demo/best.safetensors"
 
 step "3/5 PSNR before (input) and after (restored) on the synthetic test set"
-"$BIN" eval --weights "$W" --data "$OUT/data" --split test --logs-dir "$OUT/logs" --device cpu --quiet \
+"$BIN" eval --weights "$W" --data "$OUT/data" --split test --device cpu --quiet \
   --output "$OUT/eval_test.json"
 
 step "4/5 pred.npz with 8-way TTA ($OUT/pred.npz)"
@@ -42,7 +42,7 @@ print(f"numpy reads {len(c['keys'])} keys ({c['keys'][0]} ...), dtype {dtypes}, 
 PY
 
 step "5/5 comparison panels: degraded | restored | clean ($OUT/panels)"
-"$BIN" visualize --weights "$W" --data "$OUT/data" --split test --logs-dir "$OUT/logs" --device cpu \
+"$BIN" visualize --weights "$W" --data "$OUT/data" --split test --device cpu \
   --quiet --output "$OUT/panels" --count 6
 
 cat <<MSG

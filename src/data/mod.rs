@@ -4,7 +4,7 @@
 //! Every check that can fail on user data runs before training: [`scan_pairs`] (names, twins,
 //! folders), [`Store::load`] (decoding, pair sizes), [`Loader::new`] (patch size).
 
-pub(crate) mod augment;
+pub mod augment;
 mod layout;
 mod loader;
 mod split;

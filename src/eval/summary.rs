@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Mean scores of a scored set: `"all"` and each degradation type.
+/// Mean scores of a scored set: `"all"` and each degradation type. A map that is missing when
+/// read (a file of an older version) is empty: not measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EvalSummary {
     /// Images scored.
     pub count: usize,
@@ -30,7 +32,8 @@ impl EvalSummary {
     }
 }
 
-/// What was scored: the table header and the JSON's `"setup"`.
+/// What was scored: the table header and the JSON's `"setup"`. Fields other than the weights,
+/// TTA and split read as empty when missing (files of older versions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalSetup {
     pub weights: Vec<PathBuf>,
@@ -38,18 +41,24 @@ pub struct EvalSetup {
     #[serde(default)]
     pub runs: Vec<Option<String>>,
     /// Ensemble size.
+    #[serde(default)]
     pub models: usize,
     pub tta: bool,
+    #[serde(default)]
     pub tile: Option<(i64, i64)>,
+    #[serde(default)]
     pub data: PathBuf,
     pub split: SplitName,
     /// The validation split's parameters (`null` for `test`).
+    #[serde(default)]
     pub split_params: Option<SplitParams>,
     /// Set when the data is not what the checkpoints trained on (see `dataset_notice`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
     /// Images scored.
+    #[serde(default)]
     pub count: usize,
+    #[serde(default)]
     pub device: String,
 }
 
@@ -58,6 +67,7 @@ pub struct EvalSetup {
 pub struct EvalFile {
     #[serde(flatten)]
     pub summary: EvalSummary,
+    #[serde(default)]
     pub images: Vec<ImageScore>,
     pub setup: EvalSetup,
 }

@@ -19,7 +19,8 @@ pub const FORMAT_VERSION: &str = "1";
 pub const STATE_PREFIX: &str = "state.";
 
 const FORMAT_KEY: &str = "promptir.format";
-const CONFIG_KEY: &str = "promptir.model_config";
+/// The metadata entry holding the model config (JSON).
+pub const CONFIG_KEY: &str = "promptir.model_config";
 const PROVENANCE_KEY: &str = "promptir.provenance";
 const IMPORTED_KEY: &str = "promptir.imported_from";
 const TRAIN_STATE_KEY: &str = "promptir.train_state";

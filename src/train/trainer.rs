@@ -381,9 +381,8 @@ impl Trainer {
         let weights: Vec<(String, Tensor)> = self.step.vs.variables().into_iter().collect();
         if !weights_finite(&weights) {
             return Err(Error::Usage(format!(
-                "weights became NaN/inf by step {} (epoch {}) and were not saved; {}; lower train.lr or set train.grad_clip",
+                "weights became NaN/inf by step {} and were not saved; {}; lower train.lr or set train.grad_clip",
                 self.state.step,
-                self.state.epoch,
                 self.last_good()
             )));
         }

@@ -14,8 +14,10 @@
 mod ops;
 
 use crate::config::AugmentConfig;
-use ops::{color_jitter, crop, erase, gaussian_blur, hflip, rot90, rotated_crop, vflip};
-pub(crate) use ops::{Jitter, Planes, Rect};
+pub use ops::{
+    blur_radius, color_jitter, crop, erase, gaussian_blur, hflip, rot90, rotated_crop, vflip,
+    Jitter, Planes, Rect,
+};
 use rand::Rng;
 
 /// Every random choice for one sample, drawn up front so that applying them is pure.

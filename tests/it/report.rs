@@ -2,7 +2,7 @@
 //! JSON, and the curves PNG (size, and lines in both panels).
 
 use promptir::config::Experiment;
-use promptir::report::{self, ReportOptions, CURVES_SIZE};
+use promptir::tools::report::{self, ReportOptions, CURVES_SIZE};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -127,7 +127,7 @@ fn opts(root: &Path, runs: Vec<PathBuf>) -> ReportOptions {
         runs,
         output: root.join("results"),
         evals: Some(root.join("evals")),
-        split: "test".into(),
+        split: promptir::eval::SplitName::Test,
         notes: vec!["A note from the script.".into()],
     }
 }
@@ -234,15 +234,15 @@ fn curves_have_a_line_per_run_in_each_panel() {
     assert_eq!((img.width() as usize, img.height() as usize), (w, h));
     let half = w as u32 / 2;
     for (x0, x1) in [(0, half), (half, w as u32)] {
-        for c in &promptir::plot::PALETTE[..3] {
+        for c in &promptir::tools::plot::PALETTE[..3] {
             // A legend entry alone is ~150 pixels; a 12-point line across the panel is thousands.
             let n = count_color(&img, x0, x1, *c, 8);
             assert!(n > 1000, "colour {c:?} in columns {x0}..{x1}: {n} pixels");
         }
         // Colours of runs that do not exist are absent.
-        assert_eq!(count_color(&img, x0, x1, promptir::plot::PALETTE[3], 8), 0);
+        assert_eq!(count_color(&img, x0, x1, promptir::tools::plot::PALETTE[3], 8), 0);
         // Text: dark pixels in the panel (title, ticks, labels).
-        assert!(count_color(&img, x0, x1, promptir::plot::BLACK, 40) > 500);
+        assert!(count_color(&img, x0, x1, promptir::tools::plot::BLACK, 40) > 500);
     }
 }
 
@@ -260,7 +260,7 @@ fn eval_files_must_match_their_names() {
     assert!(e.contains("setup.split is \"val\""), "{e}");
     write(&runs[0].join("eval_test_tta.json"), "{\"psnr\": 3}");
     let e = report::report(&opts(d.path(), runs.clone())).unwrap_err().to_string();
-    assert!(e.contains("no psnr.all"), "{e}");
+    assert!(e.contains("not the output of `promptir eval --format json`"), "{e}");
     std::fs::remove_file(runs[0].join("eval_test_tta.json")).unwrap();
     // Ensemble files that disagree on their members.
     let other = vec!["w/l1_only/best.safetensors".into(), "w/patch160_bs4/best.safetensors".into()];

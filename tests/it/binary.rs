@@ -1,7 +1,6 @@
 //! The built binary: runs without LD_LIBRARY_PATH, keeps libtorch_cuda linked, maps errors to
 //! exit codes.
 
-mod common;
 
 use std::process::Command;
 
@@ -51,7 +50,7 @@ fn user_errors_exit_2_with_one_line() {
 fn import_cli_converts_a_lightning_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("tiny.safetensors");
-    let src = common::parity_fixtures().join("lightning.ckpt");
+    let src = crate::common::parity_fixtures().join("lightning.ckpt");
     let out = promptir()
         .args(["import", src.to_str().unwrap(), "--output", out_path.to_str().unwrap()])
         .output()

@@ -1,5 +1,4 @@
 //! Shared test helpers: the venv's python, PyTorch fixtures, tensor comparisons.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -9,9 +9,8 @@
 //! - property tests: random YAML and `--set` mutations, random / truncated / bit-flipped
 //!   checkpoint bytes and random metadata configs give `Ok` or `Err`, never a panic.
 
-mod common;
 
-use promptir::checkpoint::{self, TensorFile};
+use promptir::io::{self as checkpoint, TensorFile};
 use promptir::config::Experiment;
 use promptir::model::{ModelConfig, PromptIr};
 use proptest::prelude::*;
@@ -39,7 +38,7 @@ fn s(p: &Path) -> String {
 fn write_tiny_checkpoint(path: &Path, cfg: &ModelConfig) {
     let vs = nn::VarStore::new(Device::Cpu);
     let _m = PromptIr::seeded(&vs.root(), cfg, 0);
-    checkpoint::save_model(&vs, cfg, BTreeMap::new(), path).unwrap();
+    checkpoint::save_model(&vs, &checkpoint::CheckpointMeta::new((*cfg).clone()), path).unwrap();
 }
 
 /// All tensors of a safetensors file.
@@ -75,7 +74,7 @@ impl Fixture {
     }
     /// `train --config exp.yaml --data data` in a row folder holding a copy of the dataset.
     fn train(&self, row: &Path, extra: &[&str]) -> Vec<String> {
-        common::copy_dir(&self.p("data"), &row.join("data"));
+        crate::common::copy_dir(&self.p("data"), &row.join("data"));
         let exp = self.p("exp.yaml");
         let mut a = vec!["train", "--config", exp.to_str().unwrap()];
         a.extend(["--data", "data", "--quiet"]);
@@ -84,19 +83,17 @@ impl Fixture {
     }
     /// `train --resume r` in a row folder holding a copy of run `r`.
     fn resume(&self, row: &Path, extra: &[&str]) -> Vec<String> {
-        common::copy_dir(&self.p("run"), row);
-        common::copy_dir(&self.p("data"), &row.join("data"));
+        crate::common::copy_dir(&self.p("run"), row);
+        crate::common::copy_dir(&self.p("data"), &row.join("data"));
         let mut a = vec!["train", "--resume", "r", "--quiet"];
         a.extend(extra);
         a.into_iter().map(String::from).collect()
     }
     /// `eval`/`visualize` of the run's checkpoint on a copy of the dataset.
     fn score(&self, row: &Path, cmd: &str, extra: &[&str]) -> Vec<String> {
-        common::copy_dir(&self.p("data"), &row.join("data"));
+        crate::common::copy_dir(&self.p("data"), &row.join("data"));
         let w = self.p("run/weights/r/last.safetensors");
-        let logs = self.p("run/logs");
         let mut a = vec![cmd, "--weights", w.to_str().unwrap(), "--device", "cpu", "--quiet"];
-        a.extend(["--logs-dir", logs.to_str().unwrap()]);
         if !extra.contains(&"--data") {
             a.extend(["--data", "data"]);
         }
@@ -117,8 +114,8 @@ fn fixture() -> &'static Fixture {
     FX.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        common::paired_dataset(&root.join("data"));
-        let tiny = common::repo().join("experiments/tiny.yaml");
+        crate::common::paired_dataset(&root.join("data"));
+        let tiny = crate::common::repo().join("experiments/tiny.yaml");
         std::fs::write(
             root.join("exp.yaml"),
             format!(
@@ -148,7 +145,7 @@ header = {"protocol_version": 1001, "little_endian": True, "type_sizes": sizes}
 for o in (0x1950A86A20F9469CFC6C, 1001, header, {"epoch": 3, "note": "no weights"}, []):
     pickle.dump(o, f, protocol=2)
 "#;
-        common::run_python(&["-c", legacy, root.join("nostate.ckpt").to_str().unwrap()]);
+        crate::common::run_python(&["-c", legacy, root.join("nostate.ckpt").to_str().unwrap()]);
         let out = promptir(&root)
             .args(["train", "--config", "exp.yaml", "--data", "data", "--quiet"])
             .args(["--logs-dir", "run/logs", "--weights-dir", "run/weights"])
@@ -348,19 +345,19 @@ fn rows() -> Vec<Row> {
             &["--resume r", "batches per epoch", "train.batch_size"],
             |r, fx| fx.resume(r, &["--set", "train.batch_size=1"]),
         ),
-        row("resume from a truncated file", &["last.optim.safetensors", "truncated"], |r, fx| {
+        row("resume from a truncated file", &["last.safetensors", "truncated"], |r, fx| {
             let a = fx.resume(r, &[]);
-            let p = r.join("weights/r/last.optim.safetensors");
+            let p = r.join("weights/r/last.safetensors");
             let bytes = std::fs::read(&p).unwrap();
             write(&p, &bytes[..bytes.len() / 2]);
             a
         }),
         row(
             "resume from another config's checkpoint",
-            &["last.optim.safetensors", "another model config"],
+            &["last.safetensors", "another model config"],
             |r, fx| {
                 let a = fx.resume(r, &[]);
-                let p = r.join("weights/r/last.optim.safetensors");
+                let p = r.join("weights/r/last.safetensors");
                 let meta = TensorFile::open(&p).unwrap().metadata();
                 let cfg = ModelConfig { dim: 16, ..ModelConfig::tiny() };
                 let vs = nn::VarStore::new(Device::Cpu);
@@ -375,7 +372,7 @@ fn rows() -> Vec<Row> {
             &["stopped before its first checkpoint", "without --resume"],
             |r, fx| {
                 let a = fx.resume(r, &[]);
-                std::fs::remove_file(r.join("weights/r/last.optim.safetensors")).unwrap();
+                std::fs::remove_file(r.join("weights/r/last.safetensors")).unwrap();
                 a
             },
         ),
@@ -413,21 +410,12 @@ fn rows() -> Vec<Row> {
             },
         ),
         row(
-            "resume file given as weights",
-            &["no promptir model config", "promptir import"],
-            |r, fx| {
-                let p = r.join("last.optim.safetensors");
-                std::fs::copy(fx.p("run/weights/r/last.optim.safetensors"), &p).unwrap();
-                fx.predict(&p, &fx.p("imgs"), &[])
-            },
-        ),
-        row(
             "input folder missing",
             &["missing", "input folder does not exist", "--input"],
             |r, fx| fx.predict(&fx.p("tiny.safetensors"), &r.join("missing"), &[]),
         ),
         row("text file named .png in the input", &["in/1.png", "not a readable image"], |r, fx| {
-            common::copy_dir(&fx.p("imgs"), &r.join("in"));
+            crate::common::copy_dir(&fx.p("imgs"), &r.join("in"));
             write(&r.join("in/1.png"), b"not an image");
             fx.predict(&fx.p("tiny.safetensors"), &r.join("in"), &[])
         }),
@@ -485,7 +473,7 @@ fn rows() -> Vec<Row> {
         }),
         row(
             "eval: unknown split",
-            &["unknown split \"bogus\"", "use val, train or test"],
+            &["invalid value 'bogus' for '--split <SPLIT>'", "val, train, test"],
             |r, fx| fx.score(r, "eval", &["--split", "bogus"]),
         ),
         row("eval: report under a file", &["afile", "is a file"], |r, fx| {
@@ -498,7 +486,7 @@ fn rows() -> Vec<Row> {
         }),
         // ---- synth ----
         row("synth: output not empty", &["not empty", "pick a new folder"], |r, fx| {
-            common::copy_dir(&fx.p("imgs"), &r.join("out"));
+            crate::common::copy_dir(&fx.p("imgs"), &r.join("out"));
             synth(&["-o", "out"])
         }),
         row("synth: size 3", &["--size must be in 16..=4096, got 3"], |_, _| {
@@ -509,7 +497,7 @@ fn rows() -> Vec<Row> {
             synth(&["-o", "afile/out"])
         }),
         row("synth: text file as a photo", &["photos/1.png", "not a readable image"], |r, fx| {
-            common::copy_dir(&fx.p("imgs"), &r.join("photos"));
+            crate::common::copy_dir(&fx.p("imgs"), &r.join("photos"));
             write(&r.join("photos/1.png"), b"not a photo");
             synth(&["-o", "out", "--clean-dir", "photos"])
         }),
@@ -527,7 +515,7 @@ fn check_row(i: usize, r: &Row, fx: &Fixture, base: &Path) -> Outcome {
     let dir = base.join(format!("row{i:02}"));
     std::fs::create_dir_all(&dir).unwrap();
     let args = (r.setup)(&dir, fx);
-    let before = common::snapshot(&dir);
+    let before = crate::common::snapshot(&dir);
     let out = promptir(&dir).args(&args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let mut problems = Vec::new();
@@ -549,7 +537,7 @@ fn check_row(i: usize, r: &Row, fx: &Fixture, base: &Path) -> Outcome {
             problems.push(format!("stderr lacks {e:?}"));
         }
     }
-    let after = common::snapshot(&dir);
+    let after = crate::common::snapshot(&dir);
     if after != before {
         let changed: Vec<_> = after
             .iter()
@@ -570,7 +558,7 @@ fn check_row(i: usize, r: &Row, fx: &Fixture, base: &Path) -> Outcome {
 #[test]
 fn bad_inputs_exit_2_with_one_line_and_write_nothing() {
     let fx = fixture();
-    let fixture_before = common::snapshot(&fx.root);
+    let fixture_before = crate::common::snapshot(&fx.root);
     let base = tempfile::tempdir().unwrap();
     let rows = rows();
     assert!(rows.len() >= 25);
@@ -609,7 +597,7 @@ fn bad_inputs_exit_2_with_one_line_and_write_nothing() {
         failures.join("\n")
     );
     assert_eq!(
-        common::snapshot(&fx.root),
+        crate::common::snapshot(&fx.root),
         fixture_before,
         "rows must not change the shared fixture"
     );
@@ -619,15 +607,15 @@ fn bad_inputs_exit_2_with_one_line_and_write_nothing() {
 fn an_existing_run_name_without_resume_makes_a_new_run() {
     let fx = fixture();
     let dir = tempfile::tempdir().unwrap();
-    common::copy_dir(&fx.p("run"), dir.path());
-    let old = common::snapshot(&dir.path().join("logs/r"));
-    let old_w = common::snapshot(&dir.path().join("weights/r"));
+    crate::common::copy_dir(&fx.p("run"), dir.path());
+    let old = crate::common::snapshot(&dir.path().join("logs/r"));
+    let old_w = crate::common::snapshot(&dir.path().join("weights/r"));
     let a = fx.train(dir.path(), &["--set", "train.max_steps=1", "--name", "r"]);
     let out = promptir(dir.path()).args(&a).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(common::snapshot(&dir.path().join("logs/r")), old, "the old run's logs changed");
+    assert_eq!(crate::common::snapshot(&dir.path().join("logs/r")), old, "the old run's logs changed");
     assert_eq!(
-        common::snapshot(&dir.path().join("weights/r")),
+        crate::common::snapshot(&dir.path().join("weights/r")),
         old_w,
         "the old run's weights changed"
     );
@@ -660,8 +648,8 @@ fn save_loop_child() {
                 let _ = v.fill_(i as f64);
             }
         });
-        let meta = BTreeMap::from([("loop.i".to_string(), i.to_string())]);
-        checkpoint::save_model(&vs, &cfg, meta, Path::new(&path)).unwrap();
+        let meta = checkpoint::CheckpointMeta::new(cfg.clone());
+        checkpoint::save_model(&vs, &meta, Path::new(&path)).unwrap();
         println!("saved {i}");
     }
 }
@@ -675,7 +663,7 @@ fn kill_9_during_saves_never_breaks_the_last_checkpoint() {
     let mut rng = 0x2545f4914f6cdd1du64;
     for round in 0..6 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "save_loop_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "reliability::save_loop_child", "--ignored", "--nocapture", "--test-threads=1"])
             .env(SAVE_LOOP_ENV, &path)
             .env("PROMPTIR_TEST_SAVE_FROM", (last_i + 1).to_string())
             .env("OMP_NUM_THREADS", "1")
@@ -698,7 +686,8 @@ fn kill_9_during_saves_never_breaks_the_last_checkpoint() {
             usize::from(dir.path().join(format!(".last.safetensors.tmp-{}", child.id())).exists());
         let loaded = checkpoint::load_model(&path, Device::Cpu)
             .unwrap_or_else(|e| panic!("round {round}: the last checkpoint does not load: {e}"));
-        let i: i64 = loaded.metadata["loop.i"].parse().unwrap();
+        // Every weight of save i holds the value i.
+        let i = f64::try_from(loaded.vs.variables()["output.weight"].max()).unwrap() as i64;
         assert!(i > last_i, "round {round}: no progress ({i} after {last_i})");
         for (k, v) in loaded.vs.variables() {
             let (lo, hi) = (f64::try_from(v.min()).unwrap(), f64::try_from(v.max()).unwrap());
@@ -740,8 +729,8 @@ fn wait_for_save(
 fn a_run_killed_twice_resumes_to_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    common::paired_dataset(&d.join("data"));
-    let tiny = common::repo().join("experiments/tiny.yaml");
+    crate::common::paired_dataset(&d.join("data"));
+    let tiny = crate::common::repo().join("experiments/tiny.yaml");
     std::fs::write(
         d.join("exp.yaml"),
         format!(
@@ -761,7 +750,7 @@ fn a_run_killed_twice_resumes_to_the_same_weights() {
     let full =
         train(&["--config", "exp.yaml", "--data", "data", "--name", "full"]).spawn().unwrap();
 
-    let resume_file = d.join("weights/k/last.optim.safetensors");
+    let resume_file = d.join("weights/k/last.safetensors");
     let mut killed = 0;
     for (round, delay_ms) in [(0, 60), (1, 20)] {
         let mut child = if round == 0 {
@@ -874,7 +863,7 @@ fn exp_file() -> &'static (tempfile::TempDir, PathBuf, String) {
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("e.yaml");
-        let tiny = common::repo().join("experiments/tiny.yaml");
+        let tiny = crate::common::repo().join("experiments/tiny.yaml");
         std::fs::write(&p, format!("extends: {}\n", tiny.display())).unwrap();
         let text = Experiment::load(&p, &[]).unwrap().to_yaml();
         (dir, p, text)
@@ -954,7 +943,7 @@ proptest! {
         let p = dir.path().join(format!("case-{}.safetensors", COUNTER.fetch_add(1, Ordering::SeqCst)));
         std::fs::write(&p, &bytes).unwrap();
         if let Ok(f) = TensorFile::open(&p) {
-            let _ = (f.metadata(), f.header(), f.model_config());
+            let _ = (f.metadata(), f.header(), checkpoint::CheckpointMeta::read(&f));
             let _ = checkpoint::load_model(&p, Device::Cpu);
         }
         std::fs::remove_file(&p).unwrap();

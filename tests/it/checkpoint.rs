@@ -1,9 +1,8 @@
 //! Checkpoints: import of official files written by PyTorch, strict loading, metadata.
 
-mod common;
 
-use common::{max_abs_diff, parity_fixtures};
-use promptir::checkpoint::{self, save_tensors, TensorFile};
+use crate::common::{max_abs_diff, parity_fixtures};
+use promptir::io::{self as checkpoint, save_tensors, TensorFile};
 use promptir::model::{ModelConfig, PromptIr, IGNORED_UPSTREAM_KEYS};
 use std::collections::BTreeMap;
 use tch::{nn, nn::Module, Device, Tensor};
@@ -52,9 +51,11 @@ fn tiny_checkpoint(dir: &std::path::Path) -> (std::path::PathBuf, nn::VarStore) 
     let vs = nn::VarStore::new(Device::Cpu);
     let _m = PromptIr::new(&vs.root(), &ModelConfig::tiny());
     let p = dir.join("tiny.safetensors");
-    let mut extra = BTreeMap::new();
-    extra.insert("promptir.epoch".to_string(), "7".to_string());
-    checkpoint::save_model(&vs, &ModelConfig::tiny(), extra, &p).unwrap();
+    let meta = checkpoint::CheckpointMeta {
+        imported_from: Some("somewhere.ckpt".into()),
+        ..checkpoint::CheckpointMeta::new(ModelConfig::tiny())
+    };
+    checkpoint::save_model(&vs, &meta, &p).unwrap();
     (p, vs)
 }
 
@@ -63,8 +64,8 @@ fn round_trip_rebuilds_the_network_from_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let (p, vs) = tiny_checkpoint(dir.path());
     let loaded = checkpoint::load_model(&p, Device::Cpu).unwrap();
-    assert_eq!(loaded.config, ModelConfig::tiny());
-    assert_eq!(loaded.metadata["promptir.epoch"], "7");
+    assert_eq!(loaded.meta.model, ModelConfig::tiny());
+    assert_eq!(loaded.meta.imported_from.as_deref(), Some("somewhere.ckpt"));
     for (k, v) in vs.variables() {
         assert!(loaded.vs.variables()[&k].equal(&v), "{k}");
     }

@@ -1,9 +1,8 @@
 //! End-to-end training on a tiny synthetic set: outputs on disk, TensorBoard curves read back by
 //! TensorBoard itself, exact resume, runs that never overwrite each other, NaN stops.
 
-mod common;
 
-use promptir::checkpoint::TensorFile;
+use promptir::io::TensorFile;
 use promptir::train::{train, TrainArgs};
 use std::path::{Path, PathBuf};
 
@@ -29,7 +28,7 @@ struct Env {
 impl Env {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        common::paired_dataset(&dir.path().join("data"));
+        crate::common::paired_dataset(&dir.path().join("data"));
         experiment(dir.path());
         Env { dir }
     }
@@ -58,14 +57,14 @@ fn a_run_leaves_checkpoints_config_metrics_and_tensorboard_curves() {
     let s = train(&env.args(&[])).unwrap();
     assert_eq!((s.state.epoch, s.state.step, s.state.finished), (2, 8, true)); // 8 train pairs / batch 2
     let run = &s.run;
-    for f in ["last.safetensors", "best.safetensors", "last.optim.safetensors", "train_state.json"]
+    for f in ["last.safetensors", "best.safetensors", "train_state.json"]
     {
         assert!(run.weights.join(f).is_file(), "{f}");
     }
     let loaded =
-        promptir::checkpoint::load_model(&run.weights.join("best.safetensors"), tch::Device::Cpu)
+        promptir::io::load_model(&run.weights.join("best.safetensors"), tch::Device::Cpu)
             .unwrap();
-    assert_eq!(loaded.config, promptir::model::ModelConfig::tiny());
+    assert_eq!(loaded.meta.model, promptir::model::ModelConfig::tiny());
     let metrics = std::fs::read_to_string(run.logs.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
     let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
@@ -76,7 +75,7 @@ fn a_run_leaves_checkpoints_config_metrics_and_tensorboard_curves() {
         .contains("patch_size: 24"));
 
     let out =
-        common::run_python(&["scripts/reference/read_tfevents.py", run.logs.to_str().unwrap()]);
+        crate::common::run_python(&["scripts/reference/read_tfevents.py", run.logs.to_str().unwrap()]);
     let tb: serde_json::Value = serde_json::from_str(&out).unwrap();
     for tag in [
         "train/loss",
@@ -167,12 +166,12 @@ fn a_diverging_loss_stops_with_the_step_number() {
     })
     .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("NaN/inf at step 6 (epoch 1)"), "{msg}");
+    assert!(msg.contains("NaN/inf at step 6 (epoch 2)"), "{msg}");
     let last = env.dir.path().join("weights/nan/last.safetensors");
     assert!(msg.contains(&format!("the last good checkpoint is {}", last.display())), "{msg}");
     // That checkpoint is the good one: finite, from epoch 1's start.
-    let good = promptir::checkpoint::load_model(&last, tch::Device::Cpu).unwrap();
-    assert_eq!(good.metadata["promptir.step"], "4");
+    let good = promptir::io::load_model(&last, tch::Device::Cpu).unwrap();
+    assert_eq!(good.meta.provenance.unwrap().step, 4);
     for (k, v) in good.vs.variables() {
         assert!(bool::try_from(v.isfinite().all()).unwrap(), "{k} is not finite");
     }

@@ -1,10 +1,9 @@
 //! Augmentation against scipy/torchvision (scripts/reference/augment_ref.py): small-angle
 //! rotation with mirrored borders, colour jitter, Gaussian blur.
 
-mod common;
 
-use common::{max_abs_diff, run_python};
-use promptir::augment::{self, blur_radius, Jitter, Planes};
+use crate::common::{max_abs_diff, run_python};
+use promptir::data::augment::{self, blur_radius, Jitter, Planes};
 use promptir::io::RgbImage;
 use tch::Tensor;
 

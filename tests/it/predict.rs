@@ -1,14 +1,13 @@
 //! `promptir predict` end to end: the binary on tiny random checkpoints, its pred.npz read back
 //! by numpy (scripts/check_pred.py) and compared with PNGs and with the library's own numbers.
 
-mod common;
 
-use promptir::checkpoint;
-use promptir::dihedral::Dihedral;
+use promptir::io as checkpoint;
+use promptir::infer::Dihedral;
 use promptir::io::{to_u8_chw, RgbImage};
 use promptir::model::{ModelConfig, PromptIr};
-use promptir::restore::Restore;
-use promptir::tile::Tiled;
+use promptir::infer::Restore;
+use promptir::infer::Tiled;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ fn checkpoint_at(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let cfg = ModelConfig::tiny();
     let _model = PromptIr::seeded(&vs.root(), &cfg, seed);
     let path = dir.join(name);
-    checkpoint::save_model(&vs, &cfg, BTreeMap::new(), &path).unwrap();
+    checkpoint::save_model(&vs, &checkpoint::CheckpointMeta::new(cfg.clone()), &path).unwrap();
     path
 }
 
@@ -64,13 +63,13 @@ fn assert_ok(out: &Output) {
 /// Runs scripts/check_pred.py; returns its JSON report and the arrays' bytes by key.
 fn numpy_read(npz: &Path, png_dir: Option<&Path>) -> (Value, BTreeMap<String, Vec<u8>>) {
     let dump = npz.with_extension("dump");
-    let script = common::repo().join("scripts/check_pred.py");
+    let script = crate::common::repo().join("scripts/check_pred.py");
     let mut args = vec![script.to_str().unwrap(), npz.to_str().unwrap()];
     args.extend(["--dump", dump.to_str().unwrap()]);
     if let Some(p) = png_dir {
         args.extend(["--png-dir", p.to_str().unwrap()]);
     }
-    let report: Value = serde_json::from_str(&common::run_python(&args)).unwrap();
+    let report: Value = serde_json::from_str(&crate::common::run_python(&args)).unwrap();
     let mut bytes = BTreeMap::new();
     for k in report["keys"].as_array().unwrap() {
         let k = k.as_str().unwrap();
@@ -171,7 +170,7 @@ fn tta_is_the_mean_over_the_eight_transforms() {
         for d in Dihedral::ALL {
             sum += d.invert(&model.restore(&d.apply(&x)));
         }
-        (model.restore(&x), sum / 8.0, promptir::restore::Tta(&model).restore(&x))
+        (model.restore(&x), sum / 8.0, promptir::infer::Tta(&model).restore(&x))
     });
     assert!(f64::try_from((&lib - &explicit).abs().max()).unwrap() < 1e-6);
     // The binary runs the library path exactly; the independently summed mean can only differ

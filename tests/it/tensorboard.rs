@@ -1,9 +1,8 @@
 //! Event files written by `promptir::tensorboard`, read back by TensorBoard's EventAccumulator
 //! (`scripts/reference/read_tfevents.py`).
 
-mod common;
 
-use promptir::tensorboard::{EventWriter, SummaryWriter};
+use promptir::io::{EventWriter, SummaryWriter};
 use serde_json::Value;
 
 /// A 32x64 (H x W) image that is wrong under any transpose, flip or channel swap.
@@ -25,7 +24,7 @@ fn hex(bytes: &[u8]) -> String {
 fn tensorboard_reads_scalars_and_images() {
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("run");
-    let started = promptir::tensorboard::unix_time();
+    let started = promptir::io::unix_time();
     let (h, w) = (32, 64);
     let img = pattern(h, w);
     let lrs = [0.0, 1.4285714285714285e-5, 2e-4, 1.9396926207859084e-4];
@@ -44,7 +43,7 @@ fn tensorboard_reads_scalars_and_images() {
         // Dropping the writer flushes the rest.
     }
     let out =
-        common::run_python(&["scripts/reference/read_tfevents.py", log_dir.to_str().unwrap()]);
+        crate::common::run_python(&["scripts/reference/read_tfevents.py", log_dir.to_str().unwrap()]);
     let v: Value = serde_json::from_str(&out).unwrap();
 
     let files = v["files"].as_array().unwrap();

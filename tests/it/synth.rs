@@ -1,10 +1,10 @@
 //! `promptir synth`: layout, determinism, how strong the degradations are, clean-image texture,
 //! refusing to overwrite, photo crops and the sample sheet. Small images (64 px) keep it fast.
 
-mod common;
 
+use promptir::data::TestTypes;
 use promptir::io::RgbImage;
-use promptir::synth::{self, scene, SynthOptions, Weather};
+use promptir::tools::synth::{self, scene, SynthOptions, Weather};
 use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -69,9 +69,9 @@ fn layout_names_and_test_types() {
     assert_eq!(names, want);
     let img = RgbImage::load(&out.join("train/degraded/snow-2.png")).unwrap();
     assert_eq!((img.width, img.height), (64, 64));
-    let types = synth::load_types(&out.join("test/types.json")).unwrap();
+    let types = TestTypes::read(&TestTypes::path(&out)).unwrap().0;
     assert_eq!(types.keys().collect::<Vec<_>>(), ["0.png", "1.png", "2.png", "3.png"]);
-    assert_eq!(types.values().filter(|&&w| w == Weather::Rain).count(), 2);
+    assert_eq!(types.values().filter(|w| *w == Weather::Rain.name()).count(), 2);
     // No staging folder is left next to the dataset.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
 }
@@ -103,10 +103,10 @@ fn degradation_strength_is_pinned_and_matches_skimage() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("data");
     synth::generate(&out, &opts(40, 10, 11)).unwrap();
-    let json = common::run_python(&["scripts/reference/synth_psnr.py", out.to_str().unwrap()]);
+    let json = crate::common::run_python(&["scripts/reference/synth_psnr.py", out.to_str().unwrap()]);
     let reference: BTreeMap<String, f64> = serde_json::from_str(&json).unwrap();
     assert_eq!(reference.len(), 50);
-    let types = synth::load_types(&out.join("test/types.json")).unwrap();
+    let types = TestTypes::read(&TestTypes::path(&out)).unwrap().0;
     let mut by_type: BTreeMap<Weather, Vec<f64>> = BTreeMap::new();
     for (rel, want) in &reference {
         let name = Path::new(rel).file_name().unwrap().to_string_lossy().into_owned();
@@ -115,7 +115,8 @@ fn degradation_strength_is_pinned_and_matches_skimage() {
         } else if let Some(k) = name.strip_prefix("snow-") {
             (format!("train/clean/snow_clean-{k}"), Weather::Snow)
         } else {
-            (format!("test/clean/{name}"), types[&name])
+            let w = if types[&name] == "rain" { Weather::Rain } else { Weather::Snow };
+            (format!("test/clean/{name}"), w)
         };
         let got = psnr(
             &RgbImage::load(&out.join(&clean)).unwrap(),

@@ -1,10 +1,9 @@
 //! AdamW and gradient clipping against torch.optim.AdamW / clip_grad_norm_
 //! (`scripts/reference/adamw_ref.py`), and resuming from saved optimizer state.
 
-mod common;
 
-use promptir::checkpoint::{save_tensors, TensorFile};
-use promptir::optim::AdamW;
+use promptir::io::{save_tensors, TensorFile};
+use promptir::train::AdamW;
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -27,13 +26,13 @@ fn fixture_path() -> &'static Path {
     FILE.get_or_init(|| {
         let script = "scripts/reference/adamw_ref.py";
         let mut h = DefaultHasher::new();
-        std::fs::read(common::repo().join(script)).unwrap().hash(&mut h);
-        let dir = common::repo().join("target/test-fixtures");
+        std::fs::read(crate::common::repo().join(script)).unwrap().hash(&mut h);
+        let dir = crate::common::repo().join("target/test-fixtures");
         let path = dir.join(format!("adamw-{:016x}.safetensors", h.finish()));
         if !path.exists() {
             std::fs::create_dir_all(&dir).unwrap();
             let tmp = dir.join(format!("adamw.{}.partial", std::process::id()));
-            common::run_python(&[script, tmp.to_str().unwrap()]);
+            crate::common::run_python(&[script, tmp.to_str().unwrap()]);
             std::fs::rename(&tmp, &path).unwrap();
         }
         path
@@ -116,7 +115,7 @@ fn max_diff(vs: &nn::VarStore, f: &Fixture, prefix: &str) -> f64 {
     let vars = vs.variables();
     f.names
         .iter()
-        .map(|n| common::max_abs_diff(&vars[n], &f.t(&format!("{prefix}{n}"))))
+        .map(|n| crate::common::max_abs_diff(&vars[n], &f.t(&format!("{prefix}{n}"))))
         .fold(0.0, f64::max)
 }
 
@@ -134,14 +133,14 @@ fn adamw_matches_torch() {
         worst = worst.max(d);
     }
     // The moments and per-parameter step counts match torch's state too.
-    let state: BTreeMap<String, Tensor> = opt.state_tensors().into_iter().collect();
+    let state: BTreeMap<String, Tensor> = opt.state_tensors("").into_iter().collect();
     assert_eq!(state.len(), 3 * f.names.len());
     for (name, t) in &state {
         let want = f.t(name);
         if name.starts_with("step.") {
             assert_eq!(i64::try_from(t).unwrap(), i64::try_from(&want).unwrap(), "{name}");
         } else {
-            let d = common::max_abs_diff(t, &want);
+            let d = crate::common::max_abs_diff(t, &want);
             assert!(d <= 1e-6, "{name}: {d}");
             worst = worst.max(d);
         }
@@ -165,7 +164,7 @@ fn clip_grad_norm_matches_torch() {
         let dg = f
             .names
             .iter()
-            .map(|n| common::max_abs_diff(&vars[n].grad(), &f.t(&format!("clip.{i}.grad.{n}"))))
+            .map(|n| crate::common::max_abs_diff(&vars[n].grad(), &f.t(&format!("clip.{i}.grad.{n}"))))
             .fold(0.0, f64::max);
         eprintln!("clip max_norm {max_norm}: |norm diff| = {dn:e}, max |grad diff| = {dg:e}");
         assert!(dn <= 1e-5 && dg <= 1e-7, "max_norm {max_norm}: {dn} {dg}");
@@ -186,23 +185,23 @@ fn resuming_from_saved_state_continues_the_same_run() {
     f.run_steps(&first, &mut opt1, 0..2);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("optim.safetensors");
-    save_tensors(&path, &opt1.state_tensors(), BTreeMap::new()).unwrap();
+    save_tensors(&path, &opt1.state_tensors(""), BTreeMap::new()).unwrap();
     let saved = first.variables();
     let resumed = f.store(|n| saved[n].detach().copy());
     let mut opt2 = f.optimizer(&resumed);
-    opt2.load_state(&TensorFile::open(&path).unwrap()).unwrap();
+    opt2.load_state(&TensorFile::open(&path).unwrap(), "").unwrap();
     assert_eq!(opt2.step_count(), 2);
     f.run_steps(&resumed, &mut opt2, 2..5);
 
     let (a, b) = (straight.variables(), resumed.variables());
     for n in &f.names {
-        assert_eq!(common::max_abs_diff(&a[n], &b[n]), 0.0, "{n}");
+        assert_eq!(crate::common::max_abs_diff(&a[n], &b[n]), 0.0, "{n}");
     }
     // Without the state (fresh moments) the run diverges: the test can tell the difference.
     let fresh = f.store(|n| saved[n].detach().copy());
     let mut opt3 = f.optimizer(&fresh);
     f.run_steps(&fresh, &mut opt3, 2..5);
-    assert!(f.names.iter().any(|n| common::max_abs_diff(&a[n], &fresh.variables()[n]) > 1e-5));
+    assert!(f.names.iter().any(|n| crate::common::max_abs_diff(&a[n], &fresh.variables()[n]) > 1e-5));
 }
 
 /// `state` with entry `name` replaced by `t`, or removed when `t` is None, or added.
@@ -222,7 +221,7 @@ fn load_state_is_strict_and_names_the_file() {
     let vs = f.store(|n| f.t(&format!("param0.{n}")));
     let mut opt = f.optimizer(&vs);
     f.run_steps(&vs, &mut opt, 0..1);
-    let good = opt.state_tensors();
+    let good = opt.state_tensors("");
     let zeros = |n: i64| Some(Tensor::zeros([n], (Kind::Float, Device::Cpu)));
     let cases = [
         ("unknown", edited(&good, "exp_avg.nope", zeros(1)), "no parameter \"nope\""),
@@ -240,7 +239,7 @@ fn load_state_is_strict_and_names_the_file() {
         ),
     ];
     let fingerprint = |opt: &AdamW| -> Vec<f64> {
-        opt.state_tensors()
+        opt.state_tensors("")
             .iter()
             .map(|(_, t)| t.abs().sum(Kind::Double).double_value(&[]))
             .collect()
@@ -250,13 +249,13 @@ fn load_state_is_strict_and_names_the_file() {
     for (label, tensors, needle) in cases {
         let path = dir.path().join(format!("{label}.safetensors"));
         save_tensors(&path, &tensors, BTreeMap::new()).unwrap();
-        let e = opt.load_state(&TensorFile::open(&path).unwrap()).unwrap_err().to_string();
+        let e = opt.load_state(&TensorFile::open(&path).unwrap(), "").unwrap_err().to_string();
         assert!(e.contains(needle) && e.contains(&format!("{label}.safetensors")), "{label}: {e}");
     }
     // Failed loads left the state alone; the unedited file loads.
     assert_eq!(fingerprint(&opt), before);
     let path = dir.path().join("good.safetensors");
     save_tensors(&path, &good, BTreeMap::new()).unwrap();
-    opt.load_state(&TensorFile::open(&path).unwrap()).unwrap();
+    opt.load_state(&TensorFile::open(&path).unwrap(), "").unwrap();
     assert_eq!(fingerprint(&opt), before);
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use tch::{nn, Device};
 
 fn official_keys() -> Vec<(String, Vec<i64>)> {
-    include_str!("data/official_keys.txt")
+    include_str!("../data/official_keys.txt")
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {

@@ -3,14 +3,13 @@
 //! (scripts/reference/eval_ref.py), the val split against training's own held-out set, and the
 //! user errors.
 
-mod common;
 
-use promptir::checkpoint;
+use promptir::io as checkpoint;
 use promptir::data::{scan_pairs, split};
 use promptir::io::RgbImage;
 use promptir::model::{ModelConfig, PromptIr};
 use promptir::train::{train, TrainArgs};
-use promptir::visualize::{panel, stack};
+use promptir::io::{panel, stack};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -24,7 +23,7 @@ fn checkpoint_at(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let cfg = ModelConfig::tiny();
     let _model = PromptIr::seeded(&vs.root(), &cfg, seed);
     let path = dir.join(name);
-    checkpoint::save_model(&vs, &cfg, BTreeMap::new(), &path).unwrap();
+    checkpoint::save_model(&vs, &checkpoint::CheckpointMeta::new(cfg.clone()), &path).unwrap();
     path
 }
 
@@ -140,7 +139,7 @@ fn test_split_numbers_equal_skimage_on_the_predict_pngs() {
         assert_eq!(got, written, "--output holds what --format json prints");
 
         let d = |s: &str| root.join(s).to_str().unwrap().to_string();
-        let want: Value = serde_json::from_str(&common::run_python(&[
+        let want: Value = serde_json::from_str(&crate::common::run_python(&[
             "scripts/reference/eval_ref.py",
             "--pred",
             png.to_str().unwrap(),
@@ -220,7 +219,7 @@ fn test_split_numbers_equal_skimage_on_the_predict_pngs() {
 /// The tiny experiment with a non-default seed and fraction, trained for one epoch.
 fn trained_run(t: &Path, root: &Path) -> PathBuf {
     let exp = t.join("exp.yaml");
-    let tiny = common::repo().join("experiments/tiny.yaml");
+    let tiny = crate::common::repo().join("experiments/tiny.yaml");
     std::fs::write(
         &exp,
         format!(
@@ -246,7 +245,7 @@ fn trained_run(t: &Path, root: &Path) -> PathBuf {
 fn val_split_is_exactly_what_training_held_out() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("data");
-    common::paired_dataset(&root);
+    crate::common::paired_dataset(&root);
     let best = trained_run(t.path(), &root);
     let logs = t.path().join("logs");
     let pairs = scan_pairs(&root).unwrap();
@@ -254,14 +253,15 @@ fn val_split_is_exactly_what_training_held_out() {
     let names_of = |idx: &[usize]| idx.iter().map(|&i| pairs[i].name.clone()).collect::<Vec<_>>();
 
     let mut args = weights_args(&[&best]);
-    args.extend(["--data".into(), root.clone(), "--logs-dir".into(), logs.clone()]);
+    args.extend(["--data".into(), root.clone()]);
     let got = eval_json(&args);
     let held_out = split(&kinds, 0.25, 7);
     assert_eq!(names(&got), names_of(&held_out.val));
     assert_eq!(names(&got).len(), 4, "round(6 * 0.25) = 2 per type");
     let p = &got["setup"]["split_params"];
     assert_eq!((p["seed"].as_u64(), p["val_fraction"].as_f64()), (Some(7), Some(0.25)));
-    assert!(p["source"].as_str().unwrap().starts_with("from run t ("), "{p}");
+    assert_eq!(p["source"], "from run t (checkpoint)");
+    assert!(got["setup"]["notice"].is_null(), "the data is what training saw");
 
     // The same numbers training logged for the same weights on the same pairs.
     let metrics = std::fs::read_to_string(logs.join("t/metrics.jsonl")).unwrap();
@@ -288,11 +288,15 @@ fn val_split_is_exactly_what_training_held_out() {
     let src = j["setup"]["split_params"]["source"].as_str().unwrap();
     assert!(src.starts_with("seed from --seed, val_fraction from run t"), "{src}");
 
-    // Without the run's logs the split is unknown: an error, not a silent default.
-    let mut lost = weights_args(&[&best]);
-    lost.extend(["--data".into(), root.clone(), "--logs-dir".into(), t.path().join("elsewhere")]);
-    let err = fails("eval", &lost);
-    assert!(err.contains("trained in run t") && err.contains("--logs-dir"), "{err}");
+    // The checkpoint alone carries the split: without the run's logs it is the same.
+    std::fs::remove_dir_all(&logs).unwrap();
+    assert_eq!(names(&eval_json(&args)), names_of(&held_out.val));
+    // Files that are not those training saw: the split is still computed, and said to differ.
+    for p in [&pairs[0].degraded, &pairs[0].clean] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let notice = eval_json(&args)["setup"]["notice"].as_str().unwrap().to_string();
+    assert!(notice.contains("run t trained on 12 pairs"), "{notice}");
 }
 
 /// Runs a command that must fail with a user error (exit 2, one line); returns stderr.
@@ -357,7 +361,8 @@ fn user_errors_name_the_problem() {
 
     let out = promptir("eval", &refs(&[PathBuf::from("--split"), PathBuf::from("dev")]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown split \"dev\""));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value 'dev' for '--split <SPLIT>'") && err.contains("val, train, test"), "{err}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

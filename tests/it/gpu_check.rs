@@ -1,7 +1,6 @@
 //! `scripts/gpu-check.sh` on its CPU path (tiny config, one iteration): it must keep working on
 //! machines without a GPU, and its Rust and PyTorch rows must describe the same network.
 
-mod common;
 
 use serde_json::Value;
 use std::process::Command;
@@ -14,11 +13,11 @@ fn gpu_check_script_runs_its_cpu_path() {
     }
     let out = tempfile::tempdir().unwrap();
     let status = Command::new("bash")
-        .arg(common::repo().join("scripts/gpu-check.sh"))
+        .arg(crate::common::repo().join("scripts/gpu-check.sh"))
         .arg(env!("CARGO_BIN_EXE_promptir"))
-        .arg(common::repo().join(".venv/torch/lib"))
+        .arg(crate::common::repo().join(".venv/torch/lib"))
         .arg(out.path())
-        .env("PYTHON", common::python())
+        .env("PYTHON", crate::common::python())
         .status()
         .expect("bash runs");
     assert!(status.success(), "gpu-check.sh failed");

@@ -1,14 +1,13 @@
 //! The LR schedule against a Python transcription of Lightning-bolts' closed form
 //! (`scripts/reference/schedule_ref.py`) for random parameters.
 
-mod common;
 
 use promptir::config::ScheduleUnit;
-use promptir::schedule::Schedule;
+use promptir::train::Schedule;
 
 #[test]
 fn matches_lightning_closed_form_for_random_parameters() {
-    let out = common::run_python(&["scripts/reference/schedule_ref.py", "24"]);
+    let out = crate::common::run_python(&["scripts/reference/schedule_ref.py", "24"]);
     let (mut n, mut worst) = (0, 0.0f64);
     for line in out.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

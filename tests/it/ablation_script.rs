@@ -2,7 +2,6 @@
 //! stand-ins for `synth` and `eval` (a shell wrapper), so the test checks the commands the script
 //! runs, its file conventions and that a second call leaves the first session alone.
 
-mod common;
 
 use std::path::Path;
 use std::process::Command;
@@ -53,7 +52,7 @@ eval)
     done
     psnr=$(awk -v n=${#w[@]} -v t=$tta 'BEGIN { printf "%.2f", 20 + 0.1 * n + (t == "true" ? 0.3 : 0) }')
     weights=$(IFS=,; echo "${w[*]}")
-    echo "{\"count\": 2, \"psnr\": {\"all\": $psnr}, \"psnr_input\": {\"all\": 18.5}, \"setup\": {\"weights\": [$weights], \"tta\": $tta, \"split\": \"$split\", \"count\": 2}}" > "$out"
+    echo "{\"count\": 2, \"psnr\": {\"all\": $psnr}, \"psnr_input\": {\"all\": 18.5}, \"images\": [], \"setup\": {\"weights\": [$weights], \"models\": ${#w[@]}, \"tta\": $tta, \"split\": \"$split\", \"count\": 2, \"device\": \"Cpu\"}}" > "$out"
     ;;
 *) exec "$STUB_REAL" "$@" ;;
 esac
@@ -74,7 +73,7 @@ fn run_script(repo: &Path, stub: &Path, log: &Path, sets: &str) -> std::process:
         .arg(repo.join("scripts/ablation.sh"))
         .env("PROMPTIR", stub)
         .env("STUB_REAL", env!("CARGO_BIN_EXE_promptir"))
-        .env("STUB_PY", common::python())
+        .env("STUB_PY", crate::common::python())
         .env("STUB_LOG", log)
         .env("ABLATION_SCALE", "tiny")
         .env("ABLATION_SET", sets)
@@ -86,8 +85,8 @@ fn run_script(repo: &Path, stub: &Path, log: &Path, sets: &str) -> std::process:
 fn tiny_ablation_trains_evaluates_and_reports() {
     let d = tempfile::tempdir().unwrap();
     let repo = d.path().join("repo");
-    copy_dir(&common::repo().join("scripts"), &repo.join("scripts"));
-    copy_dir(&common::repo().join("experiments"), &repo.join("experiments"));
+    copy_dir(&crate::common::repo().join("scripts"), &repo.join("scripts"));
+    copy_dir(&crate::common::repo().join("experiments"), &repo.join("experiments"));
     let stub = d.path().join("promptir");
     std::fs::write(&stub, STUB).unwrap();
     use std::os::unix::fs::PermissionsExt;

@@ -72,13 +72,10 @@ fn pairs_are_matched_by_name_and_sorted_numerically() {
         assert_eq!(p.kind, &p.name[..4]);
     }
     let store = Store::load(&pairs, 3).unwrap();
-    for (i, s) in store.samples().iter().enumerate() {
+    for (s, p) in store.samples().iter().zip(&pairs) {
         assert_eq!((s.height, s.width), (SIZE, SIZE));
         assert!(s.degraded.iter().zip(&s.clean).all(|(d, c)| d + c == 255), "{}", s.name);
-        let v = store.val_image(i);
-        assert_eq!(v.degraded.size(), [1, 3, SIZE as i64, SIZE as i64]);
-        let sum = f64::try_from((&v.degraded + &v.clean - 1.0).abs().max()).unwrap();
-        assert!(sum < 1e-6 && v.name == s.name && v.kind == s.kind);
+        assert!(s.name == p.name && s.kind == p.kind && s.degraded.len() == SIZE * SIZE * 3);
     }
 }
 
