@@ -27,13 +27,12 @@ setup: ## create ./.venv with torch 2.11.0 (libtorch) and the test references; i
 build: setup ## build the release binary
 	cargo build --release
 
-test: setup ## everything CI runs: fmt, clippy, all tests
-	cargo fmt --check
-	$(CLIPPY)
+test: lint ## everything CI runs: fmt, clippy, ruff, all tests
 	cargo test
 
-lint: setup ## fmt + clippy only
+lint: setup ## fmt + clippy on the Rust, ruff on the Python in scripts/
 	cargo fmt --check
+	.venv/bin/ruff check scripts
 	$(CLIPPY)
 
 fmt: ## format the code

@@ -80,7 +80,7 @@ def main():
     ap.add_argument("--load", nargs=2, default=None, metavar=("BEFORE", "AFTER"))
     args = ap.parse_args()
     with open(args.jsonl) as f:
-        lines = [json.loads(l) for l in f if l.strip()]
+        lines = [json.loads(line) for line in f if line.strip()]
     if not lines:
         raise SystemExit(f"{args.jsonl}: no rows")
     print(table(lines, args.load))

@@ -180,7 +180,7 @@ def main():
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            results.append(json.loads([l for l in out.splitlines() if l.startswith("{")][-1]))
+            results.append(json.loads([line for line in out.splitlines() if line.startswith("{")][-1]))
     for r in results:
         if args.json:
             print(json.dumps(r), flush=True)

@@ -60,7 +60,10 @@ def metrics(out, rng):
 
     tensors, cases = {}, []
     for i, (pred, gt) in enumerate(pairs):
-        hwc = lambda a: np.ascontiguousarray(a.transpose(1, 2, 0))
+
+        def hwc(a):
+            return np.ascontiguousarray(a.transpose(1, 2, 0))
+
         cases.append(dict(
             h=gt.shape[1], w=gt.shape[2],
             psnr=float(peak_signal_noise_ratio(hwc(gt), hwc(pred), data_range=255)),

@@ -48,8 +48,13 @@ def padded_forward(m, x, mult=8):
 def main(out):
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
-    r = lambda *s: torch.randn(*s)
-    p = lambda name: os.path.join(out, name + ".safetensors")
+
+    def r(*s):
+        return torch.randn(*s)
+
+    def p(name):
+        return os.path.join(out, name + ".safetensors")
+
     dump(p("layernorm_with_bias"), ref.LayerNorm(24, "with_bias"), r(2, 24, 5, 7), dict(dim=24, kind="with_bias"))
     dump(p("layernorm_bias_free"), ref.LayerNorm(24, "bias_free"), r(2, 24, 5, 7), dict(dim=24, kind="bias_free"))
     dump(p("attention"), ref.Attention(24, 3, False), r(2, 24, 6, 5), dict(dim=24, heads=3, bias=False))

@@ -56,7 +56,10 @@ class Attention(nn.Module):
     def forward(self, x):
         b, c, h, w = x.shape
         q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        split = lambda t: t.reshape(b, self.num_heads, c // self.num_heads, h * w)
+
+        def split(t):
+            return t.reshape(b, self.num_heads, c // self.num_heads, h * w)
+
         q, k, v = F.normalize(split(q), dim=-1), F.normalize(split(k), dim=-1), split(v)
         attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
         return self.project_out((attn @ v).reshape(b, c, h, w))
@@ -141,7 +144,10 @@ class PromptIR(nn.Module):
         s1, s2, s3 = cfg["prompt_sizes"]
         L = cfg["prompt_len"]
         c1, c2, c3, c4 = d, 2 * d, 4 * d, 8 * d
-        stack = lambda n, c, h: nn.Sequential(*[TransformerBlock(c, h, ff, bias, kind) for _ in range(n)])
+
+        def stack(n, c, h):
+            return nn.Sequential(*[TransformerBlock(c, h, ff, bias, kind) for _ in range(n)])
+
         # Registration order follows the official module so state_dict order matches too.
         self.patch_embed = OverlapPatchEmbed(cfg["inp_channels"], c1, bias)
         self.prompt1 = PromptGenBlock(p1, L, s1, c2)

@@ -100,7 +100,15 @@ impl BenchLoaderCmd {
             .iter()
             .map(|&ms| {
                 let step = Duration::from_millis(ms);
-                bench_loader::run(&exp, self.batch, self.patch, self.image, self.pairs, step, self.batches)
+                bench_loader::run(
+                    &exp,
+                    self.batch,
+                    self.patch,
+                    self.image,
+                    self.pairs,
+                    step,
+                    self.batches,
+                )
             })
             .collect::<promptir::Result<Vec<_>>>()?;
         if self.json {

@@ -57,12 +57,20 @@ impl InspectCmd {
         );
         println!("model: {}", serde_json::to_string(&meta.model)?);
         if let Some(p) = &meta.provenance {
-            println!("run: {} (epoch {}, step {}, seed {}, val_fraction {})", p.run, p.epoch, p.step, p.seed, p.val_fraction);
+            println!(
+                "run: {} (epoch {}, step {}, seed {}, val_fraction {})",
+                p.run, p.epoch, p.step, p.seed, p.val_fraction
+            );
             if let Some(v) = p.val.as_ref().and_then(|v| v.psnr.get("all")) {
                 println!("val PSNR: {v:.4} dB");
             }
             let d = &p.dataset;
-            println!("data: {} ({} pairs, files crc32c {})", d.root.display(), d.pairs, d.files_crc32c);
+            println!(
+                "data: {} ({} pairs, files crc32c {})",
+                d.root.display(),
+                d.pairs,
+                d.files_crc32c
+            );
             println!("built from: {}", p.git_commit.as_deref().unwrap_or("unknown source"));
         } else if let Some(run) = &meta.legacy_run {
             println!("run: {run} (written by an older promptir: no provenance)");

@@ -275,5 +275,4 @@ impl Experiment {
     pub fn schedule_horizon(&self) -> f64 {
         self.train.max_epochs.unwrap_or(self.train.epochs as f64)
     }
-
 }

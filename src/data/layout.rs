@@ -280,7 +280,10 @@ impl TestTypes {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let types: TestTypes = serde_json::from_str(&text).map_err(|e| {
-            Error::data(path, format!("not a {{\"0.png\": \"rain\", ...}} map of names to types: {e}"))
+            Error::data(
+                path,
+                format!("not a {{\"0.png\": \"rain\", ...}} map of names to types: {e}"),
+            )
         })?;
         if let Some((name, kind)) = types.0.iter().find(|(_, k)| k.is_empty() || *k == "all") {
             return Err(Error::data(

@@ -3,14 +3,16 @@
 //! JSON file, and `visualize`'s panels.
 
 pub mod metrics;
+mod run;
 mod score;
 mod session;
 mod split;
 mod summary;
 mod visualize;
 
+pub use run::run_eval;
 pub use score::{evaluate, EvalItem, EvalReport, ImageScore, LossFn};
-pub use session::{load_items, prepare, run_eval, score, EvalOptions, EvalRun, Prepared};
-pub use split::{dataset_notice, split_pairs, split_params, SplitName, SplitParams};
+pub use session::{EvalOptions, EvalRun};
+pub use split::{SplitName, SplitParams};
 pub use summary::{EvalFile, EvalSetup, EvalSummary};
-pub use visualize::{panel_name, take_by_kind, visualize, VisualizeOptions, VisualizeSummary};
+pub use visualize::{visualize, VisualizeOptions, VisualizeSummary};

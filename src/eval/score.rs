@@ -119,10 +119,7 @@ pub fn evaluate(
         let y = model.restore(&x);
         if let Some(l) = loss {
             let target = it.clean.to_tensor().unsqueeze(0).to_device(device);
-            r.loss.add(
-                f64::try_from(l(&y, &target).to_kind(Kind::Double))
-                    .unwrap_or(f64::NAN),
-            );
+            r.loss.add(f64::try_from(l(&y, &target).to_kind(Kind::Double)).unwrap_or(f64::NAN));
         }
         let out = to_u8_chw(&y.squeeze_dim(0));
         let (gt, inp) = (it.clean.to_chw(), it.degraded.to_chw());

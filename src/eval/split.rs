@@ -12,7 +12,7 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SplitName {
-    /// The pairs training held out (same seed and fraction; see [`split_params`]).
+    /// The pairs training held out (the seed and fraction in the checkpoints' provenance).
     Val,
     /// The pairs training learned from.
     Train,
@@ -52,7 +52,11 @@ struct RunSplit {
     val_fraction: f64,
 }
 
-fn run_split(weights: &Path, meta: &CheckpointMeta, legacy_logs: &Path) -> Result<Option<RunSplit>> {
+fn run_split(
+    weights: &Path,
+    meta: &CheckpointMeta,
+    legacy_logs: &Path,
+) -> Result<Option<RunSplit>> {
     if let Some(p) = &meta.provenance {
         return Ok(Some(RunSplit {
             name: p.run.clone(),
@@ -132,7 +136,8 @@ fn split_params_with(
     }
     let d = crate::config::Experiment::default();
     let from_runs = || {
-        let names: Vec<String> = runs.iter().map(|r| format!("{} ({})", r.name, r.origin)).collect();
+        let names: Vec<String> =
+            runs.iter().map(|r| format!("{} ({})", r.name, r.origin)).collect();
         format!("run {}", names.join(", "))
     };
     let source = |flag: bool, name: &str| match (flag, runs.is_empty()) {
@@ -172,7 +177,14 @@ pub fn dataset_notice(
         .iter()
         .filter_map(|(_, m)| m.provenance.as_ref())
         .filter(|p| p.dataset.pairs != now.pairs || p.dataset.files_crc32c != now.files_crc32c)
-        .map(|p| format!("run {} trained on {} pairs in {}", p.run, p.dataset.pairs, p.dataset.root.display()))
+        .map(|p| {
+            format!(
+                "run {} trained on {} pairs in {}",
+                p.run,
+                p.dataset.pairs,
+                p.dataset.root.display()
+            )
+        })
         .collect();
     (!differing.is_empty()).then(|| {
         format!(
@@ -241,7 +253,10 @@ fn test_pairs(root: &Path) -> Result<Vec<PairPath>> {
                 Some(map) => map.0.get(&t.name).cloned().ok_or_else(|| {
                     Error::data(
                         &types_path,
-                        format!("has no entry for {}; it must give every test image's type", t.name),
+                        format!(
+                            "has no entry for {}; it must give every test image's type",
+                            t.name
+                        ),
                     )
                 })?,
             };
@@ -289,7 +304,8 @@ mod tests {
         let logs = t.path().join("logs");
         let w = Path::new("w.safetensors");
         let plain = CheckpointMeta::new(ModelConfig::tiny());
-        let (r1, r1b, r2) = (trained("r1", 7, 0.25), trained("r1", 7, 0.25), trained("r2", 8, 0.25));
+        let (r1, r1b, r2) =
+            (trained("r1", 7, 0.25), trained("r1", 7, 0.25), trained("r2", 8, 0.25));
         let get = |ms: &[&CheckpointMeta], seed, frac| {
             let c: Vec<(&Path, &CheckpointMeta)> = ms.iter().map(|m| (w, *m)).collect();
             split_params_with(&c, seed, frac, &logs)
@@ -300,7 +316,10 @@ mod tests {
         assert!(p.source.starts_with("defaults"), "{}", p.source);
 
         let p = get(&[&plain, &r1, &r1b], None, None).unwrap();
-        assert_eq!((p.seed, p.val_fraction, p.source.as_str()), (7, 0.25, "from run r1 (checkpoint)"));
+        assert_eq!(
+            (p.seed, p.val_fraction, p.source.as_str()),
+            (7, 0.25, "from run r1 (checkpoint)")
+        );
 
         let p = get(&[&r1], None, Some(0.5)).unwrap();
         assert_eq!((p.seed, p.val_fraction), (7, 0.5));

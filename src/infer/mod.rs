@@ -10,8 +10,7 @@ mod restorer;
 mod tile;
 
 pub use dihedral::Dihedral;
-pub use npz::{write_pred_npz, NpzImage};
 pub use predict::{predict, PredictOptions, PredictSummary};
 pub use restore::{mean, padded, Ensemble, FnRestore, Restore, Tta};
-pub use restorer::{build_restorer, load_models, restore_image};
-pub use tile::{tile_starts, Tiled};
+pub use restorer::{build_restorer, load_models};
+pub use tile::Tiled;

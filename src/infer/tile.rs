@@ -110,8 +110,8 @@ impl<R: Restore> Restore for Tiled<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ModelConfig, PromptIr};
     use crate::infer::FnRestore;
+    use crate::model::{ModelConfig, PromptIr};
     use tch::{Device, Kind};
 
     fn max_abs(t: &Tensor) -> f64 {

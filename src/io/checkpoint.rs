@@ -381,8 +381,7 @@ mod tests {
         let path = d.path().join("m.safetensors");
         let mut m = CheckpointMeta::new(ModelConfig::tiny()).to_map();
         m.insert(PROVENANCE_KEY.to_string(), "{\"run\": 3}".to_string());
-        save_tensors(&path, &[("x".into(), Tensor::zeros([1], tch::kind::FLOAT_CPU))], m)
-            .unwrap();
+        save_tensors(&path, &[("x".into(), Tensor::zeros([1], tch::kind::FLOAT_CPU))], m).unwrap();
         let e = CheckpointMeta::read(&TensorFile::open(&path).unwrap()).unwrap_err().to_string();
         assert!(e.contains("corrupt promptir.provenance"), "{e}");
     }

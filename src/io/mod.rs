@@ -13,10 +13,10 @@ pub use atomic::{
     write_atomic_bytes,
 };
 pub use checkpoint::{
-    load_model, save_checkpoint, save_model, CheckpointMeta, CONFIG_KEY, DatasetFingerprint, LoadedModel,
-    Provenance, Resume, ScalerState, TrainState, ValScores, STATE_PREFIX,
+    load_model, save_checkpoint, save_model, CheckpointMeta, DatasetFingerprint, LoadedModel,
+    Provenance, Resume, ScalerState, TrainState, ValScores, CONFIG_KEY, STATE_PREFIX,
 };
 pub use image::{is_image_path, list_images, panel, stack, to_u8_chw, RgbImage};
-pub use import::{import_official, infer_config, ImportReport};
+pub use import::{import_official, ImportReport};
 pub use tensorboard::{unix_time, EventWriter, SummaryWriter};
 pub use tensors::{load_strict, save_tensors, TensorFile};

@@ -121,7 +121,6 @@ impl TensorFile {
         let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
         Ok(Tensor::f_from_data_size(v.data(), &shape, kind)?)
     }
-
 }
 
 fn list(keys: &[String]) -> String {

@@ -12,7 +12,7 @@ mod promptir;
 pub use blocks::{
     Attention, Downsample, FeedForward, LayerNorm, OverlapPatchEmbed, TransformerBlock, Upsample,
 };
-pub use config::{LayerNormType, ModelConfig, MAX_PARAMETERS};
+pub use config::{LayerNormType, ModelConfig};
 pub use prompt::PromptGenBlock;
 pub use promptir::{PromptIr, WidthPlan};
 

@@ -1,4 +1,4 @@
-//! Tools around the harness: the benchmarks ([`bench`], [`bench_loader`]), the synthetic data
+//! Tools around the harness: the benchmarks ([`bench`](mod@bench), [`bench_loader`]), the synthetic data
 //! set ([`synth`]), the ablation report ([`report`]) and its charts ([`plot`]).
 
 pub mod bench;

@@ -118,9 +118,9 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, p: &Panel) -> Result
         for run in runs.into_iter().filter(|r| !r.is_empty()) {
             let drawn = chart.draw_series(LineSeries::new(run, style)).map_err(plot_err)?;
             if !labelled {
-                drawn.label(&s.name).legend(move |(lx, ly)| {
-                    PathElement::new(vec![(lx, ly), (lx + 24, ly)], style)
-                });
+                drawn
+                    .label(&s.name)
+                    .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 24, ly)], style));
                 labelled = true;
             }
         }
@@ -140,8 +140,8 @@ pub fn render(panels: &[Panel], width: usize, height: usize) -> Result<RgbImage>
     register_font();
     let mut hwc = vec![255u8; width * height * 3];
     {
-        let root = BitMapBackend::with_buffer(&mut hwc, (width as u32, height as u32))
-            .into_drawing_area();
+        let root =
+            BitMapBackend::with_buffer(&mut hwc, (width as u32, height as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         for (area, p) in root.split_evenly((1, panels.len().max(1))).iter().zip(panels) {
             draw_panel(area, p)?;

@@ -84,7 +84,11 @@ mod tests {
         let w = vs.root().var("w", &[2], nn::Init::Const(1.0));
         let opt = AdamW::new(&vs, [0.9, 0.999], 1e-8, 0.0).unwrap();
         (&w * f64::INFINITY).sum(Kind::Float).backward();
-        let mut s = GradScaler::new(ScalerState { scale: 1024.0, growth_interval: 2, ..Default::default() });
+        let mut s = GradScaler::new(ScalerState {
+            scale: 1024.0,
+            growth_interval: 2,
+            ..Default::default()
+        });
         let ok = s.unscale(&opt);
         assert!(!ok);
         s.update(!ok);

@@ -14,8 +14,8 @@
 //!   `pred` and of `target` (L1: mean absolute error, L2: mean squared error, each averaged over
 //!   that layer's elements). Target features carry no gradient.
 
-use crate::config::{Distance, LossConfig};
 use super::vgg::Vgg16Features;
+use crate::config::{Distance, LossConfig};
 use crate::Result;
 use tch::{Device, Kind, Reduction, Tensor};
 

@@ -218,7 +218,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let run = RunDir::at("r", &d.path().join("logs"), d.path());
         std::fs::create_dir_all(&run.weights).unwrap();
-        let scaler = ScalerState { scale: 512.0, growth_interval: 2, clean_steps: 1, ..Default::default() };
+        let scaler =
+            ScalerState { scale: 512.0, growth_interval: 2, clean_steps: 1, ..Default::default() };
         let s = TrainState { step: 7, scaler: Some(scaler), ..TrainState::default() };
         run.write_state(&s).unwrap();
         let back = run.read_state().unwrap();

@@ -135,7 +135,8 @@ impl Trainer {
         let tb = EventWriter::create(&run.logs)?;
         let max_steps = exp.train.max_steps.unwrap_or(usize::MAX);
         let total_steps = (exp.train.epochs * bpe).min(max_steps);
-        let progress = Progress::new(args.progress, total_steps as u64, state.step as u64, &run.name);
+        let progress =
+            Progress::new(args.progress, total_steps as u64, state.step as u64, &run.name);
         let val = if split.val.is_empty() {
             "no validation split (data.val_fraction is 0)".to_string()
         } else {
@@ -288,7 +289,8 @@ impl Trainer {
         self.progress.message("validating".into());
         let keep = self.exp.train.val_images;
         let loss = |y: &Tensor, t: &Tensor| self.step.loss.compute(y, t).total;
-        let report = evaluate(&self.step.model, &self.val_items, self.device, Some(&loss), keep, |_| {});
+        let report =
+            evaluate(&self.step.model, &self.val_items, self.device, Some(&loss), keep, |_| {});
         log_val(&mut self.tb, self.state.step as i64, &report, &self.val_items)?;
         Ok(Some(report))
     }
@@ -309,7 +311,8 @@ impl Trainer {
         } else {
             format!("epoch {}/{epochs}", epoch + 1)
         };
-        let improved = report.is_some_and(|r| self.state.best_psnr.is_none_or(|b| r.mean_psnr() > b));
+        let improved =
+            report.is_some_and(|r| self.state.best_psnr.is_none_or(|b| r.mean_psnr() > b));
         if let (true, Some(r)) = (improved, report) {
             self.state.best_psnr = Some(r.mean_psnr());
             self.state.best_epoch = Some(epoch + 1);

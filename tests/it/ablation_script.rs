@@ -2,7 +2,6 @@
 //! stand-ins for `synth` and `eval` (a shell wrapper), so the test checks the commands the script
 //! runs, its file conventions and that a second call leaves the first session alone.
 
-
 use std::path::Path;
 use std::process::Command;
 

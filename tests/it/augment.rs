@@ -1,7 +1,6 @@
 //! Augmentation against scipy/torchvision (scripts/reference/augment_ref.py): small-angle
 //! rotation with mirrored borders, colour jitter, Gaussian blur.
 
-
 use crate::common::{max_abs_diff, run_python};
 use promptir::data::augment::{self, blur_radius, Jitter, Planes};
 use promptir::io::RgbImage;

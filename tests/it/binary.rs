@@ -1,7 +1,6 @@
 //! The built binary: runs without LD_LIBRARY_PATH, keeps libtorch_cuda linked, maps errors to
 //! exit codes.
 
-
 use std::process::Command;
 
 fn promptir() -> Command {

@@ -1,6 +1,5 @@
 //! Checkpoints: import of official files written by PyTorch, strict loading, metadata.
 
-
 use crate::common::{max_abs_diff, parity_fixtures};
 use promptir::io::{self as checkpoint, save_tensors, TensorFile};
 use promptir::model::{ModelConfig, PromptIr, IGNORED_UPSTREAM_KEYS};

@@ -3,13 +3,12 @@
 //! (scripts/reference/eval_ref.py), the val split against training's own held-out set, and the
 //! user errors.
 
-
-use promptir::io as checkpoint;
 use promptir::data::{scan_pairs, split};
+use promptir::io as checkpoint;
 use promptir::io::RgbImage;
+use promptir::io::{panel, stack};
 use promptir::model::{ModelConfig, PromptIr};
 use promptir::train::{train, TrainArgs};
-use promptir::io::{panel, stack};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -362,7 +361,11 @@ fn user_errors_name_the_problem() {
     let out = promptir("eval", &refs(&[PathBuf::from("--split"), PathBuf::from("dev")]));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid value 'dev' for '--split <SPLIT>'") && err.contains("val, train, test"), "{err}");
+    assert!(
+        err.contains("invalid value 'dev' for '--split <SPLIT>'")
+            && err.contains("val, train, test"),
+        "{err}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

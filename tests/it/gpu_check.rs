@@ -1,7 +1,6 @@
 //! `scripts/gpu-check.sh` on its CPU path (tiny config, one iteration): it must keep working on
 //! machines without a GPU, and its Rust and PyTorch rows must describe the same network.
 
-
 use serde_json::Value;
 use std::process::Command;
 

@@ -2,13 +2,12 @@
 //! (scikit-image, pytorch_msssim, torchvision), computed by
 //! `scripts/reference/loss_metrics_ref.py`.
 
-
 use crate::common::{loss_metrics_fixtures, max_abs_diff};
-use promptir::io::{save_tensors, TensorFile};
 use promptir::config::{Distance, LossConfig};
-use promptir::train::{gaussian_ssim, Loss};
 use promptir::eval::metrics::{psnr_u8, ssim_u8};
+use promptir::io::{save_tensors, TensorFile};
 use promptir::train::Vgg16Features;
+use promptir::train::{gaussian_ssim, Loss};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

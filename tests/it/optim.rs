@@ -1,7 +1,6 @@
 //! AdamW and gradient clipping against torch.optim.AdamW / clip_grad_norm_
 //! (`scripts/reference/adamw_ref.py`), and resuming from saved optimizer state.
 
-
 use promptir::io::{save_tensors, TensorFile};
 use promptir::train::AdamW;
 use std::collections::BTreeMap;
@@ -164,7 +163,9 @@ fn clip_grad_norm_matches_torch() {
         let dg = f
             .names
             .iter()
-            .map(|n| crate::common::max_abs_diff(&vars[n].grad(), &f.t(&format!("clip.{i}.grad.{n}"))))
+            .map(|n| {
+                crate::common::max_abs_diff(&vars[n].grad(), &f.t(&format!("clip.{i}.grad.{n}")))
+            })
             .fold(0.0, f64::max);
         eprintln!("clip max_norm {max_norm}: |norm diff| = {dn:e}, max |grad diff| = {dg:e}");
         assert!(dn <= 1e-5 && dg <= 1e-7, "max_norm {max_norm}: {dn} {dg}");
@@ -201,7 +202,10 @@ fn resuming_from_saved_state_continues_the_same_run() {
     let fresh = f.store(|n| saved[n].detach().copy());
     let mut opt3 = f.optimizer(&fresh);
     f.run_steps(&fresh, &mut opt3, 2..5);
-    assert!(f.names.iter().any(|n| crate::common::max_abs_diff(&a[n], &fresh.variables()[n]) > 1e-5));
+    assert!(f
+        .names
+        .iter()
+        .any(|n| crate::common::max_abs_diff(&a[n], &fresh.variables()[n]) > 1e-5));
 }
 
 /// `state` with entry `name` replaced by `t`, or removed when `t` is None, or added.

@@ -3,11 +3,10 @@
 //! whose outputs and gradients equal the official `net/model.py` exactly (checked once against
 //! va1shn9v/PromptIR@106159a: max abs difference 0 for forward and backward).
 
-
 use crate::common::{max_abs_diff, parity_fixtures};
+use promptir::infer::Restore;
 use promptir::io::TensorFile;
 use promptir::model::*;
-use promptir::infer::Restore;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use tch::{nn, nn::Module, Device, Tensor};

@@ -1,13 +1,12 @@
 //! `promptir predict` end to end: the binary on tiny random checkpoints, its pred.npz read back
 //! by numpy (scripts/check_pred.py) and compared with PNGs and with the library's own numbers.
 
-
-use promptir::io as checkpoint;
 use promptir::infer::Dihedral;
-use promptir::io::{to_u8_chw, RgbImage};
-use promptir::model::{ModelConfig, PromptIr};
 use promptir::infer::Restore;
 use promptir::infer::Tiled;
+use promptir::io as checkpoint;
+use promptir::io::{to_u8_chw, RgbImage};
+use promptir::model::{ModelConfig, PromptIr};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,9 +9,8 @@
 //! - property tests: random YAML and `--set` mutations, random / truncated / bit-flipped
 //!   checkpoint bytes and random metadata configs give `Ok` or `Err`, never a panic.
 
-
-use promptir::io::{self as checkpoint, TensorFile};
 use promptir::config::Experiment;
+use promptir::io::{self as checkpoint, TensorFile};
 use promptir::model::{ModelConfig, PromptIr};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -613,7 +612,11 @@ fn an_existing_run_name_without_resume_makes_a_new_run() {
     let a = fx.train(dir.path(), &["--set", "train.max_steps=1", "--name", "r"]);
     let out = promptir(dir.path()).args(&a).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(crate::common::snapshot(&dir.path().join("logs/r")), old, "the old run's logs changed");
+    assert_eq!(
+        crate::common::snapshot(&dir.path().join("logs/r")),
+        old,
+        "the old run's logs changed"
+    );
     assert_eq!(
         crate::common::snapshot(&dir.path().join("weights/r")),
         old_w,
@@ -663,7 +666,13 @@ fn kill_9_during_saves_never_breaks_the_last_checkpoint() {
     let mut rng = 0x2545f4914f6cdd1du64;
     for round in 0..6 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "reliability::save_loop_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "reliability::save_loop_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(SAVE_LOOP_ENV, &path)
             .env("PROMPTIR_TEST_SAVE_FROM", (last_i + 1).to_string())
             .env("OMP_NUM_THREADS", "1")

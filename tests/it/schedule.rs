@@ -1,7 +1,6 @@
 //! The LR schedule against a Python transcription of Lightning-bolts' closed form
 //! (`scripts/reference/schedule_ref.py`) for random parameters.
 
-
 use promptir::config::ScheduleUnit;
 use promptir::train::Schedule;
 

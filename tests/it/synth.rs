@@ -1,7 +1,6 @@
 //! `promptir synth`: layout, determinism, how strong the degradations are, clean-image texture,
 //! refusing to overwrite, photo crops and the sample sheet. Small images (64 px) keep it fast.
 
-
 use promptir::data::TestTypes;
 use promptir::io::RgbImage;
 use promptir::tools::synth::{self, scene, SynthOptions, Weather};
@@ -103,7 +102,8 @@ fn degradation_strength_is_pinned_and_matches_skimage() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("data");
     synth::generate(&out, &opts(40, 10, 11)).unwrap();
-    let json = crate::common::run_python(&["scripts/reference/synth_psnr.py", out.to_str().unwrap()]);
+    let json =
+        crate::common::run_python(&["scripts/reference/synth_psnr.py", out.to_str().unwrap()]);
     let reference: BTreeMap<String, f64> = serde_json::from_str(&json).unwrap();
     assert_eq!(reference.len(), 50);
     let types = TestTypes::read(&TestTypes::path(&out)).unwrap().0;

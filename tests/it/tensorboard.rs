@@ -1,7 +1,6 @@
 //! Event files written by `promptir::tensorboard`, read back by TensorBoard's EventAccumulator
 //! (`scripts/reference/read_tfevents.py`).
 
-
 use promptir::io::{EventWriter, SummaryWriter};
 use serde_json::Value;
 
@@ -42,8 +41,10 @@ fn tensorboard_reads_scalars_and_images() {
         tb.scalar("val/psnr", 200, 31.25).unwrap();
         // Dropping the writer flushes the rest.
     }
-    let out =
-        crate::common::run_python(&["scripts/reference/read_tfevents.py", log_dir.to_str().unwrap()]);
+    let out = crate::common::run_python(&[
+        "scripts/reference/read_tfevents.py",
+        log_dir.to_str().unwrap(),
+    ]);
     let v: Value = serde_json::from_str(&out).unwrap();
 
     let files = v["files"].as_array().unwrap();

@@ -1,7 +1,6 @@
 //! End-to-end training on a tiny synthetic set: outputs on disk, TensorBoard curves read back by
 //! TensorBoard itself, exact resume, runs that never overwrite each other, NaN stops.
 
-
 use promptir::io::TensorFile;
 use promptir::train::{train, TrainArgs};
 use std::path::{Path, PathBuf};
@@ -57,13 +56,11 @@ fn a_run_leaves_checkpoints_config_metrics_and_tensorboard_curves() {
     let s = train(&env.args(&[])).unwrap();
     assert_eq!((s.state.epoch, s.state.step, s.state.finished), (2, 8, true)); // 8 train pairs / batch 2
     let run = &s.run;
-    for f in ["last.safetensors", "best.safetensors", "train_state.json"]
-    {
+    for f in ["last.safetensors", "best.safetensors", "train_state.json"] {
         assert!(run.weights.join(f).is_file(), "{f}");
     }
     let loaded =
-        promptir::io::load_model(&run.weights.join("best.safetensors"), tch::Device::Cpu)
-            .unwrap();
+        promptir::io::load_model(&run.weights.join("best.safetensors"), tch::Device::Cpu).unwrap();
     assert_eq!(loaded.meta.model, promptir::model::ModelConfig::tiny());
     let metrics = std::fs::read_to_string(run.logs.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
@@ -74,8 +71,10 @@ fn a_run_leaves_checkpoints_config_metrics_and_tensorboard_curves() {
         .unwrap()
         .contains("patch_size: 24"));
 
-    let out =
-        crate::common::run_python(&["scripts/reference/read_tfevents.py", run.logs.to_str().unwrap()]);
+    let out = crate::common::run_python(&[
+        "scripts/reference/read_tfevents.py",
+        run.logs.to_str().unwrap(),
+    ]);
     let tb: serde_json::Value = serde_json::from_str(&out).unwrap();
     for tag in [
         "train/loss",

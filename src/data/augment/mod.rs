@@ -1,4 +1,5 @@
-//! Paired training augmentation on raw buffers (no tensors, so it runs on loader threads).
+//! Paired training augmentation on plain buffers, run on the loader threads (which then build
+//! the batch tensors from its output).
 //!
 //! A training sample is cut from a stored pair (HWC u8) into two [`Planes`] (CHW f32 in [0, 1]):
 //! 1. crop a `patch x patch` window at the same place in both images, optionally rotated by a

@@ -277,5 +277,4 @@ mod tests {
         assert_eq!(got, [2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1]);
         assert_eq!(reflect(-3, 1), 0);
     }
-
 }

@@ -12,7 +12,7 @@
 
 mod table;
 
-pub use table::{loss_label, markdown, table_rows};
+use table::{loss_label, markdown};
 
 use crate::config::Experiment;
 use crate::eval::{EvalFile, SplitName};
@@ -328,7 +328,8 @@ pub fn collect(opts: &ReportOptions) -> Result<Ablation> {
     }
     let roots = unique(runs.iter().map(|r| format!("`{}`", r.exp.data.root.display())));
     notes.push(format!("Training data: {}.", roots.join(", ")));
-    let evals: Vec<&EvalScore> = runs.iter().flat_map(|r| [&r.eval, &r.eval_tta]).flatten().collect();
+    let evals: Vec<&EvalScore> =
+        runs.iter().flat_map(|r| [&r.eval, &r.eval_tta]).flatten().collect();
     if let Some(e) = evals.first() {
         let input = evals
             .iter()
@@ -351,7 +352,11 @@ pub fn curves(runs: &[RunRecord]) -> Vec<Panel> {
             .map(|(i, r)| Series {
                 name: r.name.clone(),
                 color: PALETTE[i % PALETTE.len()],
-                points: r.curve.iter().map(|p| (p.epoch as f64, f(p).unwrap_or(f64::NAN))).collect(),
+                points: r
+                    .curve
+                    .iter()
+                    .map(|p| (p.epoch as f64, f(p).unwrap_or(f64::NAN)))
+                    .collect(),
             })
             .collect()
     };

@@ -166,7 +166,6 @@ pub fn markdown(a: &Ablation) -> String {
     md
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ pub mod weather;
 
 pub use canvas::Canvas;
 pub use sheet::write_sheet;
-pub use weather::{RainParams, SnowParams};
+use weather::{RainParams, SnowParams};
 
 use crate::data::TestTypes;
 use crate::io;

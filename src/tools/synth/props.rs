@@ -6,7 +6,13 @@ use super::scene::Palette;
 use rand::Rng;
 
 /// A skyline of boxes standing on the horizon: lit and shadowed faces, window grids, roofs.
-pub(super) fn buildings(cv: &mut Canvas, pal: &Palette, horizon: f32, light_x: f32, rng: &mut impl Rng) {
+pub(super) fn buildings(
+    cv: &mut Canvas,
+    pal: &Palette,
+    horizon: f32,
+    light_x: f32,
+    rng: &mut impl Rng,
+) {
     let s = cv.w as f32;
     let n = Noise::new(rng.gen());
     let base = horizon + rng.gen_range(0.01..0.05) * s;

@@ -373,7 +373,6 @@ fn ground(cv: &mut Canvas, pal: &Palette, horizon: f32, water: bool, rng: &mut i
     }
 }
 
-
 /// Camera touches: gentle vignette and a little sensor grain, so no region is perfectly flat.
 fn finish(cv: &mut Canvas, rng: &mut impl Rng) {
     let s = cv.w as f32;

@@ -4,8 +4,8 @@
 //! range named in its doc comment. Lengths and radii are in pixels *at 256x256* and scale with
 //! the image size, and counts are per image, so a 64-px image looks like a shrunk 256-px one.
 
-use super::noise::Noise;
 use super::canvas::{mix, Canvas, Rgb};
+use super::noise::Noise;
 use rand::Rng;
 
 /// Rain: thin bright streaks from drops moving during the exposure, over a slight haze.
