@@ -96,8 +96,10 @@ mod tests {
     use tch::{Device, Kind};
 
     fn rand(shape: &[i64]) -> Tensor {
-        tch::manual_seed(0);
-        Tensor::rand(shape, (Kind::Float, Device::Cpu))
+        crate::model::with_global_rng(|| {
+            tch::manual_seed(0);
+            Tensor::rand(shape, (Kind::Float, Device::Cpu))
+        })
     }
 
     #[test]

@@ -114,6 +114,14 @@ mod tests {
     use crate::model::{ModelConfig, PromptIr};
     use tch::{Device, Kind};
 
+    /// Uniform noise from a seed, drawn while no seeded model init runs.
+    fn rand(seed: i64, shape: &[i64]) -> Tensor {
+        crate::model::with_global_rng(|| {
+            tch::manual_seed(seed);
+            Tensor::rand(shape, (Kind::Float, Device::Cpu))
+        })
+    }
+
     fn max_abs(t: &Tensor) -> f64 {
         f64::try_from(t.abs().max()).unwrap()
     }
@@ -154,8 +162,7 @@ mod tests {
     #[test]
     fn pointwise_restorer_is_unchanged_by_tiling() {
         // A pixel-local map gives every tile the untiled values, so only blending can differ.
-        tch::manual_seed(0);
-        let x = Tensor::rand([2, 3, 70, 101], (Kind::Float, Device::Cpu));
+        let x = rand(0, &[2, 3, 70, 101]);
         let f = FnRestore(|t: &Tensor| t.sin() * 2.0 - 0.3);
         let full = f.restore(&x);
         let tiled = Tiled::new(f, 32, 8).unwrap().restore(&x);
@@ -168,8 +175,7 @@ mod tests {
     fn local_restorer_is_unchanged_by_tiling() {
         // A 3x3 blur sees zero padding instead of neighbours on a tile's inner edge; the window
         // gives those edge pixels weight 0 here (overlaps 24 and 28 > 16), so tiling is exact.
-        tch::manual_seed(1);
-        let x = Tensor::rand([1, 3, 72, 88], (Kind::Float, Device::Cpu));
+        let x = rand(1, &[1, 3, 72, 88]);
         let k = Tensor::ones([3, 1, 3, 3], (Kind::Float, Device::Cpu)) / 9.0;
         let blur = FnRestore(|t: &Tensor| t.conv2d(&k, None::<Tensor>, [1, 1], [1, 1], [1, 1], 3));
         let full = blur.restore(&x);
@@ -186,7 +192,7 @@ mod tests {
         // cut it to about a third. Misplaced tiles would show the input noise (mean ~0.3).
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let model = PromptIr::seeded(&vs.root(), &ModelConfig::tiny(), 0);
-        let x = Tensor::rand([1, 3, 72, 88], (Kind::Float, Device::Cpu));
+        let x = rand(2, &[1, 3, 72, 88]);
         tch::no_grad(|| {
             let full = model.restore(&x);
             let tiled = Tiled::new(&model, 48, 16).unwrap().restore(&x);

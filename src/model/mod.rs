@@ -14,7 +14,7 @@ pub use blocks::{
 };
 pub use config::{LayerNormType, ModelConfig};
 pub use prompt::PromptGenBlock;
-pub use promptir::{PromptIr, WidthPlan};
+pub use promptir::{with_global_rng, PromptIr, WidthPlan};
 
 use tch::{nn, Tensor};
 

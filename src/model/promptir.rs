@@ -10,12 +10,19 @@ use tch::{nn, nn::Module, Tensor};
 
 /// libtorch has one global generator per device. Without this lock a seeded init in one thread
 /// interleaves its draws with another thread's (or is reseeded halfway), so "same seed, same
-/// weights" silently fails under `cargo test`'s parallel tests.
+/// weights" silently fails under `cargo test`'s parallel tests. Every draw the library makes from
+/// that generator holds it (model init here, benchmark inputs).
 static INIT_DRAWS: Mutex<()> = Mutex::new(());
 
 fn init_lock() -> MutexGuard<'static, ()> {
     // A panic while holding it (an invalid config) leaves nothing half-done that matters here.
     INIT_DRAWS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs `f`, which draws from libtorch's global generator, while no seeded model init runs.
+pub fn with_global_rng<T>(f: impl FnOnce() -> T) -> T {
+    let _draws = init_lock();
+    f()
 }
 
 /// Channel widths in terms of `dim`. Upstream writes several of these as literals that are only

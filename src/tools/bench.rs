@@ -6,7 +6,7 @@
 //! memory back), so a run of several rows measures each row in a fresh child process.
 
 use crate::config::Experiment;
-use crate::model::{Layout, ModelConfig};
+use crate::model::{with_global_rng, Layout, ModelConfig};
 use crate::train::TrainStep;
 use crate::{Error, Result};
 use clap::ValueEnum;
@@ -174,8 +174,9 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
     step.model.layout = spec.layout;
     let params: i64 = step.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
     let shape = [spec.batch, spec.model.inp_channels, size, size];
-    let x = Tensor::rand(shape, (Kind::Float, device));
-    let target = Tensor::rand(shape, (Kind::Float, device));
+    let (x, target) = with_global_rng(|| {
+        (Tensor::rand(shape, (Kind::Float, device)), Tensor::rand(shape, (Kind::Float, device)))
+    });
     let base_rss_mib = proc_status_mib("VmRSS:").unwrap_or(f64::NAN);
 
     let mut times = Vec::with_capacity(spec.iters);

@@ -69,7 +69,9 @@ fn check_layers(layers: &[usize]) -> Result<()> {
 }
 
 impl Vgg16Features {
-    /// The network with tch's default init (weights are meant to be loaded; see [`Self::load`]).
+    /// The network with zero weights, to be loaded (see [`Self::load`]). Zeros, not a random
+    /// init: 14.7 M draws from libtorch's global generator would also shift any seeded model
+    /// init running in another thread (see `model::with_global_rng`).
     /// `layers` are torchvision `features.N` indices; `forward` returns their outputs in order.
     pub fn new(device: Device, layers: &[usize]) -> Result<Self> {
         check_layers(layers)?;
@@ -80,7 +82,13 @@ impl Vgg16Features {
         for c in CONFIG {
             match c {
                 Some(cout) => {
-                    let cfg = nn::ConvConfig { padding: 1, ..Default::default() };
+                    let zeros = nn::Init::Const(0.0);
+                    let cfg = nn::ConvConfig {
+                        padding: 1,
+                        ws_init: zeros,
+                        bs_init: zeros,
+                        ..Default::default()
+                    };
                     built.push(Layer::Conv(nn::conv2d(&p / built.len(), cin, cout, 3, cfg)));
                     built.push(Layer::Relu);
                     cin = cout;

@@ -43,20 +43,26 @@ fn content_hash(files: &[&str]) -> u64 {
 pub fn parity_fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let scripts = ["scripts/reference/parity_fixtures.py", "scripts/reference/promptir_ref.py"];
-        let dir =
-            repo().join(format!("target/test-fixtures/parity-{:016x}", content_hash(&scripts)));
-        let done = dir.join(".complete");
-        if !done.exists() {
-            let tmp = dir.with_extension("partial");
-            let _ = std::fs::remove_dir_all(&tmp);
-            run_python(&[scripts[0], tmp.to_str().unwrap()]);
-            std::fs::write(tmp.join(".complete"), b"").unwrap();
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(&tmp, &dir).unwrap();
-        }
-        dir
+        fixtures(
+            "parity",
+            &["scripts/reference/parity_fixtures.py", "scripts/reference/promptir_ref.py"],
+        )
     })
+}
+
+/// `target/test-fixtures/<name>-<hash of the scripts>`, written once by `scripts[0] DIR`
+/// (through a temp folder, so an interrupted run never leaves half a set).
+fn fixtures(name: &str, scripts: &[&str]) -> PathBuf {
+    let dir = repo().join(format!("target/test-fixtures/{name}-{:016x}", content_hash(scripts)));
+    if !dir.join(".complete").exists() {
+        let tmp = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        run_python(&[scripts[0], tmp.to_str().unwrap()]);
+        std::fs::write(tmp.join(".complete"), b"").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).unwrap();
+    }
+    dir
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -69,18 +75,10 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 pub fn loss_metrics_fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let scripts = ["scripts/reference/loss_metrics_ref.py", "scripts/export_vgg16.py"];
-        let dir = repo()
-            .join(format!("target/test-fixtures/loss-metrics-{:016x}", content_hash(&scripts)));
-        if !dir.join(".complete").exists() {
-            let tmp = dir.with_extension("partial");
-            let _ = std::fs::remove_dir_all(&tmp);
-            run_python(&[scripts[0], tmp.to_str().unwrap()]);
-            std::fs::write(tmp.join(".complete"), b"").unwrap();
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(&tmp, &dir).unwrap();
-        }
-        dir
+        fixtures(
+            "loss-metrics",
+            &["scripts/reference/loss_metrics_ref.py", "scripts/export_vgg16.py"],
+        )
     })
 }
 
@@ -158,4 +156,15 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<u64>> 
     let mut out = std::collections::BTreeMap::new();
     walk(dir, dir, &mut out);
     out
+}
+
+/// A random tiny checkpoint (seeded) at `dir/name`.
+pub fn checkpoint_at(dir: &Path, name: &str, seed: u64) -> PathBuf {
+    use promptir::model::{ModelConfig, PromptIr};
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let cfg = ModelConfig::tiny();
+    let _model = PromptIr::seeded(&vs.root(), &cfg, seed);
+    let path = dir.join(name);
+    promptir::io::save_model(&vs, &promptir::io::CheckpointMeta::new(cfg), &path).unwrap();
+    path
 }

@@ -4,27 +4,16 @@
 //! user errors.
 
 use promptir::data::{scan_pairs, split};
-use promptir::io as checkpoint;
 use promptir::io::RgbImage;
 use promptir::io::{panel, stack};
-use promptir::model::{ModelConfig, PromptIr};
 use promptir::train::{train, TrainArgs};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use tch::{nn, Device};
 
-/// A random tiny checkpoint (seeded) at `dir/name`.
-fn checkpoint_at(dir: &Path, name: &str, seed: u64) -> PathBuf {
-    let vs = nn::VarStore::new(Device::Cpu);
-    let cfg = ModelConfig::tiny();
-    let _model = PromptIr::seeded(&vs.root(), &cfg, seed);
-    let path = dir.join(name);
-    checkpoint::save_model(&vs, &checkpoint::CheckpointMeta::new(cfg.clone()), &path).unwrap();
-    path
-}
+use crate::common::checkpoint_at;
 
 /// (name, height, width, type) of the synthetic test set; sizes not multiples of 8 on purpose.
 const TEST: [(&str, usize, usize, &str); 5] = [

@@ -6,22 +6,14 @@ use promptir::infer::Restore;
 use promptir::infer::Tiled;
 use promptir::io as checkpoint;
 use promptir::io::{to_u8_chw, RgbImage};
-use promptir::model::{ModelConfig, PromptIr};
+use promptir::model::PromptIr;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
-use tch::{nn, Device, Tensor};
+use tch::{Device, Tensor};
 
-/// A random tiny checkpoint (seeded) at `dir/name`.
-fn checkpoint_at(dir: &Path, name: &str, seed: u64) -> PathBuf {
-    let vs = nn::VarStore::new(Device::Cpu);
-    let cfg = ModelConfig::tiny();
-    let _model = PromptIr::seeded(&vs.root(), &cfg, seed);
-    let path = dir.join(name);
-    checkpoint::save_model(&vs, &checkpoint::CheckpointMeta::new(cfg.clone()), &path).unwrap();
-    path
-}
+use crate::common::checkpoint_at;
 
 /// Deterministic noise images (`name`, height, width) in `dir`; jpg names are JPEG-encoded.
 fn images_at(dir: &Path, specs: &[(&str, usize, usize)]) {

@@ -97,9 +97,9 @@ pub(super) fn trees(
         let col = pal.foliage.map(|v| (v * rng.gen_range(0.8..1.3)).min(1.0));
         let trunk_h = r * rng.gen_range(0.6..1.2);
         if rng.gen::<f32>() < conifers {
-            conifer(cv, &n, (tx, ty), r, trunk_h * 0.5, col, light_x);
+            conifer(cv, &n, Tree { base: (tx, ty), r, trunk_h: trunk_h * 0.5, col }, light_x);
         } else {
-            round_tree(cv, &n, (tx, ty), r, trunk_h, col, light_x);
+            round_tree(cv, &n, Tree { base: (tx, ty), r, trunk_h, col }, light_x);
         }
     }
 }
@@ -119,16 +119,19 @@ fn trunk(cv: &mut Canvas, (tx, ty): (f32, f32), top: f32, half_w: f32, light_x: 
     }
 }
 
-/// A broadleaf tree: trunk plus a lumpy sphere-shaded crown.
-fn round_tree(
-    cv: &mut Canvas,
-    n: &Noise,
-    (tx, ty): (f32, f32),
+/// Where a tree stands and how it looks.
+struct Tree {
+    /// The trunk's foot.
+    base: (f32, f32),
+    /// Crown radius.
     r: f32,
     trunk_h: f32,
     col: Rgb,
-    light_x: f32,
-) {
+}
+
+/// A broadleaf tree: trunk plus a lumpy sphere-shaded crown.
+fn round_tree(cv: &mut Canvas, n: &Noise, tree: Tree, light_x: f32) {
+    let Tree { base: (tx, ty), r, trunk_h, col } = tree;
     let s = cv.w as f32;
     let (cx, cy) = (tx, ty - trunk_h - r * 0.8);
     trunk(cv, (tx, ty), cy, (r * 0.09).max(0.4), light_x);
@@ -156,15 +159,8 @@ fn round_tree(
 }
 
 /// A conifer: three stacked triangles, the side away from the sun darker.
-fn conifer(
-    cv: &mut Canvas,
-    n: &Noise,
-    (tx, ty): (f32, f32),
-    r: f32,
-    trunk_h: f32,
-    col: Rgb,
-    light_x: f32,
-) {
+fn conifer(cv: &mut Canvas, n: &Noise, tree: Tree, light_x: f32) {
+    let Tree { base: (tx, ty), r, trunk_h, col } = tree;
     let s = cv.w as f32;
     let base = ty - trunk_h;
     trunk(cv, (tx, ty), base - r, (r * 0.08).max(0.4), light_x);
