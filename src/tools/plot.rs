@@ -73,7 +73,43 @@ fn range(v: impl Iterator<Item = f64>, from_zero: bool) -> Option<(f64, f64)> {
     Some((if from_zero && lo >= 0.0 { lo } else { lo - pad }, hi + pad))
 }
 
-fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, p: &Panel) -> Result<()> {
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// The legend as rows of `--- name` entries above the chart (inside it, it would hide the
+/// points a curve ends on).
+fn draw_legend(area: &Area<'_>, series: &[&Series]) -> Result<()> {
+    let text = (FONT, 16).into_font().color(&rgb(BLACK));
+    let (w, _) = area.dim_in_pixel();
+    let (mut x, mut y) = (12i32, 12i32);
+    for s in series {
+        let (tw, _) = area.estimate_text_size(&s.name, &text).map_err(plot_err)?;
+        let entry = 36 + tw as i32 + 20;
+        if x > 12 && x + entry > w as i32 {
+            (x, y) = (12, y + 22);
+        }
+        let line = ShapeStyle::from(&rgb(s.color)).stroke_width(3);
+        area.draw(&PathElement::new(vec![(x, y), (x + 28, y)], line)).map_err(plot_err)?;
+        area.draw_text(&s.name, &text, (x + 36, y - 8)).map_err(plot_err)?;
+        x += entry;
+    }
+    Ok(())
+}
+
+/// Rows the legend of `series` needs in `width` pixels (estimated from the font size, to lay
+/// the panel out before drawing).
+fn legend_rows(series: &[&Series], width: u32) -> u32 {
+    let (mut rows, mut x) = (1u32, 12u32);
+    for s in series {
+        let entry = 36 + 9 * s.name.chars().count() as u32 + 20;
+        if x > 12 && x + entry > width {
+            (rows, x) = (rows + 1, 12);
+        }
+        x += entry;
+    }
+    rows
+}
+
+fn draw_panel(area: &Area<'_>, p: &Panel) -> Result<()> {
     let xs = p.series.iter().flat_map(|s| s.points.iter().filter(|q| q.1.is_finite()).map(|q| q.0));
     let ys = p.series.iter().flat_map(|s| s.points.iter().map(|q| q.1));
     let (Some(x), Some(y)) = (range(xs, true), range(ys, false)) else {
@@ -84,8 +120,15 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, p: &Panel) -> Result
         area.draw_text("no data", &style, (w as i32 / 2 - 40, h as i32 / 2)).map_err(plot_err)?;
         return Ok(());
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(&p.title, (FONT, 22).into_font().color(&rgb(BLACK)))
+    let area =
+        area.titled(&p.title, (FONT, 22).into_font().color(&rgb(BLACK))).map_err(plot_err)?;
+    // Only series with a point to show get a legend entry.
+    let named: Vec<&Series> =
+        p.series.iter().filter(|s| s.points.iter().any(|q| q.1.is_finite())).collect();
+    let legend_h = 10 + 22 * legend_rows(&named, area.dim_in_pixel().0);
+    let (legend, plot) = area.split_vertically(legend_h);
+    draw_legend(&legend, &named)?;
+    let mut chart = ChartBuilder::on(&plot)
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(72)
@@ -114,25 +157,14 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, p: &Panel) -> Result
             }
         }
         let style = ShapeStyle::from(&color).stroke_width(3);
-        let mut labelled = false;
         for run in runs.into_iter().filter(|r| !r.is_empty()) {
-            let drawn = chart.draw_series(LineSeries::new(run, style)).map_err(plot_err)?;
-            if !labelled {
-                drawn
-                    .label(&s.name)
-                    .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 24, ly)], style));
-                labelled = true;
-            }
+            // A marker on every point, so a run validated once still shows.
+            let dots = run.iter().map(|&p| Circle::new(p, 4, color.filled()));
+            chart.draw_series(dots).map_err(plot_err)?;
+            chart.draw_series(LineSeries::new(run, style)).map_err(plot_err)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(text)
-        .background_style(WHITE.mix(0.85))
-        .border_style(rgb(BLACK))
-        .draw()
-        .map_err(plot_err)
+    Ok(())
 }
 
 /// Draws `panels` side by side on a white `width x height` image.
