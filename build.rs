@@ -15,6 +15,26 @@ fn main() {
     }
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-ltorch");
+    native();
+}
+
+/// `csrc/native.cpp`, against the headers of the libtorch torch-sys links (and with its ABI).
+fn native() {
+    println!("cargo:rerun-if-changed=csrc/native.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys gives its libtorch folder");
+    let include = std::path::Path::new(&lib).join("../include");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/native.cpp")
+        .include(&include)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        // libtorch's headers warn under -Wall; our file is small enough to read.
+        .warnings(false)
+        .compile("promptir_native");
 }
 
 /// `PROMPTIR_GIT_COMMIT`: the checked-out commit (uncommitted changes are not marked), rerun

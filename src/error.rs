@@ -18,6 +18,9 @@ pub enum Error {
     /// Only the first line: libtorch appends a C++ stack trace to its messages.
     #[error("libtorch: {}", first_line(.0))]
     Torch(#[from] tch::TchError),
+    /// An exception from libtorch caught in the native layer (`csrc/native.cpp`).
+    #[error("libtorch (native layer): {0}")]
+    Native(String),
 }
 
 fn first_line(e: &tch::TchError) -> String {

@@ -4,7 +4,9 @@
 //!
 //! The map, lower layers first (each folder depends only on the ones above it in this list,
 //! the `promptir` binary's commands in `src/cli/` only on the library):
-//! - [`device`], [`runtime`]: device selection and `doctor`; process-wide allocator settings.
+//! - [`device`], [`runtime`]: device selection and `doctor`; process-wide allocator settings;
+//!   [`native`]: the libtorch calls tch does not bind (`csrc/native.cpp`: autocast dtypes, fused
+//!   AdamW, AMP unscaling).
 //! - [`model`]: the network, one struct per upstream block, fields named as in PyTorch.
 //! - [`io`]: atomic writes, images, safetensors and checkpoints with their provenance,
 //!   importing official weights, TensorBoard event files.
@@ -27,6 +29,7 @@ pub mod eval;
 pub mod infer;
 pub mod io;
 pub mod model;
+pub mod native;
 pub mod runtime;
 pub mod tools;
 pub mod train;

@@ -77,13 +77,27 @@ pub enum ScheduleUnit {
     Step,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The forward pass's precision. Weights, the loss and the optimizer stay fp32 in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
     Fp32,
-    /// CUDA only: fp16 autocast for the forward pass with dynamic loss scaling (weights, loss
-    /// and optimiser stay fp32). tch's autocast has no bf16 switch, hence fp16 + a scaler.
+    /// Autocast in bfloat16 (fp32's range, so no loss scaling): the natural choice on current
+    /// GPUs; on CPU too.
+    Bf16,
+    /// Autocast in float16 with dynamic loss scaling (`GradScaler`'s policy, kept on the device).
     Fp16,
+}
+
+/// Which AdamW implementation steps the weights (both save the same state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// libtorch's fused kernel (CPU and CUDA), as `torch.optim.AdamW(fused=True)`.
+    #[default]
+    Fused,
+    /// The per-parameter Rust implementation, bitwise equal to `torch.optim.AdamW` on CPU.
+    Reference,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +123,7 @@ pub struct TrainConfig {
     /// Clip the global gradient norm to this value.
     pub grad_clip: Option<f64>,
     pub precision: Precision,
+    pub optimizer: OptimizerKind,
     /// Validate every N epochs (and after the last one).
     pub val_every: usize,
     /// Also keep `epoch_N.safetensors` every N epochs (0 = never).
@@ -137,6 +152,7 @@ impl Default for TrainConfig {
             schedule_unit: ScheduleUnit::Epoch,
             grad_clip: None,
             precision: Precision::Fp32,
+            optimizer: OptimizerKind::Fused,
             val_every: 5,
             save_every: 50,
             log_every: 50,

@@ -2,7 +2,7 @@
 //! GDFN feed-forward, the transformer block, patch embedding and the 2x resamplers.
 
 use super::{conv, is_channels_last, LayerNormType};
-use tch::{nn, nn::Module, Tensor};
+use tch::{nn, nn::Module, Kind, Tensor};
 
 /// Per-pixel LayerNorm over channels (upstream `LayerNorm` holding a `body`), eps 1e-5.
 #[derive(Debug)]
@@ -79,12 +79,24 @@ impl Module for Attention {
         // unbind, not three selects: its backward writes one gradient tensor instead of
         // zero-filling a full-size one per part and summing them.
         let [q, k, v]: [Tensor; 3] = parts.unbind(1).try_into().expect("three parts");
-        // normalize(q) @ normalize(k)^T = (q @ k^T) / (|q| |k|^T), with F.normalize's
-        // max(|x|, 1e-12): the norms scale a (c x c) matrix instead of two feature maps.
         let norm =
             |t: &Tensor| t.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
-        let scale = norm(&q) * norm(&k).transpose(-2, -1);
-        let attn = (q.matmul(&k.transpose(-2, -1)) / scale * &self.temperature).softmax(-1, None);
+        let attn = if q.kind() == Kind::Float {
+            // normalize(q) @ normalize(k)^T = (q @ k^T) / (|q| |k|^T), with F.normalize's
+            // max(|x|, 1e-12): the norms scale a (c x c) matrix instead of two feature maps.
+            let scale = norm(&q) * norm(&k).transpose(-2, -1);
+            (q.matmul(&k.transpose(-2, -1)) / scale * &self.temperature).softmax(-1, None)
+        } else {
+            // Half/bf16 (autocast): q @ k^T sums h*w products before the division, and at
+            // 224x224 its entries pass fp16's 65,504 (all-NaN output). Normalised first in
+            // fp32, as upstream does, the logits stay within +-1 whatever the matmul dtype.
+            let unit = |t: &Tensor| {
+                let t = t.to_kind(Kind::Float);
+                &t / norm(&t)
+            };
+            let logits = unit(&q).matmul(&unit(&k).transpose(-2, -1)).to_kind(Kind::Float);
+            (logits * &self.temperature).softmax(-1, Kind::Float).to_kind(v.kind())
+        };
         // project_out(attn @ v) = (W blockdiag(attn)) @ v: one GEMM over the pixels instead of
         // two. m[b, o, head*c + j] = sum_i W[o, head*c + i] attn[b, head, i, j].
         let wp = self.project_out.ws.view([c, heads, ch]).transpose(0, 1);

@@ -1,16 +1,20 @@
-//! AdamW in Rust over tch tensors, with PyTorch's semantics (`torch.optim.AdamW`, amsgrad off).
+//! AdamW with PyTorch's semantics (`torch.optim.AdamW`, amsgrad off), its state kept in Rust.
 //!
 //! tch's `nn::Optimizer` keeps its moments inside libtorch with no way to save them, so a resumed
 //! run would restart them from zero. Here they live in Rust, keyed by parameter name, and travel
 //! through [`AdamW::state_tensors`] / [`AdamW::load_state`] (a safetensors file), so a resumed run
-//! continues exactly where it stopped.
-//!
-//! Per parameter with a gradient, in PyTorch's order (`_single_tensor_adam`):
-//! `p *= 1 - lr*wd; m = lerp(m, g, 1-b1); v = b2*v + (1-b2)*g^2;
-//! p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)`, with `t` counted per parameter.
+//! continues exactly where it stopped, whichever implementation steps it:
+//! - [`OptimizerKind::Fused`]: libtorch's `_fused_adamw_` kernel (CPU and CUDA) over all
+//!   parameters at once, through the native layer, as `AdamW(fused=True)` runs it; the fp16
+//!   skip (`found_inf`) happens on the device.
+//! - [`OptimizerKind::Reference`]: per parameter in PyTorch's order (`_single_tensor_adam`):
+//!   `p *= 1 - lr*wd; m = lerp(m, g, 1-b1); v = b2*v + (1-b2)*g^2;
+//!   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)`, with `t` counted per parameter;
+//!   bitwise equal to `torch.optim.AdamW` on CPU (tests/it/optim.rs).
 
-use crate::config::TrainConfig;
+use crate::config::{OptimizerKind, TrainConfig};
 use crate::io::TensorFile;
+use crate::native::{self, AdamWStep};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use tch::{nn, COptimizer, Kind, Tensor};
@@ -19,12 +23,29 @@ const EXP_AVG: &str = "exp_avg";
 const EXP_AVG_SQ: &str = "exp_avg_sq";
 const STEP: &str = "step";
 
+/// Steps a parameter took (PyTorch's per-parameter `state["step"]`): counted on the host by
+/// the reference step (its bias corrections need the number), on the device by the fused kernel.
+enum StepCount {
+    Host(i64),
+    /// A 0-d float32 tensor on the parameter's device, as `AdamW(fused=True)` keeps it.
+    Device(Tensor),
+}
+
+impl StepCount {
+    /// The count (a host sync for a device count).
+    fn value(&self) -> i64 {
+        match self {
+            StepCount::Host(n) => *n,
+            StepCount::Device(t) => f64::try_from(t).map_or(0, |v| v as i64),
+        }
+    }
+}
+
 /// Moments of one parameter, created at its first step with a gradient (as PyTorch does).
 struct Moments {
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    /// Steps this parameter took (PyTorch's per-parameter `state["step"]`).
-    step: i64,
+    step: StepCount,
 }
 
 struct Param {
@@ -39,6 +60,7 @@ pub struct AdamW {
     betas: [f64; 2],
     eps: f64,
     weight_decay: f64,
+    kind: OptimizerKind,
     /// Used only for `zero_grad`: libtorch's `Optimizer::zero_grad` sets gradients to undefined
     /// (PyTorch's `set_to_none=True`), which tch's `Tensor::zero_grad` cannot do. A parameter
     /// left out of a backward pass then keeps no gradient and is skipped, as in PyTorch.
@@ -47,7 +69,13 @@ pub struct AdamW {
 
 impl AdamW {
     /// Tracks every variable of `vs` (variables added later are not tracked).
-    pub fn new(vs: &nn::VarStore, betas: [f64; 2], eps: f64, weight_decay: f64) -> Result<Self> {
+    pub fn new(
+        vs: &nn::VarStore,
+        kind: OptimizerKind,
+        betas: [f64; 2],
+        eps: f64,
+        weight_decay: f64,
+    ) -> Result<Self> {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let mut grad_reset = COptimizer::sgd(0.0, 0.0, 0.0, 0.0, false)?;
@@ -56,12 +84,16 @@ impl AdamW {
         }
         let params =
             vars.into_iter().map(|(name, tensor)| Param { name, tensor, state: None }).collect();
-        Ok(AdamW { params, betas, eps, weight_decay, grad_reset })
+        Ok(AdamW { params, betas, eps, weight_decay, kind, grad_reset })
     }
 
-    /// `train.betas`, `train.eps`, `train.weight_decay`.
+    /// `train.optimizer`, `train.betas`, `train.eps`, `train.weight_decay`.
     pub fn from_config(vs: &nn::VarStore, t: &TrainConfig) -> Result<Self> {
-        Self::new(vs, t.betas, t.eps, t.weight_decay)
+        Self::new(vs, t.optimizer, t.betas, t.eps, t.weight_decay)
+    }
+
+    pub fn kind(&self) -> OptimizerKind {
+        self.kind
     }
 
     /// Drops all gradients (they become undefined, not zero).
@@ -90,8 +122,53 @@ impl AdamW {
         total
     }
 
-    /// One AdamW step at learning rate `lr` for every parameter that has a gradient.
-    pub fn step(&mut self, lr: f64) {
+    /// One AdamW step at learning rate `lr` for every parameter that has a gradient. With
+    /// `found_inf` (fp16, fused only) a nonzero value makes the step change nothing.
+    pub fn step(&mut self, lr: f64, found_inf: Option<&Tensor>) -> Result<()> {
+        match self.kind {
+            OptimizerKind::Fused => self.step_fused(lr, found_inf),
+            OptimizerKind::Reference => {
+                assert!(found_inf.is_none(), "the reference step skips on the host");
+                self.step_reference(lr);
+                Ok(())
+            }
+        }
+    }
+
+    fn step_fused(&mut self, lr: f64, found_inf: Option<&Tensor>) -> Result<()> {
+        let _no_grad = tch::no_grad_guard();
+        let n = self.params.len();
+        let (mut ps, mut gs, mut ms, mut vs, mut ss) =
+            (Vec::with_capacity(n), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for p in &mut self.params {
+            let grad = p.tensor.grad();
+            if !grad.defined() {
+                continue;
+            }
+            let st = p.state.get_or_insert_with(|| Moments {
+                exp_avg: p.tensor.zeros_like(),
+                exp_avg_sq: p.tensor.zeros_like(),
+                step: StepCount::Host(0),
+            });
+            if let StepCount::Host(k) = st.step {
+                let t = Tensor::from(k as f32).to_device(p.tensor.device());
+                st.step = StepCount::Device(t);
+            }
+            let StepCount::Device(step) = &st.step else { unreachable!("made a device count") };
+            ps.push(p.tensor.shallow_clone());
+            gs.push(grad);
+            ms.push(st.exp_avg.shallow_clone());
+            vs.push(st.exp_avg_sq.shallow_clone());
+            ss.push(step.shallow_clone());
+        }
+        if ps.is_empty() {
+            return Ok(());
+        }
+        let hp = AdamWStep { lr, betas: self.betas, weight_decay: self.weight_decay, eps: self.eps };
+        native::fused_adamw(&ps, &gs, &ms, &vs, &ss, hp, None, found_inf)
+    }
+
+    fn step_reference(&mut self, lr: f64) {
         let _no_grad = tch::no_grad_guard();
         let [b1, b2] = self.betas;
         for p in &mut self.params {
@@ -102,16 +179,17 @@ impl AdamW {
             let st = p.state.get_or_insert_with(|| Moments {
                 exp_avg: p.tensor.zeros_like(),
                 exp_avg_sq: p.tensor.zeros_like(),
-                step: 0,
+                step: StepCount::Host(0),
             });
-            st.step += 1;
+            let t = st.step.value() + 1;
+            st.step = StepCount::Host(t);
             if self.weight_decay != 0.0 {
                 let _ = p.tensor.g_mul_scalar_(1.0 - lr * self.weight_decay);
             }
             let _ = st.exp_avg.lerp_(&grad, 1.0 - b1);
             // v*b2 + g*(g*(1-b2)) rounds like PyTorch's addcmul_(g, g, value=1-b2).
             let _ = st.exp_avg_sq.g_mul_scalar_(b2).addcmul_(&grad, &(&grad * (1.0 - b2)));
-            let t = st.step as f64;
+            let t = t as f64;
             let step_size = lr / (1.0 - b1.powf(t));
             let bias_correction2_sqrt = (1.0 - b2.powf(t)).powf(0.5);
             let denom = (st.exp_avg_sq.sqrt() / bias_correction2_sqrt).g_add_scalar_(self.eps);
@@ -125,9 +203,10 @@ impl AdamW {
         self.params.iter().map(|p| p.tensor.grad()).filter(Tensor::defined).collect()
     }
 
-    /// The largest per-parameter step count (0 before the first step).
+    /// The largest per-parameter step count (0 before the first step; a host sync per
+    /// parameter after fused steps).
     pub fn step_count(&self) -> i64 {
-        self.params.iter().filter_map(|p| p.state.as_ref().map(|s| s.step)).max().unwrap_or(0)
+        self.params.iter().filter_map(|p| p.state.as_ref().map(|s| s.step.value())).max().unwrap_or(0)
     }
 
     /// The optimiser state as named tensors for a safetensors file: `<prefix>exp_avg.<param>`,
@@ -140,7 +219,7 @@ impl AdamW {
                 let name = |what: &str| format!("{prefix}{what}.{}", p.name);
                 out.push((name(EXP_AVG), s.exp_avg.shallow_clone()));
                 out.push((name(EXP_AVG_SQ), s.exp_avg_sq.shallow_clone()));
-                out.push((name(STEP), Tensor::from_slice(&[s.step]).reshape([])));
+                out.push((name(STEP), Tensor::from_slice(&[s.step.value()]).reshape([])));
             }
         }
         out
@@ -202,6 +281,7 @@ impl AdamW {
                 return Err(bad(format!("{s}: expected one int64 step count")));
             }
             let step = i64::try_from(&step_t.reshape([]))?;
+            let step = StepCount::Host(step);
             loaded.push((idx, Moments { exp_avg: moment(&m)?, exp_avg_sq: moment(&v)?, step }));
         }
         for p in &mut self.params {
@@ -236,9 +316,9 @@ mod tests {
         // p=1, g=0.5, lr=0.1, wd=0.1, betas (0.9, 0.999): decay to 0.99; m̂ = 0.5, v̂ = 0.25,
         // so the update is lr * 0.5 / (0.5 + eps) = 0.1 and p = 0.89.
         let vs = store(&[("a", 1.0)]);
-        let mut opt = AdamW::new(&vs, [0.9, 0.999], 1e-8, 0.1).unwrap();
+        let mut opt = AdamW::new(&vs, OptimizerKind::Reference, [0.9, 0.999], 1e-8, 0.1).unwrap();
         (&vs.variables()["a"] * 0.5).sum(Kind::Float).backward();
-        opt.step(0.1);
+        opt.step(0.1, None).unwrap();
         assert!((value(&vs, "a") - 0.89).abs() < 1e-6, "{}", value(&vs, "a"));
         assert_eq!(opt.step_count(), 1);
     }
@@ -246,14 +326,14 @@ mod tests {
     #[test]
     fn zero_grad_drops_gradients_and_gradless_params_stay_put() {
         let vs = store(&[("a", 1.0), ("b", 2.0)]);
-        let mut opt = AdamW::new(&vs, [0.9, 0.999], 1e-8, 0.5).unwrap();
+        let mut opt = AdamW::new(&vs, OptimizerKind::Reference, [0.9, 0.999], 1e-8, 0.5).unwrap();
         let vars = vs.variables();
         (&vars["a"] * 3.0).sum(Kind::Float).backward();
         opt.zero_grad().unwrap();
         assert!(!vars["a"].grad().defined() && !vars["b"].grad().defined());
         // Only `a` is in this loss: `b` must see neither the update nor the weight decay.
         (&vars["a"] * 3.0).sum(Kind::Float).backward();
-        opt.step(0.01);
+        opt.step(0.01, None).unwrap();
         assert_eq!(value(&vs, "b"), 2.0);
         assert_ne!(value(&vs, "a"), 1.0);
         let names: Vec<String> = opt.state_tensors("").into_iter().map(|(n, _)| n).collect();
@@ -263,7 +343,7 @@ mod tests {
     #[test]
     fn clip_grad_norm_without_grads_is_zero() {
         let vs = store(&[("a", 1.0)]);
-        let opt = AdamW::new(&vs, [0.9, 0.999], 1e-8, 0.0).unwrap();
+        let opt = AdamW::new(&vs, OptimizerKind::Reference, [0.9, 0.999], 1e-8, 0.0).unwrap();
         assert_eq!(f64::try_from(&opt.clip_grad_norm(1.0)).unwrap(), 0.0);
     }
 }

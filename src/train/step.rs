@@ -4,12 +4,13 @@
 use super::amp::GradScaler;
 use super::loss::{Loss, LossTerms};
 use super::optim::AdamW;
-use crate::config::{Experiment, Precision};
+use crate::config::{Experiment, OptimizerKind, Precision};
 use crate::infer::Restore;
 use crate::io::ScalerState;
 use crate::model::PromptIr;
-use crate::{Error, Result};
-use tch::{nn, Device, Tensor};
+use crate::native::Autocast;
+use crate::Result;
+use tch::{nn, Device, Kind, Tensor};
 
 /// What one step did.
 #[derive(Debug)]
@@ -18,7 +19,8 @@ pub struct StepOutcome {
     pub terms: LossTerms,
     /// The global gradient norm before clipping, when `train.grad_clip` is set.
     pub grad_norm: Option<Tensor>,
-    /// fp16 only: a gradient overflowed, so the update was skipped and the scale lowered.
+    /// fp16 with the reference optimizer: a gradient overflowed, so the update was skipped and
+    /// the scale lowered. (The fused optimizer skips on the device, unseen here.)
     pub skipped: bool,
     /// The loss or the gradient norm was NaN/inf (checked only when asked); no update was made.
     pub nonfinite: bool,
@@ -30,36 +32,43 @@ pub struct TrainStep {
     pub model: PromptIr,
     pub loss: Loss,
     pub opt: AdamW,
+    pub precision: Precision,
     /// Present for `train.precision: fp16`.
     pub scaler: Option<GradScaler>,
     pub grad_clip: Option<f64>,
+    device: Device,
 }
 
 impl TrainStep {
     /// The experiment's network (seeded with `exp.seed`), loss and optimizer on `device`.
     pub fn new(exp: &Experiment, device: Device) -> Result<Self> {
-        if exp.train.precision == Precision::Fp16 && !device.is_cuda() {
-            return Err(Error::config(
-                "train.precision",
-                "fp16 needs a CUDA device; use precision: fp32 on CPU",
-            ));
-        }
         let loss = Loss::new(&exp.loss, device)?;
         let vs = nn::VarStore::new(device);
         let model = PromptIr::seeded(&vs.root(), &exp.model, exp.seed);
         let opt = AdamW::from_config(&vs, &exp.train)?;
-        let scaler = match exp.train.precision {
-            Precision::Fp32 => None,
-            Precision::Fp16 => Some(GradScaler::default()),
-        };
-        Ok(TrainStep { vs, model, loss, opt, scaler, grad_clip: exp.train.grad_clip })
+        let precision = exp.train.precision;
+        let scaler = (precision == Precision::Fp16)
+            .then(|| GradScaler::new(&ScalerState::default(), device));
+        Ok(TrainStep { vs, model, loss, opt, precision, scaler, grad_clip: exp.train.grad_clip, device })
     }
 
     /// Continues with a saved scaler state; switching precision on resume starts or drops it.
     pub fn resume_scaler(&mut self, saved: Option<ScalerState>) {
         if let (Some(scaler), Some(state)) = (&mut self.scaler, saved) {
-            *scaler = GradScaler::new(state);
+            *scaler = GradScaler::new(&state, self.device);
         }
+    }
+
+    /// The network's output, under autocast in bf16/fp16 (the output then has that dtype; the
+    /// loss upcasts it).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = match self.precision {
+            Precision::Fp32 => return Ok(self.model.restore(x)),
+            Precision::Bf16 => Kind::BFloat16,
+            Precision::Fp16 => Kind::Half,
+        };
+        let _autocast = Autocast::new(x.device(), dtype)?;
+        Ok(self.model.restore(x))
     }
 
     /// One optimizer step on the batch `x -> y` (on the model's device) at learning rate `lr`.
@@ -73,40 +82,43 @@ impl TrainStep {
         check_finite: bool,
     ) -> Result<StepOutcome> {
         self.opt.zero_grad()?;
-        let terms = match &mut self.scaler {
-            None => {
-                let terms = self.loss.compute(&self.model.restore(x), y);
-                terms.total.backward();
-                terms
-            }
+        let terms = self.loss.compute(&self.forward(x)?, y);
+        match &mut self.scaler {
+            None => terms.total.backward(),
             Some(sc) => {
-                // fp16 forward; the loss is computed in fp32 on the upcast output.
-                let terms = self.loss.compute(&tch::autocast(true, || self.model.restore(x)), y);
-                (&terms.total * sc.scale()).backward();
-                let finite = sc.unscale(&self.opt);
-                sc.update(!finite);
-                if !finite {
-                    // An overflow: skip this step (the scale was lowered), as GradScaler does.
-                    return Ok(StepOutcome {
-                        terms,
-                        grad_norm: None,
-                        skipped: true,
-                        nonfinite: false,
-                    });
-                }
-                terms
+                sc.scale_loss(&terms.total).backward();
+                sc.unscale(&self.opt)?;
+            }
+        }
+        let grad_norm = self.grad_clip.map(|c| self.opt.clip_grad_norm(c));
+        // With a scaler, overflowing gradients are expected now and then: the scaler skips
+        // them, so only the loss is checked.
+        let nonfinite = check_finite
+            && (!is_finite(&terms.total)
+                || (self.scaler.is_none() && grad_norm.as_ref().is_some_and(|n| !is_finite(n))));
+        if nonfinite {
+            return Ok(StepOutcome { terms, grad_norm, skipped: false, nonfinite });
+        }
+        let found_inf = self.scaler.as_ref().map(|s| s.found_inf().shallow_clone());
+        let skipped = match (self.opt.kind(), &found_inf) {
+            (OptimizerKind::Fused, found_inf) => {
+                self.opt.step(lr, found_inf.as_ref())?;
+                false
+            }
+            // The reference step decides on the host: one sync per step.
+            (OptimizerKind::Reference, Some(f)) if !is_zero(f) => true,
+            (OptimizerKind::Reference, _) => {
+                self.opt.step(lr, None)?;
+                false
             }
         };
-        let grad_norm = self.grad_clip.map(|c| self.opt.clip_grad_norm(c));
-        let nonfinite = check_finite
-            && (!is_finite(&terms.total) || grad_norm.as_ref().is_some_and(|n| !is_finite(n)));
-        if !nonfinite {
-            self.opt.step(lr);
+        if let Some(sc) = &mut self.scaler {
+            sc.update();
         }
-        Ok(StepOutcome { terms, grad_norm, skipped: false, nonfinite })
+        Ok(StepOutcome { terms, grad_norm, skipped, nonfinite })
     }
 
-    /// The current loss scale (fp16), for the "overflows at every step" check.
+    /// The current loss scale (fp16; a host sync), for the "overflows at every step" check.
     pub fn loss_scale(&self) -> Option<f64> {
         self.scaler.as_ref().map(GradScaler::scale)
     }
@@ -115,4 +127,8 @@ impl TrainStep {
 /// Whether a 0-d tensor is finite (a host sync).
 pub(crate) fn is_finite(t: &Tensor) -> bool {
     f64::try_from(t.detach().to_kind(tch::Kind::Double)).is_ok_and(f64::is_finite)
+}
+
+fn is_zero(t: &Tensor) -> bool {
+    f64::try_from(t.reshape([])).is_ok_and(|v| v == 0.0)
 }

@@ -1,6 +1,7 @@
 //! AdamW and gradient clipping against torch.optim.AdamW / clip_grad_norm_
 //! (`scripts/reference/adamw_ref.py`), and resuming from saved optimizer state.
 
+use promptir::config::OptimizerKind;
 use promptir::io::{save_tensors, TensorFile};
 use promptir::train::AdamW;
 use std::collections::BTreeMap;
@@ -17,6 +18,8 @@ struct Fixture {
     eps: f64,
     wd: f64,
     max_norms: Vec<f64>,
+    fused_lrs: Vec<f64>,
+    fused_clip: f64,
 }
 
 /// The fixture file, generated under `target/test-fixtures` once per version of the script.
@@ -55,6 +58,8 @@ fn fixture() -> Fixture {
         eps: cfg["eps"].as_f64().unwrap(),
         wd: cfg["weight_decay"].as_f64().unwrap(),
         max_norms: floats("max_norms"),
+        fused_lrs: floats("fused_lrs"),
+        fused_clip: cfg["fused_clip"].as_f64().unwrap(),
         file,
     }
 }
@@ -85,7 +90,21 @@ impl Fixture {
     }
 
     fn optimizer(&self, vs: &nn::VarStore) -> AdamW {
-        AdamW::new(vs, self.betas, self.eps, self.wd).unwrap()
+        self.optimizer_of(vs, OptimizerKind::Reference)
+    }
+
+    fn optimizer_of(&self, vs: &nn::VarStore, kind: OptimizerKind) -> AdamW {
+        AdamW::new(vs, kind, self.betas, self.eps, self.wd).unwrap()
+    }
+
+    /// Steps `steps` of the clipped 10-step run (`fgrad.<k>.`, clip, step).
+    fn run_clipped(&self, vs: &nn::VarStore, opt: &mut AdamW, steps: std::ops::Range<usize>) {
+        for k in steps {
+            opt.zero_grad().unwrap();
+            self.set_grads(vs, &format!("fgrad.{k}."));
+            let _ = opt.clip_grad_norm(self.fused_clip);
+            opt.step(self.fused_lrs[k], None).unwrap();
+        }
     }
 
     /// Sets the gradients with a backward pass of sum(p * g): exactly g for each parameter that
@@ -105,7 +124,7 @@ impl Fixture {
         for k in steps {
             opt.zero_grad().unwrap();
             self.set_grads(vs, &format!("grad.{k}."));
-            opt.step(self.lrs[k]);
+            opt.step(self.lrs[k], None).unwrap();
         }
     }
 }
@@ -262,4 +281,51 @@ fn load_state_is_strict_and_names_the_file() {
     save_tensors(&path, &good, BTreeMap::new()).unwrap();
     opt.load_state(&TensorFile::open(&path).unwrap(), "").unwrap();
     assert_eq!(fingerprint(&opt), before);
+}
+
+#[test]
+fn fused_and_reference_steps_match_torch_over_ten_clipped_steps() {
+    let f = fixture();
+    let mut finals = Vec::new();
+    for (kind, torch) in [(OptimizerKind::Fused, "fused"), (OptimizerKind::Reference, "single")] {
+        let vs = f.store(|n| f.t(&format!("param0.{n}")));
+        let mut opt = f.optimizer_of(&vs, kind);
+        let mut worst = 0.0f64;
+        for k in 0..f.fused_lrs.len() {
+            f.run_clipped(&vs, &mut opt, k..k + 1);
+            worst = worst.max(max_diff(&vs, &f, &format!("{torch}.{k}.")));
+        }
+        eprintln!("{kind:?} vs torch AdamW({torch}), 10 clipped steps: max |diff| = {worst:e}");
+        assert!(worst <= 1e-6, "{kind:?}: {worst}");
+        finals.push(vs);
+    }
+    let (a, b) = (finals[0].variables(), finals[1].variables());
+    let d = f.names.iter().map(|n| crate::common::max_abs_diff(&a[n], &b[n])).fold(0.0, f64::max);
+    eprintln!("fused vs reference after 10 steps: max |diff| = {d:e}");
+    assert!(d <= 1e-6, "{d}");
+}
+
+#[test]
+fn a_run_resumes_across_the_two_implementations() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    for (first, second) in [
+        (OptimizerKind::Fused, OptimizerKind::Reference),
+        (OptimizerKind::Reference, OptimizerKind::Fused),
+    ] {
+        let vs = f.store(|n| f.t(&format!("param0.{n}")));
+        let mut opt = f.optimizer_of(&vs, first);
+        f.run_clipped(&vs, &mut opt, 0..5);
+        let path = dir.path().join("state.safetensors");
+        save_tensors(&path, &opt.state_tensors(""), BTreeMap::new()).unwrap();
+        let saved = vs.variables();
+        let resumed = f.store(|n| saved[n].detach().copy());
+        let mut opt2 = f.optimizer_of(&resumed, second);
+        opt2.load_state(&TensorFile::open(&path).unwrap(), "").unwrap();
+        assert_eq!(opt2.step_count(), opt.step_count());
+        f.run_clipped(&resumed, &mut opt2, 5..10);
+        let d = max_diff(&resumed, &f, "single.9.");
+        eprintln!("{first:?} for 5 steps, then {second:?}: max |diff| to torch = {d:e}");
+        assert!(d <= 1e-6, "{first:?} -> {second:?}: {d}");
+    }
 }

@@ -1,0 +1,216 @@
+//! Safe wrappers over `csrc/native.cpp`: the libtorch calls tch does not bind (autocast with a
+//! dtype and a device type, the fused AdamW kernel, the AMP unscale kernel). Each C function
+//! catches every C++ exception and returns its message, which becomes an `Error::Torch`-like
+//! [`Error::Native`].
+
+use crate::{Error, Result};
+use std::ffi::{c_char, c_int, CStr};
+use tch::{Device, Kind, Tensor};
+
+/// tch's tensor handle, which is an `at::Tensor*` in C++.
+type CTensor = *mut torch_sys::C_tensor;
+
+extern "C" {
+    fn promptir_free_error(err: *mut c_char);
+    fn promptir_autocast_enter(
+        device_type: c_int,
+        enabled: bool,
+        dtype: c_int,
+        prev_enabled: *mut bool,
+        prev_dtype: *mut c_int,
+    ) -> *mut c_char;
+    fn promptir_autocast_exit(device_type: c_int, prev_enabled: bool, prev_dtype: c_int)
+        -> *mut c_char;
+    fn promptir_autocast_is_enabled(device_type: c_int, out: *mut bool) -> *mut c_char;
+    fn promptir_fused_adamw(
+        params: *const CTensor,
+        grads: *const CTensor,
+        exp_avgs: *const CTensor,
+        exp_avg_sqs: *const CTensor,
+        steps: *const CTensor,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        grad_scale: CTensor,
+        found_inf: CTensor,
+    ) -> *mut c_char;
+    fn promptir_amp_unscale(
+        grads: *const CTensor,
+        n: usize,
+        found_inf: CTensor,
+        inv_scale: CTensor,
+    ) -> *mut c_char;
+}
+
+/// Turns a returned error message (owned by the C side) into an error.
+fn check(err: *mut c_char) -> Result<()> {
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null return is a NUL-terminated string malloc'ed by native.cpp, freed once here.
+    let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { promptir_free_error(err) };
+    // libtorch appends a C++ stack trace to its messages: the first line says what happened.
+    Err(Error::Native(msg.lines().next().unwrap_or("").trim_end().to_string()))
+}
+
+fn handles(ts: &[Tensor]) -> Vec<CTensor> {
+    ts.iter().map(|t| t.as_ptr() as CTensor).collect()
+}
+
+fn handle(t: Option<&Tensor>) -> CTensor {
+    t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as CTensor)
+}
+
+/// `c10::DeviceType` of a device.
+fn device_type(device: Device) -> c_int {
+    match device {
+        Device::Cpu => 0,
+        Device::Cuda(_) => 1,
+        Device::Mps => 13,
+        Device::Vulkan => 10,
+    }
+}
+
+/// `c10::ScalarType` of the two autocast dtypes.
+fn scalar_type(kind: Kind) -> Result<c_int> {
+    match kind {
+        Kind::Half => Ok(5),
+        Kind::BFloat16 => Ok(15),
+        other => Err(Error::Usage(format!("autocast runs in Half or BFloat16, not {other:?}"))),
+    }
+}
+
+/// While alive, ops on `device` run under autocast in `dtype` (as in `torch.autocast`); dropping
+/// it restores what was set before. Autocast state is per thread.
+#[must_use = "autocast ends when the guard is dropped"]
+pub struct Autocast {
+    device_type: c_int,
+    prev_enabled: bool,
+    prev_dtype: c_int,
+}
+
+impl Autocast {
+    pub fn new(device: Device, dtype: Kind) -> Result<Self> {
+        let (device_type, dtype) = (device_type(device), scalar_type(dtype)?);
+        let (mut prev_enabled, mut prev_dtype) = (false, 0);
+        // SAFETY: plain values in, two out-pointers to live locals.
+        check(unsafe {
+            promptir_autocast_enter(device_type, true, dtype, &mut prev_enabled, &mut prev_dtype)
+        })?;
+        Ok(Autocast { device_type, prev_enabled, prev_dtype })
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        // SAFETY: plain values. Restoring state cannot meaningfully fail; nothing to report in drop.
+        let _ =
+            check(unsafe { promptir_autocast_exit(self.device_type, self.prev_enabled, self.prev_dtype) });
+    }
+}
+
+/// Whether autocast is on for `device` in this thread.
+pub fn autocast_enabled(device: Device) -> bool {
+    let mut on = false;
+    // SAFETY: one out-pointer to a live local.
+    check(unsafe { promptir_autocast_is_enabled(device_type(device), &mut on) }).is_ok() && on
+}
+
+/// AdamW's hyper-parameters for one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub betas: [f64; 2],
+    pub weight_decay: f64,
+    pub eps: f64,
+}
+
+/// One fused AdamW step (libtorch's `_fused_adamw_`, CPU or CUDA) over equally long lists on one
+/// device: parameters, their gradients, moments and step counts (0-d float32 tensors, counted up
+/// here). `grad_scale` divides the gradients in the kernel; with `found_inf` nonzero nothing
+/// changes (an fp16 overflow) and the counts are taken back.
+pub fn fused_adamw(
+    params: &[Tensor],
+    grads: &[Tensor],
+    exp_avgs: &[Tensor],
+    exp_avg_sqs: &[Tensor],
+    steps: &[Tensor],
+    hp: AdamWStep,
+    grad_scale: Option<&Tensor>,
+    found_inf: Option<&Tensor>,
+) -> Result<()> {
+    let n = params.len();
+    if [grads.len(), exp_avgs.len(), exp_avg_sqs.len(), steps.len()].iter().any(|&l| l != n) {
+        return Err(Error::Native("fused_adamw: lists of different lengths".into()));
+    }
+    let (p, g, m, v, s) =
+        (handles(params), handles(grads), handles(exp_avgs), handles(exp_avg_sqs), handles(steps));
+    // SAFETY: the handle arrays hold n live tensors each and outlive the call; the optional
+    // tensors are live or null.
+    check(unsafe {
+        promptir_fused_adamw(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            s.as_ptr(),
+            n,
+            hp.lr,
+            hp.betas[0],
+            hp.betas[1],
+            hp.weight_decay,
+            hp.eps,
+            handle(grad_scale),
+            handle(found_inf),
+        )
+    })
+}
+
+/// `GradScaler.unscale_` on device: multiplies each gradient by `inv_scale` in place and sets
+/// `found_inf` (a 1-element float tensor) to 1 if any value is inf/NaN. No host sync.
+pub fn amp_unscale(grads: &[Tensor], found_inf: &Tensor, inv_scale: &Tensor) -> Result<()> {
+    let g = handles(grads);
+    // SAFETY: `g` holds live tensors and outlives the call; the two tensors are live.
+    check(unsafe {
+        promptir_amp_unscale(
+            g.as_ptr(),
+            g.len(),
+            found_inf.as_ptr() as CTensor,
+            inv_scale.as_ptr() as CTensor,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autocast_turns_on_for_its_scope_and_restores() {
+        let a = Tensor::ones([4, 4], (Kind::Float, Device::Cpu));
+        assert!(!autocast_enabled(Device::Cpu));
+        for dtype in [Kind::BFloat16, Kind::Half] {
+            let guard = Autocast::new(Device::Cpu, dtype).unwrap();
+            assert!(autocast_enabled(Device::Cpu));
+            assert_eq!(a.matmul(&a).kind(), dtype, "matmul runs in the autocast dtype");
+            drop(guard);
+            assert!(!autocast_enabled(Device::Cpu));
+            assert_eq!(a.matmul(&a).kind(), Kind::Float);
+        }
+        assert!(Autocast::new(Device::Cpu, Kind::Float).is_err());
+    }
+
+    #[test]
+    fn a_cpp_exception_comes_back_as_an_error() {
+        // Lists of tensors on different devices... here: a found_inf of the wrong dtype.
+        let g = [Tensor::ones([3], (Kind::Float, Device::Cpu))];
+        let found = Tensor::zeros([1], (Kind::Int64, Device::Cpu));
+        let inv = Tensor::ones([1], (Kind::Float, Device::Cpu));
+        let e = amp_unscale(&g, &found, &inv).unwrap_err().to_string();
+        assert!(e.starts_with("libtorch (native layer):"), "{e}");
+    }
+}
