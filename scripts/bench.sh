@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Rust port vs PyTorch eager on the same libtorch: `make bench ARGS="..."`.
+# Rust port vs PyTorch on the same libtorch: `make bench ARGS="..."`.
 #
-#   scripts/bench.sh [--config paper|tiny|FILE.yaml] [--rows "infer:256:1 train:64:1 ..."]
+#   scripts/bench.sh [--config paper|tiny|FILE.yaml] [--rows "infer:256:1 train:64:1:bf16 ..."]
 #                    [--reps N] [--iters N] [--warmup N] [--threads N] [--device cpu|cuda]
 #                    [--out FILE.jsonl]
 #
-# Each row (mode:size:batch) runs as one fresh process per implementation and repetition (peak
-# RSS is a process-lifetime peak), Rust and PyTorch interleaved, the order swapped every
-# repetition so that drifting machine load hits both alike. The table gives per-row medians over
-# all timed iterations of all repetitions, the best single iteration, Rust/PyTorch ratios, and
-# the spread of the per-repetition ratios as the noise. Raw rows go to --out.
+# A row is mode:size:batch[:precision] (mode train, infer or optim; precision fp32, bf16 or
+# fp16, default fp32). Each runs as one fresh process per implementation and repetition (peak
+# RSS is a process-lifetime peak): Rust (fused AdamW), PyTorch's modern baseline (the same
+# precision under torch.autocast, GradScaler for fp16, AdamW(fused=True)) and PyTorch plain eager
+# fp32 (torch.optim.AdamW as a user writes it), interleaved, the order rotated every repetition
+# so that drifting machine load hits all alike. The table gives per-row medians over all timed
+# iterations of all repetitions, the best single iteration, Rust/PyTorch ratios, and the spread
+# of the per-repetition ratios as the noise. Raw rows go to --out.
 # BIN (default target/release/promptir) and PYTHON (default .venv/bin/python) can be overridden.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,31 +43,42 @@ mkdir -p "$(dirname "$out")"
 common=(--iters "$iters" --warmup "$warmup" --device "$device" --json)
 [[ -n $threads ]] && common+=(--threads "$threads")
 model_json=""
-run_rust() { "$BIN" bench --config "$config" --mode "$1" --size "$2" --batch "$3" "${common[@]}"; }
-run_torch() {
+run_rust() {
+    "$BIN" bench --config "$config" --mode "$1" --size "$2" --batch "$3" --precision "$4" "${common[@]}"
+}
+run_torch() { # mode size batch precision optimizer
     local cfg=(--config "$config")
     # The reference script knows paper and tiny; other configs travel as the Rust row's model.
     [[ $config != paper && $config != tiny ]] && cfg=(--config "$config" --model-json "$model_json")
-    "$PYTHON" scripts/bench_torch.py "${cfg[@]}" --mode "$1" --size "$2" --batch "$3" "${common[@]}"
+    "$PYTHON" scripts/bench_torch.py "${cfg[@]}" --mode "$1" --size "$2" --batch "$3" \
+        --precision "$4" --optimizer "$5" "${common[@]}"
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((rep = 1; rep <= reps; rep++)); do
     for row in $rows; do
-        IFS=: read -r mode size batch <<<"$row"
-        order=(rust torch)
-        ((rep % 2 == 0)) && order=(torch rust)
-        for impl in "${order[@]}"; do
-            if [[ $impl == rust ]]; then
-                line=$(run_rust "$mode" "$size" "$batch" | tail -n1)
+        IFS=: read -r mode size batch precision <<<"$row"
+        precision=${precision:-fp32}
+        impls=(rust torch-fused torch-eager)
+        for ((k = 0; k < (rep - 1) % 3; k++)); do impls=("${impls[@]:1}" "${impls[0]}"); done
+        for impl in "${impls[@]}"; do
+            case $impl in
+            rust)
+                line=$(run_rust "$mode" "$size" "$batch" "$precision" | tail -n1)
                 model_json=$("$PYTHON" -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["model"]))' "$line")
-            else
-                [[ -z $model_json ]] && model_json=$(run_rust infer 8 1 | tail -n1 |
+                ;;
+            torch-*)
+                [[ -z $model_json ]] && model_json=$(run_rust infer 8 1 fp32 | tail -n1 |
                     "$PYTHON" -c 'import json,sys; print(json.dumps(json.loads(sys.stdin.read())["model"]))')
-                line=$(run_torch "$mode" "$size" "$batch" | tail -n1)
-            fi
-            echo "{\"rep\": $rep, \"row\": $line}" >>"$out"
-            echo "rep $rep/$reps $impl $mode ${size}x$size b$batch done" >&2
+                if [[ $impl == torch-fused ]]; then
+                    line=$(run_torch "$mode" "$size" "$batch" "$precision" fused | tail -n1)
+                else
+                    line=$(run_torch "$mode" "$size" "$batch" fp32 default | tail -n1)
+                fi
+                ;;
+            esac
+            echo "{\"rep\": $rep, \"precision\": \"$precision\", \"row\": $line}" >>"$out"
+            echo "rep $rep/$reps $impl $mode ${size}x$size b$batch $precision done" >&2
         done
     done
 done

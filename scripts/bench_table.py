@@ -1,9 +1,11 @@
 """Prints the Rust vs PyTorch table of `scripts/bench.sh` from its raw JSON-lines file.
 
-Each line is {"rep": r, "row": <a `promptir bench --json` or `bench_torch.py --json` row>}.
-Per (mode, size, batch, device): median and min over every timed iteration of every repetition,
-the Rust/PyTorch ratio of those medians and of the mins, the range of the per-repetition ratios
-of medians (the noise), images/s, and peak RSS (max over repetitions) with its ratio.
+Each line is {"rep": r, "precision": p, "row": <a `promptir bench --json` or `bench_torch.py
+--json` row>}, p the precision of the row the line was measured for. Per (mode, size, batch,
+precision, device): median and min over every timed iteration of every repetition for Rust,
+PyTorch's modern baseline (autocast + fused AdamW) and PyTorch plain eager fp32; the Rust/PyTorch
+ratios of those medians and of the mins, the range of the per-repetition ratios of medians (the
+noise), images/s, and peak RSS (max over repetitions).
 """
 import argparse
 import json
@@ -28,12 +30,43 @@ def machine():
     return f"{model}, {cores} cores"
 
 
+def slot(r):
+    """Which column a row fills: rust, pytorch-fused (the modern baseline) or pytorch-eager."""
+    if r["implementation"] == "rust":
+        return "rust"
+    return "fused" if r.get("optimizer") == "fused" else "eager"
+
+
+def stats(g, k):
+    times = [x for _, r in g[k] for x in r["times_ms"]]
+    return statistics.median(times), min(times), {rep: r["median_ms"] for rep, r in g[k]}
+
+
+def ratio_cell(g, k):
+    """Rust / column k: ratio of medians (of mins) [range of per-repetition ratios]."""
+    if not g["rust"] or not g[k]:
+        return "-"
+    (rm, rmin, rreps), (km, kmin, kreps) = stats(g, "rust"), stats(g, k)
+    per_rep = [rreps[i] / kreps[i] for i in sorted(set(rreps) & set(kreps))]
+    spread = f" [{min(per_rep):.2f}-{max(per_rep):.2f}]" if per_rep else ""
+    return f"**{rm / km:.2f}** ({rmin / kmin:.2f}){spread}"
+
+
+def time_cell(g, k):
+    if not g[k]:
+        return "-"
+    m, mn, _ = stats(g, k)
+    digits = 1 if m < 10 else 0
+    return f"{m:.{digits}f} ({mn:.{digits}f})"
+
+
 def table(lines, load=None):
-    groups = defaultdict(lambda: {"rust": [], "pytorch": []})
+    groups = defaultdict(lambda: {"rust": [], "fused": [], "eager": []})
     for entry in lines:
         r = entry["row"]
-        key = (r["mode"], r["size"], r["batch"], r["device"])
-        groups[key][r["implementation"]].append((entry["rep"], r))
+        precision = entry.get("precision", r.get("precision", "fp32"))
+        key = (r["mode"], r["size"], r["batch"], precision, r["device"])
+        groups[key][slot(r)].append((entry["rep"], r))
     first = lines[0]["row"]
     out = [
         f"machine: {machine()}; threads: {first['threads']}; config: {first['config']} "
@@ -43,34 +76,29 @@ def table(lines, load=None):
         out.append(f"load average (1/5/15 min) before: {load[0]}; after: {load[1]}")
     out += [
         "",
-        "| mode | size | batch | device | Rust median ms (min) | PyTorch median ms (min) "
-        "| ratio median (min) [per-rep range] | Rust img/s | Rust peak RSS MiB | PyTorch peak RSS MiB "
-        "| RSS ratio | Rust layout |",
+        "| mode | size | batch | precision | device | Rust ms median (min) "
+        "| PyTorch fused AdamW (+ autocast) ms | Rust / that [per-rep] | PyTorch eager fp32 ms "
+        "| Rust / that [per-rep] | Rust img/s | peak RSS MiB Rust / fused / eager |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (mode, size, batch, device), g in sorted(groups.items(), key=lambda kv: (kv[0][0] != "infer", kv[0][1:])):
-        if not g["rust"] or not g["pytorch"]:
+    order = {"infer": 0, "train": 1, "optim": 2}
+    for key, g in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 3), kv[0][1:])):
+        mode, size, batch, precision, device = key
+        if not g["rust"]:
             continue
-        t = {k: [x for _, r in g[k] for x in r["times_ms"]] for k in g}
-        med = {k: statistics.median(v) for k, v in t.items()}
-        mn = {k: min(v) for k, v in t.items()}
-        rss = {k: max(r["peak_rss_mib"] for _, r in g[k]) for k in g}
-        by_rep = {k: {rep: r["median_ms"] for rep, r in g[k]} for k in g}
-        reps = sorted(set(by_rep["rust"]) & set(by_rep["pytorch"]))
-        per_rep = [by_rep["rust"][i] / by_rep["pytorch"][i] for i in reps]
-        layout = ",".join(sorted({r.get("layout", "?") for _, r in g["rust"]}))
+        rss = {k: (f"{max(r['peak_rss_mib'] for _, r in g[k]):.0f}" if g[k] else "-") for k in g}
+        rust_median = stats(g, "rust")[0]
         out.append(
-            f"| {mode} | {size}x{size} | {batch} | {device} "
-            f"| {med['rust']:.0f} ({mn['rust']:.0f}) | {med['pytorch']:.0f} ({mn['pytorch']:.0f}) "
-            f"| **{med['rust'] / med['pytorch']:.2f}** ({mn['rust'] / mn['pytorch']:.2f}) "
-            f"[{min(per_rep):.2f}-{max(per_rep):.2f}] "
-            f"| {batch * 1e3 / med['rust']:.2f} | {rss['rust']:.0f} | {rss['pytorch']:.0f} "
-            f"| {rss['rust'] / rss['pytorch']:.2f} | {layout} |"
+            f"| {mode} | {size}x{size} | {batch} | {precision} | {device} | {time_cell(g, 'rust')} "
+            f"| {time_cell(g, 'fused')} | {ratio_cell(g, 'fused')} "
+            f"| {time_cell(g, 'eager')} | {ratio_cell(g, 'eager')} "
+            f"| {batch * 1e3 / rust_median:.2f} | {rss['rust']} / {rss['fused']} / {rss['eager']} |"
         )
     n = {len(g["rust"]) for g in groups.values()}
     out.append("")
     out.append(f"{max(n)} repetition(s) per row, each a fresh process per implementation; "
-               f"{first['iters']} timed iterations after {first['warmup']} warm-up each.")
+               f"{first['iters']} timed iterations after {first['warmup']} warm-up each. "
+               "The eager column is fp32 whatever the row's precision.")
     return "\n".join(out)
 
 

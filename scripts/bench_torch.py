@@ -2,7 +2,12 @@
 reference model (scripts/reference/promptir_ref.py, the official forward op for op), with the
 same libtorch, and the same JSON-lines output schema.
 
-    .venv/bin/python scripts/bench_torch.py --config paper --size 64,128 --mode both --json
+    .venv/bin/python scripts/bench_torch.py --config paper --size 64,128 --mode train,infer --json
+
+Two baselines: `--optimizer default` is torch.optim.AdamW as a user writes it (plain eager),
+`--optimizer fused` the modern one, AdamW(fused=True), with `--precision bf16|fp16` under
+torch.autocast (and a GradScaler for fp16), the loss computed in fp32 on the upcast output as
+the Rust side does.
 
 Several rows run each in a fresh child process, since peak RSS (VmHWM) and the CUDA caching
 allocator's reservation are process-lifetime peaks.
@@ -28,7 +33,9 @@ def parse_args(argv=None):
                     help="a model config as JSON (the `model` field of a `promptir bench --json` row)")
     ap.add_argument("--size", default="64,128,256")
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--mode", default="both", choices=["train", "infer", "both"])
+    ap.add_argument("--mode", default="train,infer", help="train, infer, optim, comma-separated")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--optimizer", default="default", choices=["default", "fused"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
@@ -97,35 +104,49 @@ def run_row(args, mode, size):
     target = torch.rand(shape, device=device)
     base_rss = proc_status_mib("VmRSS:")
 
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+
+    def forward():
+        if dtype is None:
+            return net(x)
+        with torch.autocast(device.type, dtype=dtype):
+            return net(x)
+
+    # torch's defaults otherwise, as a user would write it (betas, eps, weight decay 0.01).
+    opt = torch.optim.AdamW(net.parameters(), lr=LR, fused=args.optimizer == "fused" or None)
+    scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
+
+    def train_step():
+        opt.zero_grad()
+        loss = torch.nn.functional.l1_loss(forward().float(), target)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
     times = []
+    faults0 = cpu0 = 0
     if mode == "infer":
         net.eval()
-        with torch.no_grad():
-            for i in range(args.warmup + args.iters):
-                if i == args.warmup:
-                    faults0, cpu0 = minor_faults(), cpu_ms()
-                t0 = time.perf_counter()
-                y = net(x)
-                if cuda:
-                    torch.cuda.synchronize(device)
-                del y
-                if i >= args.warmup:
-                    times.append((time.perf_counter() - t0) * 1e3)
+        step, ctx = (lambda: forward()), torch.no_grad()
+    elif mode == "optim":
+        net.train()
+        train_step()  # gradients of one step stay in place; the step alone is timed
+        step, ctx = opt.step, torch.no_grad()
     else:
         net.train()
-        # torch's defaults, as a user would write it (betas, eps, weight decay 0.01 equal tch's).
-        opt = torch.optim.AdamW(net.parameters(), lr=LR)
+        step, ctx = train_step, torch.enable_grad()
+    with ctx:
         for i in range(args.warmup + args.iters):
             if i == args.warmup:
                 faults0, cpu0 = minor_faults(), cpu_ms()
             t0 = time.perf_counter()
-            opt.zero_grad()
-            loss = torch.nn.functional.l1_loss(net(x), target)
-            loss.backward()
-            opt.step()
+            step()
             if cuda:
                 torch.cuda.synchronize(device)
-            del loss
             if i >= args.warmup:
                 times.append((time.perf_counter() - t0) * 1e3)
 
@@ -141,6 +162,8 @@ def run_row(args, mode, size):
         device=str(device),
         threads=torch.get_num_threads(),
         layout="contiguous",
+        precision=args.precision,
+        optimizer=args.optimizer,
         iters=args.iters,
         warmup=args.warmup,
         median_ms=statistics.median(times),
@@ -165,7 +188,7 @@ def run_row(args, mode, size):
 def main():
     args = parse_args()
     sizes = [int(s) for s in args.size.split(",")]
-    modes = ["train", "infer"] if args.mode == "both" else [args.mode]
+    modes = args.mode.split(",")
     rows = [(s, m) for s in sizes for m in modes]
     if len(rows) == 1:
         results = [run_row(args, rows[0][1], rows[0][0])]
@@ -174,6 +197,7 @@ def main():
         for size, mode in rows:
             cmd = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--size", str(size),
                    "--batch", str(args.batch), "--mode", mode, "--device", args.device,
+                   "--precision", args.precision, "--optimizer", args.optimizer,
                    "--iters", str(args.iters), "--warmup", str(args.warmup), "--json"]
             if args.model_json:
                 cmd += ["--model-json", args.model_json]

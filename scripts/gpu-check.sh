@@ -4,16 +4,21 @@
 # Checks a built promptir binary on a CUDA machine and writes everything to OUTDIR:
 #   doctor.txt          `promptir doctor` (libtorch, CUDA, cuDNN, threads)
 #   env.txt             the python/torch used for the PyTorch rows, nvidia-smi, git commit
-#   bench.jsonl/.md     Rust vs PyTorch eager, paper config: training step at 128x128 batch 8 and
-#                       inference at 256x256 (scripts/bench.sh rows, Rust in its default layout)
-#   layouts.jsonl/.md   the Rust rows again in both activation layouts (contiguous, channels-last)
-#   train-smoke.txt     PLACEHOLDER: a short training run on synthetic data (added with `train`)
+#   bench.jsonl/.md     Rust vs PyTorch (AMP + fused AdamW, and plain eager fp32), paper config:
+#                       training step at 128x128 batch 8 in fp32, bf16 and fp16, the AdamW step
+#                       alone, inference at 256x256 (scripts/bench.sh rows)
+#   layouts.jsonl/.md   the Rust fp32 rows again in both activation layouts
+#   train-smoke.md      `promptir train` for SMOKE_STEPS steps (200) of the paper config at patch
+#                       128, batch 8, on `promptir synth` data, in fp32, bf16 and fp16: first and
+#                       last logged loss (finite, decreasing), train images/s beside PyTorch's
+#                       (bench rows), final validation PSNR
 #   summary.md          all of the above in one page
 # TORCH_LIB is the `lib` folder of a torch 2.11.0 install; it goes first on LD_LIBRARY_PATH and
 # its python (the venv around it, or $PYTHON) runs the PyTorch rows.
 #
 # Without CUDA the same steps run on CPU with a small config (GPU_CHECK_CPU_CONFIG, default
-# tiny) and one iteration, so the script stays tested (tests/gpu_check.rs).
+# tiny), one iteration and a short smoke (patch 32, batch 2), so the script stays tested
+# (tests/it/gpu_check.rs).
 # GPU_CHECK_ITERS / GPU_CHECK_WARMUP / GPU_CHECK_REPS override the iteration counts and
 # GPU_CHECK_THREADS the CPU threads (default: libtorch's on CUDA, 1 on the CPU path, which keeps
 # it quick on a busy machine).
@@ -55,14 +60,20 @@ step "environment"
 } | tee "$OUTDIR/env.txt"
 
 if grep -Eq '^cuda available +true' "$OUTDIR/doctor.txt"; then
-    device=cuda config=paper rows="train:128:8 infer:256:1"
+    device=cuda config=paper
+    rows="train:128:8 train:128:8:bf16 train:128:8:fp16 optim:128:8 infer:256:1 infer:256:1:bf16"
     iters=${GPU_CHECK_ITERS:-20} warmup=${GPU_CHECK_WARMUP:-5} reps=${GPU_CHECK_REPS:-2}
     threads=${GPU_CHECK_THREADS:-}
+    smoke_exp=experiments/base.yaml smoke_patch=128 smoke_batch=8 smoke_size=256 smoke_pairs=64
+    smoke_steps=${SMOKE_STEPS:-200}
 else
     echo "gpu-check: no CUDA device: running the CPU path (config ${GPU_CHECK_CPU_CONFIG:-tiny})" >&2
-    device=cpu config=${GPU_CHECK_CPU_CONFIG:-tiny} rows="train:32:2 infer:32:1"
+    device=cpu config=${GPU_CHECK_CPU_CONFIG:-tiny}
+    rows="train:32:2 train:32:2:bf16 train:32:2:fp16 optim:32:2 infer:32:1"
     iters=${GPU_CHECK_ITERS:-1} warmup=${GPU_CHECK_WARMUP:-1} reps=${GPU_CHECK_REPS:-1}
     threads=${GPU_CHECK_THREADS:-1}
+    smoke_exp=experiments/tiny.yaml smoke_patch=32 smoke_batch=2 smoke_size=48 smoke_pairs=24
+    smoke_steps=${SMOKE_STEPS:-20}
 fi
 thread_args=()
 [[ -n $threads ]] && thread_args=(--threads "$threads")
@@ -76,7 +87,8 @@ bash scripts/bench.sh --config "$config" --rows "$rows" --reps "$reps" --iters "
 step "Rust in both activation layouts"
 : >"$OUTDIR/layouts.jsonl"
 for row in $rows; do
-    IFS=: read -r mode size batch <<<"$row"
+    IFS=: read -r mode size batch precision <<<"$row"
+    [[ -n $precision || $mode == optim ]] && continue
     for layout in contiguous channels-last; do
         line=$("$BIN" bench --config "$config" --mode "$mode" --size "$size" --batch "$batch" \
             --device "$device" --iters "$iters" --warmup "$warmup" --layout "$layout" "${thread_args[@]}" --json | tail -n1)
@@ -95,10 +107,43 @@ for r in rows:
 EOF
 cat "$OUTDIR/layouts.md"
 
-step "training smoke"
-# TODO(lead): once `promptir train` exists, run a short training on synthetic data here (a few
-# steps of the paper config on $device) and check that the loss is finite and decreasing.
-echo "PLACEHOLDER: training smoke not implemented yet (needs \`promptir train\`)" | tee "$OUTDIR/train-smoke.txt"
+step "training smoke: $smoke_steps steps of $smoke_exp at patch $smoke_patch, batch $smoke_batch"
+"$BIN" synth --output "$OUTDIR/smoke-data" --train "$smoke_pairs" --test 2 --size "$smoke_size" \
+    --seed 0 >/dev/null
+for precision in fp32 bf16 fp16; do
+    "$BIN" train --config "$smoke_exp" --data "$OUTDIR/smoke-data" --device "$device" \
+        --name "smoke-$precision" --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights" \
+        --set train.precision="$precision" --set train.max_steps="$smoke_steps" \
+        --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch" \
+        --set train.warmup_epochs=0 --set train.log_every=$((smoke_steps / 10)) \
+        --set train.val_every=1000 --set train.save_every=0 --set train.val_images=0 \
+        --set loss.perceptual=0 --set data.workers=2 --quiet >"$OUTDIR/smoke-$precision.log" 2>&1 ||
+        { cat "$OUTDIR/smoke-$precision.log" >&2; echo "gpu-check: $precision training failed" >&2; exit 1; }
+    "$PYTHON" scripts/reference/read_tfevents.py "$OUTDIR/smoke-logs/smoke-$precision" \
+        >"$OUTDIR/smoke-$precision.tb.json"
+done
+"$PYTHON" - "$OUTDIR" >"$OUTDIR/train-smoke.md" <<'EOF'
+import json, math, sys
+out = sys.argv[1]
+bench = [json.loads(line) for line in open(f"{out}/bench.jsonl") if line.strip()]
+def torch_ips(precision):
+    v = [e["row"]["images_per_s"] for e in bench if e["row"]["implementation"] == "pytorch"
+         and e["row"]["mode"] == "train" and e["precision"] == precision
+         and e["row"].get("optimizer") == "fused"]
+    return max(v) if v else float("nan")
+print("| precision | steps | first loss | last loss | finite, decreasing | Rust train img/s "
+      "| PyTorch AMP img/s (bench) | val PSNR dB |")
+print("|---|---|---|---|---|---|---|---|")
+for p in ["fp32", "bf16", "fp16"]:
+    tb = json.load(open(f"{out}/smoke-{p}.tb.json"))["scalars"]
+    loss = [v for _, v, _ in tb["train/loss"]]
+    ips = [v for _, v, _ in tb["train/images_per_s"]][1:]  # the first interval holds warm-up
+    psnr = tb["val/psnr"][-1][1] if "val/psnr" in tb else float("nan")
+    ok = all(math.isfinite(v) for v in loss) and loss[-1] < loss[0]
+    print(f"| {p} | {tb['train/loss'][-1][0]} | {loss[0]:.4f} | {loss[-1]:.4f} | {'yes' if ok else 'NO'} "
+          f"| {sum(ips) / max(len(ips), 1):.2f} | {torch_ips(p):.2f} | {psnr:.2f} |")
+EOF
+cat "$OUTDIR/train-smoke.md"
 
 {
     echo "# promptir gpu-check"
@@ -109,7 +154,7 @@ echo "PLACEHOLDER: training smoke not implemented yet (needs \`promptir train\`)
     cat "$OUTDIR/doctor.txt"
     echo '```'
     echo
-    echo "## Rust vs PyTorch eager"
+    echo "## Rust vs PyTorch"
     echo
     cat "$OUTDIR/bench.md"
     echo
@@ -122,6 +167,6 @@ echo "PLACEHOLDER: training smoke not implemented yet (needs \`promptir train\`)
     echo
     echo "## Training smoke"
     echo
-    cat "$OUTDIR/train-smoke.txt"
+    cat "$OUTDIR/train-smoke.md"
 } >"$OUTDIR/summary.md"
 step "wrote $OUTDIR/summary.md"

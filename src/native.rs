@@ -19,8 +19,11 @@ extern "C" {
         prev_enabled: *mut bool,
         prev_dtype: *mut c_int,
     ) -> *mut c_char;
-    fn promptir_autocast_exit(device_type: c_int, prev_enabled: bool, prev_dtype: c_int)
-        -> *mut c_char;
+    fn promptir_autocast_exit(
+        device_type: c_int,
+        prev_enabled: bool,
+        prev_dtype: c_int,
+    ) -> *mut c_char;
     fn promptir_autocast_is_enabled(device_type: c_int, out: *mut bool) -> *mut c_char;
     fn promptir_fused_adamw(
         params: *const CTensor,
@@ -108,8 +111,9 @@ impl Autocast {
 impl Drop for Autocast {
     fn drop(&mut self) {
         // SAFETY: plain values. Restoring state cannot meaningfully fail; nothing to report in drop.
-        let _ =
-            check(unsafe { promptir_autocast_exit(self.device_type, self.prev_enabled, self.prev_dtype) });
+        let _ = check(unsafe {
+            promptir_autocast_exit(self.device_type, self.prev_enabled, self.prev_dtype)
+        });
     }
 }
 
@@ -129,26 +133,33 @@ pub struct AdamWStep {
     pub eps: f64,
 }
 
-/// One fused AdamW step (libtorch's `_fused_adamw_`, CPU or CUDA) over equally long lists on one
-/// device: parameters, their gradients, moments and step counts (0-d float32 tensors, counted up
-/// here). `grad_scale` divides the gradients in the kernel; with `found_inf` nonzero nothing
-/// changes (an fp16 overflow) and the counts are taken back.
+/// What a fused AdamW step updates, one entry per parameter (all on one device).
+#[derive(Default)]
+pub struct AdamWTensors {
+    pub params: Vec<Tensor>,
+    pub grads: Vec<Tensor>,
+    pub exp_avgs: Vec<Tensor>,
+    pub exp_avg_sqs: Vec<Tensor>,
+    /// 0-d float32 step counts, counted up by the step.
+    pub steps: Vec<Tensor>,
+}
+
+/// One fused AdamW step (libtorch's `_fused_adamw_`, CPU or CUDA). `grad_scale` divides the
+/// gradients in the kernel; with `found_inf` nonzero nothing changes (an fp16 overflow) and the
+/// step counts are taken back.
 pub fn fused_adamw(
-    params: &[Tensor],
-    grads: &[Tensor],
-    exp_avgs: &[Tensor],
-    exp_avg_sqs: &[Tensor],
-    steps: &[Tensor],
+    t: &AdamWTensors,
     hp: AdamWStep,
     grad_scale: Option<&Tensor>,
     found_inf: Option<&Tensor>,
 ) -> Result<()> {
-    let n = params.len();
-    if [grads.len(), exp_avgs.len(), exp_avg_sqs.len(), steps.len()].iter().any(|&l| l != n) {
+    let n = t.params.len();
+    if [t.grads.len(), t.exp_avgs.len(), t.exp_avg_sqs.len(), t.steps.len()].iter().any(|&l| l != n)
+    {
         return Err(Error::Native("fused_adamw: lists of different lengths".into()));
     }
-    let (p, g, m, v, s) =
-        (handles(params), handles(grads), handles(exp_avgs), handles(exp_avg_sqs), handles(steps));
+    let (p, g, m) = (handles(&t.params), handles(&t.grads), handles(&t.exp_avgs));
+    let (v, s) = (handles(&t.exp_avg_sqs), handles(&t.steps));
     // SAFETY: the handle arrays hold n live tensors each and outlive the call; the optional
     // tensors are live or null.
     check(unsafe {
@@ -171,7 +182,7 @@ pub fn fused_adamw(
 }
 
 /// `GradScaler.unscale_` on device: multiplies each gradient by `inv_scale` in place and sets
-/// `found_inf` (a 1-element float tensor) to 1 if any value is inf/NaN. No host sync.
+/// `found_inf` (a 0-d float tensor) to 1 if any value is inf/NaN. No host sync.
 pub fn amp_unscale(grads: &[Tensor], found_inf: &Tensor, inv_scale: &Tensor) -> Result<()> {
     let g = handles(grads);
     // SAFETY: `g` holds live tensors and outlives the call; the two tensors are live.
@@ -208,8 +219,8 @@ mod tests {
     fn a_cpp_exception_comes_back_as_an_error() {
         // Lists of tensors on different devices... here: a found_inf of the wrong dtype.
         let g = [Tensor::ones([3], (Kind::Float, Device::Cpu))];
-        let found = Tensor::zeros([1], (Kind::Int64, Device::Cpu));
-        let inv = Tensor::ones([1], (Kind::Float, Device::Cpu));
+        let found = Tensor::zeros([], (Kind::Int64, Device::Cpu));
+        let inv = Tensor::ones([], (Kind::Float, Device::Cpu));
         let e = amp_unscale(&g, &found, &inv).unwrap_err().to_string();
         assert!(e.starts_with("libtorch (native layer):"), "{e}");
     }

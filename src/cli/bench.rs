@@ -1,7 +1,7 @@
 //! `promptir bench` and `promptir bench-loader`.
 
 use clap::Args;
-use promptir::config::Experiment;
+use promptir::config::{Experiment, OptimizerKind, Precision};
 use promptir::model::Layout;
 use promptir::tools::bench::{self, BenchSpec, Mode};
 use promptir::tools::bench_loader;
@@ -18,7 +18,8 @@ pub struct BenchCmd {
     size: Vec<i64>,
     #[arg(long, default_value_t = 1)]
     batch: i64,
-    /// train (the training step `train` runs), infer, or both comma-separated.
+    /// train (the training step `train` runs), infer, optim (the AdamW step alone), or several
+    /// comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "train,infer")]
     mode: Vec<Mode>,
     #[arg(long, default_value = "cpu")]
@@ -33,6 +34,12 @@ pub struct BenchCmd {
     /// Activation layout (auto: channels-last on CPU).
     #[arg(long, value_enum, default_value_t = Layout::Auto)]
     layout: Layout,
+    /// The forward pass's precision (autocast for bf16 and fp16, as train.precision).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
+    /// The AdamW implementation of train and optim rows.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Fused)]
+    optimizer: OptimizerKind,
     /// One JSON object per row (the schema scripts/bench_torch.py also writes).
     #[arg(long)]
     json: bool,
@@ -51,6 +58,8 @@ impl BenchCmd {
             warmup: self.warmup,
             threads: self.threads,
             layout: self.layout,
+            precision: self.precision,
+            optimizer: self.optimizer,
         };
         let rows = bench::run(&spec, &bench::current_exe()?)?;
         if self.json {

@@ -90,7 +90,7 @@ pub enum Precision {
 }
 
 /// Which AdamW implementation steps the weights (both save the same state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum OptimizerKind {
     /// libtorch's fused kernel (CPU and CUDA), as `torch.optim.AdamW(fused=True)`.

@@ -5,7 +5,7 @@
 //! Peak memory is a process-lifetime number (VmHWM, and the CUDA caching allocator never gives
 //! memory back), so a run of several rows measures each row in a fresh child process.
 
-use crate::config::Experiment;
+use crate::config::{Experiment, OptimizerKind, Precision};
 use crate::model::{with_global_rng, Layout, ModelConfig};
 use crate::train::TrainStep;
 use crate::{Error, Result};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use tch::{nn::Module, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Learning rate of the timed AdamW steps (PromptIR's); it does not change the cost of a step.
 const LR: f64 = 2e-4;
@@ -26,6 +26,8 @@ pub enum Mode {
     Train,
     /// forward without autograd
     Infer,
+    /// The AdamW step alone, on gradients of one training step
+    Optim,
 }
 
 impl Mode {
@@ -33,6 +35,7 @@ impl Mode {
         match self {
             Mode::Train => "train",
             Mode::Infer => "infer",
+            Mode::Optim => "optim",
         }
     }
 }
@@ -74,6 +77,9 @@ pub struct BenchSpec {
     pub threads: Option<i32>,
     /// Activation layout inside the network (`auto` is what every other command uses).
     pub layout: Layout,
+    /// The forward pass's precision (autocast for bf16/fp16, as `train.precision`).
+    pub precision: Precision,
+    pub optimizer: OptimizerKind,
 }
 
 /// One measured row; the same fields as `scripts/bench_torch.py` writes.
@@ -90,6 +96,13 @@ pub struct BenchRow {
     pub threads: i32,
     /// `channels-last` or `contiguous` (PyTorch eager: always `contiguous`).
     pub layout: String,
+    /// `fp32`, `bf16` or `fp16` (rows of older versions: fp32).
+    #[serde(default = "fp32")]
+    pub precision: Precision,
+    /// The AdamW implementation: `fused` or `reference` (Rust); `fused` or `default` (PyTorch's
+    /// `torch.optim.AdamW` as a user writes it).
+    #[serde(default)]
+    pub optimizer: String,
     pub iters: usize,
     pub warmup: usize,
     pub median_ms: f64,
@@ -112,6 +125,10 @@ pub struct BenchRow {
     pub cuda_reserved_mib: Option<f64>,
     /// The network measured, so the PyTorch side can build the same one.
     pub model: ModelConfig,
+}
+
+fn fp32() -> Precision {
+    Precision::Fp32
 }
 
 /// Runs every row; several rows each run in a fresh `exe bench ...` child so that peak memory
@@ -137,6 +154,8 @@ fn run_child(spec: &BenchSpec, exe: &Path, mode: Mode, size: i64) -> Result<Benc
         .args(["--iters", &spec.iters.to_string()])
         .args(["--warmup", &spec.warmup.to_string()])
         .args(["--layout", &layout_name(spec.layout)])
+        .args(["--precision", &value_name(spec.precision)])
+        .args(["--optimizer", &value_name(spec.optimizer)])
         .arg("--json");
     if let Some(t) = spec.threads {
         cmd.args(["--threads", &t.to_string()]);
@@ -170,6 +189,8 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
     // The training step of an L1 experiment on this network: what `train` runs.
     let mut exp = Experiment { seed: 0, ..Experiment::default() };
     exp.model = spec.model.clone();
+    exp.train.precision = spec.precision;
+    exp.train.optimizer = spec.optimizer;
     let mut step = TrainStep::new(&exp, device)?;
     step.model.layout = spec.layout;
     let params: i64 = step.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
@@ -179,41 +200,22 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
     });
     let base_rss_mib = proc_status_mib("VmRSS:").unwrap_or(f64::NAN);
 
-    let mut times = Vec::with_capacity(spec.iters);
-    let (mut faults_at_start, mut cpu_at_start) = (0, 0.0);
+    let mut timer = Timer { times: Vec::with_capacity(spec.iters), faults: 0, cpu_ms: 0.0 };
     match mode {
         Mode::Infer => {
             let _guard = tch::no_grad_guard();
-            for i in 0..spec.warmup + spec.iters {
-                if i == spec.warmup {
-                    (faults_at_start, cpu_at_start) = (minor_faults(), cpu_ms());
-                }
-                let t0 = Instant::now();
-                let y = step.model.forward(&x);
-                sync(device);
-                drop(y);
-                if i >= spec.warmup {
-                    times.push(t0.elapsed().as_secs_f64() * 1e3);
-                }
-            }
+            timer.run(spec, device, || step.forward(&x).map(drop))?;
         }
-        Mode::Train => {
-            for i in 0..spec.warmup + spec.iters {
-                if i == spec.warmup {
-                    (faults_at_start, cpu_at_start) = (minor_faults(), cpu_ms());
-                }
-                let t0 = Instant::now();
-                let out = step.step(&x, &target, LR, false)?;
-                sync(device);
-                drop(out);
-                if i >= spec.warmup {
-                    times.push(t0.elapsed().as_secs_f64() * 1e3);
-                }
-            }
+        Mode::Train => timer.run(spec, device, || step.step(&x, &target, LR, false).map(drop))?,
+        Mode::Optim => {
+            // Gradients of one training step stay in place; the step alone is timed.
+            step.step(&x, &target, LR, false)?;
+            timer.run(spec, device, || step.opt.step(LR, None))?;
         }
     }
-    let page_faults_per_iter = (minor_faults() - faults_at_start) as f64 / spec.iters as f64;
-    let cpu_ms_per_iter = (cpu_ms() - cpu_at_start) / spec.iters as f64;
+    let times = timer.times;
+    let page_faults_per_iter = (minor_faults() - timer.faults) as f64 / spec.iters as f64;
+    let cpu_ms_per_iter = (cpu_ms() - timer.cpu_ms) / spec.iters as f64;
     let cuda_reserved_mib = match (cuda_before, cuda_used_mib(device)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -230,6 +232,8 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
         threads: tch::get_num_threads(),
         layout: if spec.layout.channels_last_on(device) { "channels-last" } else { "contiguous" }
             .into(),
+        precision: spec.precision,
+        optimizer: value_name(spec.optimizer),
         iters: spec.iters,
         warmup: spec.warmup,
         median_ms,
@@ -256,8 +260,43 @@ pub fn summary(times: &[f64]) -> (f64, f64, f64) {
     (median, t[0], t[n - 1])
 }
 
+/// Timed iterations after warm-up ones, with the process's page faults and CPU time counted
+/// from the first timed one.
+struct Timer {
+    times: Vec<f64>,
+    faults: u64,
+    cpu_ms: f64,
+}
+
+impl Timer {
+    fn run(
+        &mut self,
+        spec: &BenchSpec,
+        device: Device,
+        mut f: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
+        for i in 0..spec.warmup + spec.iters {
+            if i == spec.warmup {
+                (self.faults, self.cpu_ms) = (minor_faults(), cpu_ms());
+            }
+            let t0 = Instant::now();
+            f()?;
+            sync(device);
+            if i >= spec.warmup {
+                self.times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A CLI choice's name, as `--help` shows it (`channels-last`, `bf16`, `fused`).
+fn value_name<T: ValueEnum>(v: T) -> String {
+    v.to_possible_value().expect("no skipped variants").get_name().to_string()
+}
+
 fn layout_name(layout: Layout) -> String {
-    layout.to_possible_value().expect("no skipped variants").get_name().to_string()
+    value_name(layout)
 }
 
 fn sync(device: Device) {
@@ -401,9 +440,12 @@ mod tests {
             warmup: 1,
             threads: Some(1),
             layout: Layout::Auto,
+            precision: Precision::Bf16,
+            optimizer: OptimizerKind::Fused,
         };
         let row = run_row(&spec, Mode::Train, 16).unwrap();
         assert_eq!((row.size, row.batch, row.threads, row.mode), (16, 2, 1, Mode::Train));
+        assert_eq!((row.precision, row.optimizer.as_str()), (Precision::Bf16, "fused"));
         assert_eq!(row.layout, "channels-last");
         assert!(row.min_ms > 0.0 && row.min_ms <= row.median_ms && row.median_ms <= row.max_ms);
         assert!((row.images_per_s - 2e3 / row.median_ms).abs() < 1e-9);

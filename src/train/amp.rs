@@ -15,11 +15,11 @@ use tch::{Device, Kind, Tensor};
 /// skipped steps.
 #[derive(Debug)]
 pub struct GradScaler {
-    /// 1-element float32 on the device.
+    /// 0-d float32 on the device (GradScaler's `_scale`).
     scale: Tensor,
-    /// Clean steps in a row (1-element int32 on the device).
+    /// Clean steps in a row (0-d int32 on the device).
     growth_tracker: Tensor,
-    /// 1 after a step whose gradients overflowed, else 0 (1-element float32).
+    /// 1 after a step whose gradients overflowed, else 0 (0-d float32).
     found_inf: Tensor,
     growth_factor: f64,
     backoff_factor: f64,
@@ -29,9 +29,9 @@ pub struct GradScaler {
 impl GradScaler {
     pub fn new(state: &ScalerState, device: Device) -> Self {
         GradScaler {
-            scale: Tensor::from_slice(&[state.scale as f32]).to_device(device),
-            growth_tracker: Tensor::from_slice(&[state.clean_steps as i32]).to_device(device),
-            found_inf: Tensor::zeros([1], (Kind::Float, device)),
+            scale: Tensor::from(state.scale as f32).to_device(device),
+            growth_tracker: Tensor::from(state.clean_steps as i32).to_device(device),
+            found_inf: Tensor::zeros([], (Kind::Float, device)),
             growth_factor: state.growth_factor,
             backoff_factor: state.backoff_factor,
             growth_interval: state.growth_interval,
@@ -40,7 +40,7 @@ impl GradScaler {
 
     /// The state to save (a host sync: at save points only).
     pub fn state(&self) -> ScalerState {
-        let read = |t: &Tensor| f64::try_from(t.to_kind(Kind::Double).reshape([])).unwrap_or(0.0);
+        let read = |t: &Tensor| f64::try_from(t.to_kind(Kind::Double)).unwrap_or(0.0);
         ScalerState {
             scale: read(&self.scale),
             growth_factor: self.growth_factor,
@@ -52,12 +52,12 @@ impl GradScaler {
 
     /// The current scale (a host sync).
     pub fn scale(&self) -> f64 {
-        f64::try_from(self.scale.reshape([])).unwrap_or(f64::NAN)
+        f64::try_from(&self.scale).unwrap_or(f64::NAN)
     }
 
     /// `loss * scale`, to call backward on.
     pub fn scale_loss(&self, loss: &Tensor) -> Tensor {
-        loss * self.scale.reshape([])
+        loss * &self.scale
     }
 
     /// Divides every gradient by the scale in place and records in [`Self::found_inf`] whether
@@ -116,7 +116,7 @@ mod tests {
         scaler.scale_loss(&(&w * &x).sum(Kind::Float)).backward();
         scaler.unscale(&opt).unwrap();
         assert!(w.grad().allclose(&plain, 0.0, 0.0, false), "powers of two unscale exactly");
-        assert_eq!(f64::try_from(scaler.found_inf().reshape([])).unwrap(), 0.0);
+        assert_eq!(f64::try_from(scaler.found_inf()).unwrap(), 0.0);
     }
 
     #[test]
@@ -127,7 +127,7 @@ mod tests {
         (&w * f64::INFINITY).sum(Kind::Float).backward();
         let mut s = scaler(1024.0, 2);
         s.unscale(&opt).unwrap();
-        assert_eq!(f64::try_from(s.found_inf().reshape([])).unwrap(), 1.0);
+        assert_eq!(f64::try_from(s.found_inf()).unwrap(), 1.0);
         s.update();
         assert_eq!(s.scale(), 512.0);
         let _ = s.found_inf.zero_();

@@ -14,7 +14,7 @@
 
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::io::TensorFile;
-use crate::native::{self, AdamWStep};
+use crate::native::{self, AdamWStep, AdamWTensors};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use tch::{nn, COptimizer, Kind, Tensor};
@@ -137,9 +137,7 @@ impl AdamW {
 
     fn step_fused(&mut self, lr: f64, found_inf: Option<&Tensor>) -> Result<()> {
         let _no_grad = tch::no_grad_guard();
-        let n = self.params.len();
-        let (mut ps, mut gs, mut ms, mut vs, mut ss) =
-            (Vec::with_capacity(n), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut t = AdamWTensors::default();
         for p in &mut self.params {
             let grad = p.tensor.grad();
             if !grad.defined() {
@@ -151,21 +149,22 @@ impl AdamW {
                 step: StepCount::Host(0),
             });
             if let StepCount::Host(k) = st.step {
-                let t = Tensor::from(k as f32).to_device(p.tensor.device());
-                st.step = StepCount::Device(t);
+                let count = Tensor::from(k as f32).to_device(p.tensor.device());
+                st.step = StepCount::Device(count);
             }
             let StepCount::Device(step) = &st.step else { unreachable!("made a device count") };
-            ps.push(p.tensor.shallow_clone());
-            gs.push(grad);
-            ms.push(st.exp_avg.shallow_clone());
-            vs.push(st.exp_avg_sq.shallow_clone());
-            ss.push(step.shallow_clone());
+            t.params.push(p.tensor.shallow_clone());
+            t.grads.push(grad);
+            t.exp_avgs.push(st.exp_avg.shallow_clone());
+            t.exp_avg_sqs.push(st.exp_avg_sq.shallow_clone());
+            t.steps.push(step.shallow_clone());
         }
-        if ps.is_empty() {
+        if t.params.is_empty() {
             return Ok(());
         }
-        let hp = AdamWStep { lr, betas: self.betas, weight_decay: self.weight_decay, eps: self.eps };
-        native::fused_adamw(&ps, &gs, &ms, &vs, &ss, hp, None, found_inf)
+        let hp =
+            AdamWStep { lr, betas: self.betas, weight_decay: self.weight_decay, eps: self.eps };
+        native::fused_adamw(&t, hp, None, found_inf)
     }
 
     fn step_reference(&mut self, lr: f64) {
@@ -206,7 +205,11 @@ impl AdamW {
     /// The largest per-parameter step count (0 before the first step; a host sync per
     /// parameter after fused steps).
     pub fn step_count(&self) -> i64 {
-        self.params.iter().filter_map(|p| p.state.as_ref().map(|s| s.step.value())).max().unwrap_or(0)
+        self.params
+            .iter()
+            .filter_map(|p| p.state.as_ref().map(|s| s.step.value()))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The optimiser state as named tensors for a safetensors file: `<prefix>exp_avg.<param>`,

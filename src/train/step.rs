@@ -49,7 +49,16 @@ impl TrainStep {
         let precision = exp.train.precision;
         let scaler = (precision == Precision::Fp16)
             .then(|| GradScaler::new(&ScalerState::default(), device));
-        Ok(TrainStep { vs, model, loss, opt, precision, scaler, grad_clip: exp.train.grad_clip, device })
+        Ok(TrainStep {
+            vs,
+            model,
+            loss,
+            opt,
+            precision,
+            scaler,
+            grad_clip: exp.train.grad_clip,
+            device,
+        })
     }
 
     /// Continues with a saved scaler state; switching precision on resume starts or drops it.

@@ -190,13 +190,48 @@ fn a_diverging_loss_stops_with_the_step_number() {
 }
 
 #[test]
-fn fp16_is_refused_on_cpu_before_any_work() {
+fn bf16_and_fp16_train_on_cpu_and_fp16_resumes_with_its_loss_scale() {
     let env = Env::new();
-    let e = train(&TrainArgs { name: Some("fp16".into()), ..env.args(&["train.precision=fp16"]) })
-        .unwrap_err();
-    assert!(e.to_string().contains("fp16 needs a CUDA device"), "{e}");
-    assert!(
-        !env.dir.path().join("logs").exists() && !env.dir.path().join("weights").exists(),
-        "a failed start leaves nothing"
+    let runs = [
+        ("bf16", vec!["train.precision=bf16"]),
+        ("fp16", vec!["train.precision=fp16"]),
+        // The reference optimizer with clipping: unscale, clip, the skip decided on the host.
+        (
+            "fp16_reference",
+            vec!["train.precision=fp16", "train.optimizer=reference", "train.grad_clip=1.0"],
+        ),
+    ];
+    for (p, mut sets) in runs {
+        sets.push("train.max_steps=6");
+        let s = train(&TrainArgs { name: Some(p.into()), ..env.args(&sets) }).unwrap();
+        assert_eq!(s.state.step, 6);
+        assert!(s.state.best_psnr.is_some_and(f64::is_finite), "{p}: {:?}", s.state);
+        let metrics = promptir::train::read_metrics(&s.run.logs.join("metrics.jsonl")).unwrap();
+        assert!(metrics.iter().all(|m| m.train_loss.is_some_and(f64::is_finite)), "{p}");
+        // fp16 keeps its scaler in the resume point; no overflow in 6 steps keeps 2^16.
+        let scale = s.state.scaler.as_ref().map(|sc| sc.scale);
+        assert_eq!(scale, p.starts_with("fp16").then_some(65536.0), "{p}");
+    }
+    // 3 steps, then a resume to 6: the same weights as the straight fp16 run above.
+    let half = train(&TrainArgs {
+        name: Some("fp16_half".into()),
+        ..env.args(&["train.precision=fp16", "train.max_steps=3"])
+    })
+    .unwrap();
+    assert_eq!(half.state.scaler.as_ref().map(|sc| sc.clean_steps), Some(3));
+    let resumed = train(&TrainArgs {
+        config: None,
+        resume: Some("fp16_half".into()),
+        ..env.args(&["train.max_steps=6"])
+    })
+    .unwrap();
+    assert_eq!(resumed.state.scaler.as_ref().map(|sc| sc.clean_steps), Some(6));
+    let (a, b) = (
+        weights(&env.dir.path().join("weights/fp16/last.safetensors")),
+        weights(&resumed.run.weights.join("last.safetensors")),
     );
+    for ((ka, ta), (_, tb)) in a.iter().zip(&b) {
+        let d = f64::try_from((ta - tb).abs().max()).unwrap();
+        assert!(d <= 1e-6, "{ka}: the resumed fp16 run differs by {d:e}");
+    }
 }
