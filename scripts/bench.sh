@@ -55,6 +55,7 @@ run_torch() { # mode size batch precision optimizer
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+declare -A eager_done # the eager fp32 baseline is the same for every precision of a row
 for ((rep = 1; rep <= reps; rep++)); do
     for row in $rows; do
         IFS=: read -r mode size batch precision <<<"$row"
@@ -62,6 +63,7 @@ for ((rep = 1; rep <= reps; rep++)); do
         impls=(rust torch-fused torch-eager)
         for ((k = 0; k < (rep - 1) % 3; k++)); do impls=("${impls[@]:1}" "${impls[0]}"); done
         for impl in "${impls[@]}"; do
+            [[ $impl == torch-eager && -n ${eager_done[$rep:$mode:$size:$batch]:-} ]] && continue
             case $impl in
             rust)
                 line=$(run_rust "$mode" "$size" "$batch" "$precision" | tail -n1)
@@ -74,6 +76,7 @@ for ((rep = 1; rep <= reps; rep++)); do
                     line=$(run_torch "$mode" "$size" "$batch" "$precision" fused | tail -n1)
                 else
                     line=$(run_torch "$mode" "$size" "$batch" fp32 default | tail -n1)
+                    eager_done[$rep:$mode:$size:$batch]=1
                 fi
                 ;;
             esac

@@ -62,11 +62,16 @@ def time_cell(g, k):
 
 def table(lines, load=None):
     groups = defaultdict(lambda: {"rust": [], "fused": [], "eager": []})
+    eager = defaultdict(list)  # measured once per row whatever its precision
     for entry in lines:
         r = entry["row"]
         precision = entry.get("precision", r.get("precision", "fp32"))
-        key = (r["mode"], r["size"], r["batch"], precision, r["device"])
-        groups[key][slot(r)].append((entry["rep"], r))
+        if slot(r) == "eager":
+            eager[(r["mode"], r["size"], r["batch"], r["device"])].append((entry["rep"], r))
+        else:
+            groups[(r["mode"], r["size"], r["batch"], precision, r["device"])][slot(r)].append((entry["rep"], r))
+    for (mode, size, batch, _, device), g in groups.items():
+        g["eager"] = eager[(mode, size, batch, device)]
     first = lines[0]["row"]
     out = [
         f"machine: {machine()}; threads: {first['threads']}; config: {first['config']} "

@@ -73,7 +73,7 @@ else
     iters=${GPU_CHECK_ITERS:-1} warmup=${GPU_CHECK_WARMUP:-1} reps=${GPU_CHECK_REPS:-1}
     threads=${GPU_CHECK_THREADS:-1}
     smoke_exp=experiments/tiny.yaml smoke_patch=32 smoke_batch=2 smoke_size=48 smoke_pairs=24
-    smoke_steps=${SMOKE_STEPS:-20}
+    smoke_steps=${SMOKE_STEPS:-10}
 fi
 thread_args=()
 [[ -n $threads ]] && thread_args=(--threads "$threads")
@@ -115,15 +115,14 @@ for precision in fp32 bf16 fp16; do
         --name "smoke-$precision" --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights" \
         --set train.precision="$precision" --set train.max_steps="$smoke_steps" \
         --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch" \
-        --set train.warmup_epochs=0 --set train.log_every=$((smoke_steps / 10)) \
+        --set train.warmup_epochs=0 --set train.log_every=$(((smoke_steps + 9) / 10)) \
         --set train.val_every=1000 --set train.save_every=0 --set train.val_images=0 \
         --set loss.perceptual=0 --set data.workers=2 --quiet >"$OUTDIR/smoke-$precision.log" 2>&1 ||
         { cat "$OUTDIR/smoke-$precision.log" >&2; echo "gpu-check: $precision training failed" >&2; exit 1; }
-    "$PYTHON" scripts/reference/read_tfevents.py "$OUTDIR/smoke-logs/smoke-$precision" \
-        >"$OUTDIR/smoke-$precision.tb.json"
 done
 "$PYTHON" - "$OUTDIR" >"$OUTDIR/train-smoke.md" <<'EOF'
 import json, math, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 out = sys.argv[1]
 bench = [json.loads(line) for line in open(f"{out}/bench.jsonl") if line.strip()]
 def torch_ips(precision):
@@ -135,9 +134,11 @@ print("| precision | steps | first loss | last loss | finite, decreasing | Rust 
       "| PyTorch AMP img/s (bench) | val PSNR dB |")
 print("|---|---|---|---|---|---|---|---|")
 for p in ["fp32", "bf16", "fp16"]:
-    tb = json.load(open(f"{out}/smoke-{p}.tb.json"))["scalars"]
-    loss = [v for _, v, _ in tb["train/loss"]]
-    ips = [v for _, v, _ in tb["train/images_per_s"]][1:]  # the first interval holds warm-up
+    ea = EventAccumulator(f"{out}/smoke-logs/smoke-{p}", size_guidance={"scalars": 0})
+    ea.Reload()
+    tb = {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
+    loss = [v for _, v in tb["train/loss"]]
+    ips = [v for _, v in tb["train/images_per_s"]][1:]  # the first interval holds warm-up
     psnr = tb["val/psnr"][-1][1] if "val/psnr" in tb else float("nan")
     ok = all(math.isfinite(v) for v in loss) and loss[-1] < loss[0]
     print(f"| {p} | {tb['train/loss'][-1][0]} | {loss[0]:.4f} | {loss[-1]:.4f} | {'yes' if ok else 'NO'} "
