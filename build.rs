@@ -19,22 +19,40 @@ fn main() {
 }
 
 /// `csrc/native.cpp`, against the headers of the libtorch torch-sys links (and with its ABI).
+/// NCCL comes in when the venv holds CUDA's and NCCL's headers (pip's CUDA wheels do).
 fn native() {
-    println!("cargo:rerun-if-changed=csrc/native.cpp");
+    println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys gives its libtorch folder");
-    let include = std::path::Path::new(&lib).join("../include");
+    let torch = std::path::Path::new(&lib).join("..");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .file("csrc/native.cpp")
-        .include(&include)
+        .include(torch.join("include"))
+        .include(torch.join("include/torch/csrc/api/include"))
+        .include("csrc/gloo_shim")
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
+        .define("USE_C10D_GLOO", None)
         // libtorch's headers warn under -Wall; our file is small enough to read.
-        .warnings(false)
-        .compile("promptir_native");
+        .warnings(false);
+    // site-packages/torch/lib/.. -> site-packages/nvidia/{cu13,nccl}/include
+    let nvidia = torch.join("../nvidia");
+    let cuda = ["cu13", "cu12"].map(|v| nvidia.join(v).join("include"));
+    let cuda = cuda.iter().find(|p| p.join("cuda_runtime_api.h").is_file());
+    let nccl = nvidia.join("nccl/include");
+    if let (Some(cuda), true) = (cuda, nccl.join("nccl.h").is_file()) {
+        build
+            .include(cuda)
+            .include(&nccl)
+            .define("PROMPTIR_NCCL", None)
+            .define("USE_C10D_NCCL", None);
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+    }
+    build.compile("promptir_native");
 }
 
 /// `PROMPTIR_GIT_COMMIT`: the checked-out commit (uncommitted changes are not marked), rerun

@@ -1,8 +1,11 @@
-// The native layer: the few libtorch calls tch 0.24 does not bind, behind a C API.
+// The native layer: the few libtorch calls tch 0.24 does not bind, behind a C API: autocast with
+// a dtype, the fused AdamW and AMP unscale kernels, and torch.distributed's c10d (a TCPStore
+// rendezvous with a Gloo or NCCL process group).
 //
 // Tensors cross as tch's handles, which are `at::Tensor*`. Every function returns nullptr on
 // success or an error message (allocated here, freed by promptir_free_error); no C++ exception
-// ever unwinds into Rust. Only narrow ATen headers are included, to keep this file's build short.
+// ever unwinds into Rust. Only narrow headers are included, to keep this file's build short.
+// PROMPTIR_NCCL (set by build.rs when the venv has CUDA's and NCCL's headers) adds NCCL.
 
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
@@ -11,10 +14,20 @@
 #include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_fused_adamw.h>
 
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef PROMPTIR_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <optional>
+#include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -114,6 +127,149 @@ char* promptir_amp_unscale(at::Tensor** grads, size_t n, at::Tensor* found_inf,
   return guarded([&] {
     at::_amp_foreach_non_finite_check_and_unscale_(list(grads, n), *found_inf, *inv_scale);
   });
+}
+
+// ---- torch.distributed (c10d) ----
+
+struct PromptirDist {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;
+  std::chrono::milliseconds timeout{0};
+  int rank = 0;
+  int world = 1;
+  // Every rank counts up promptir/alive/<rank> in the store while it lives, so that after a
+  // failed collective the survivors can tell which ranks are gone.
+  std::atomic<bool> stop{false};
+  std::thread heartbeat;
+};
+
+static std::string alive_key(int rank) { return "promptir/alive/" + std::to_string(rank); }
+
+// Joins the group of `world` ranks as `rank`: a TCPStore at host:port (served by this process
+// when `is_server`), then a Gloo (CPU) or NCCL (CUDA) process group. Collectives and the
+// rendezvous fail after `timeout_ms` instead of waiting forever.
+char* promptir_dist_init(const char* host, int port, bool is_server, int rank, int world,
+                         bool nccl, int64_t timeout_ms, void** out) {
+  return guarded([&] {
+    auto d = std::make_unique<PromptirDist>();
+    d->timeout = std::chrono::milliseconds(timeout_ms);
+    d->rank = rank;
+    d->world = world;
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = is_server;
+    opts.numWorkers = world;
+    opts.waitWorkers = false;
+    opts.timeout = d->timeout;
+    d->store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    if (nccl) {
+#ifdef PROMPTIR_NCCL
+      auto o = c10d::ProcessGroupNCCL::Options::create();
+      o->timeout = d->timeout;
+      d->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(d->store, rank, world, o);
+#else
+      TORCH_CHECK(false, "this promptir was built without NCCL (no CUDA/NCCL headers in the venv)");
+#endif
+    } else {
+      auto o = c10d::ProcessGroupGloo::Options::create_default(d->timeout);
+      d->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(d->store, rank, world, o);
+    }
+    auto beat_store = d->store->clone();
+    PromptirDist* raw = d.get();
+    raw->heartbeat = std::thread([raw, beat_store] {
+      for (int64_t n = 0; !raw->stop.load(); ++n) {
+        try {
+          beat_store->set(alive_key(raw->rank), std::to_string(n));
+        } catch (...) {
+          // The store is gone (its server exited): nothing to report from here.
+        }
+        for (int i = 0; i < 5 && !raw->stop.load(); ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+    *out = d.release();
+  });
+}
+
+// Sums `t` over all ranks, in place.
+char* promptir_dist_allreduce_sum(void* h, at::Tensor* t) {
+  return guarded([&] {
+    auto* d = static_cast<PromptirDist*>(h);
+    std::vector<at::Tensor> v{*t};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = d->timeout;
+    d->backend->allreduce(v, o)->wait(d->timeout);
+  });
+}
+
+// Copies `t` of rank `root` to every rank, in place.
+char* promptir_dist_broadcast(void* h, at::Tensor* t, int root) {
+  return guarded([&] {
+    auto* d = static_cast<PromptirDist*>(h);
+    std::vector<at::Tensor> v{*t};
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    o.timeout = d->timeout;
+    d->backend->broadcast(v, o)->wait(d->timeout);
+  });
+}
+
+// After a failed collective: the ranks whose heartbeat stopped within `wait_ms`, or -1 alone when
+// the store itself is unreachable (its server, rank 0 or the launcher, is gone).
+char* promptir_dist_lost_ranks(void* h, int64_t wait_ms, int* out, size_t* n) {
+  return guarded([&] {
+    auto* d = static_cast<PromptirDist*>(h);
+    *n = 0;
+    auto read = [&](std::vector<std::string>& v) {
+      auto s = d->store->clone();
+      for (int r = 0; r < d->world; ++r) {
+        auto key = alive_key(r);
+        v[r] = s->check({key}) ? std::string(s->get(key).begin(), s->get(key).end()) : "";
+      }
+    };
+    std::vector<std::string> before(d->world), after(d->world);
+    try {
+      read(before);
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+      read(after);
+    } catch (...) {
+      out[(*n)++] = -1;
+      return;
+    }
+    for (int r = 0; r < d->world; ++r)
+      if (r != d->rank && before[r] == after[r]) out[(*n)++] = r;
+  });
+}
+
+// Small strings through the rendezvous store (the run's name, from rank 0 to the others).
+char* promptir_dist_store_set(void* h, const char* key, const char* value) {
+  return guarded([&] {
+    auto* d = static_cast<PromptirDist*>(h);
+    std::string v(value);
+    d->store->set(key, std::vector<uint8_t>(v.begin(), v.end()));
+  });
+}
+
+// Waits (up to the timeout) for `key`; `*value` is malloc'ed, freed by promptir_free_error.
+char* promptir_dist_store_get(void* h, const char* key, char** value) {
+  return guarded([&] {
+    auto* d = static_cast<PromptirDist*>(h);
+    auto v = d->store->get(key);
+    std::string s(v.begin(), v.end());
+    *value = copy_message(s.c_str());
+  });
+}
+
+void promptir_dist_free(void* h) {
+  auto* d = static_cast<PromptirDist*>(h);
+  d->stop.store(true);
+  if (d->heartbeat.joinable()) d->heartbeat.join();
+  try {
+    delete d;
+  } catch (...) {
+    // Tearing a broken group down must not take the process with it.
+  }
 }
 
 }  // extern "C"

@@ -5,6 +5,7 @@
 //! The map, lower layers first (each folder depends only on the ones above it in this list,
 //! the `promptir` binary's commands in `src/cli/` only on the library):
 //! - [`device`], [`runtime`]: device selection and `doctor`; process-wide allocator settings;
+//!   [`dist`]: torchrun launches, the c10d process group, bucketed gradient averaging;
 //!   [`native`]: the libtorch calls tch does not bind (`csrc/native.cpp`: autocast dtypes, fused
 //!   AdamW, AMP unscaling).
 //! - [`model`]: the network, one struct per upstream block, fields named as in PyTorch.
@@ -24,6 +25,7 @@
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod dist;
 mod error;
 pub mod eval;
 pub mod infer;
