@@ -225,7 +225,10 @@ char* promptir_dist_lost_ranks(void* h, int64_t wait_ms, int* out, size_t* n) {
       auto s = d->store->clone();
       for (int r = 0; r < d->world; ++r) {
         auto key = alive_key(r);
-        v[r] = s->check({key}) ? std::string(s->get(key).begin(), s->get(key).end()) : "";
+        if (s->check({key})) {
+          auto value = s->get(key);
+          v[r] = std::string(value.begin(), value.end());
+        }
       }
     };
     std::vector<std::string> before(d->world), after(d->world);

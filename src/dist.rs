@@ -287,6 +287,26 @@ impl GradBuckets {
         self.buckets.is_empty()
     }
 
+    /// Copies rank 0's values of `params` to every rank (identical weights before the first
+    /// step), one broadcast per bucket.
+    pub fn broadcast_values(&self, group: &ProcessGroup, params: &[Tensor]) -> Result<()> {
+        let _g = tch::no_grad_guard();
+        for bucket in &self.buckets {
+            let values: Vec<Tensor> = bucket.iter().map(|&i| params[i].shallow_clone()).collect();
+            let flat = Tensor::cat(&values.iter().map(|v| v.reshape([-1])).collect::<Vec<_>>(), 0);
+            let flat = flat.to_device(group.device);
+            group.broadcast(&flat, 0)?;
+            let flat = flat.to_device(values[0].device());
+            let mut at = 0;
+            for mut v in values {
+                let n = v.numel() as i64;
+                v.copy_(&flat.narrow(0, at, n).view_as(&v));
+                at += n;
+            }
+        }
+        Ok(())
+    }
+
     /// Replaces each of `params`' gradients by its mean over the ranks. Every parameter must
     /// have one (PromptIR uses all of its parameters in every forward).
     pub fn average(&self, group: &ProcessGroup, params: &[Tensor]) -> Result<()> {

@@ -52,6 +52,9 @@ impl TrainCmd {
         // Ctrl-C: save `last` at the next step and return, instead of dying mid-step.
         ctrlc::set_handler(move || on_signal.stop()).context("installing the Ctrl-C handler")?;
         let s = Trainer::setup(&args, stop).and_then(|t| t.run()).context("training")?;
+        if s.rank != 0 {
+            return Ok(()); // rank 0 reports for the group
+        }
         let best = s.state.best_psnr.map_or("-".to_string(), |p| {
             format!("{p:.3} dB (epoch {})", s.state.best_epoch.unwrap_or(0))
         });

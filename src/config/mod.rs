@@ -124,6 +124,9 @@ pub struct TrainConfig {
     pub grad_clip: Option<f64>,
     pub precision: Precision,
     pub optimizer: OptimizerKind,
+    /// With several processes (torchrun): gradients are averaged in flat buckets of about this
+    /// many MiB, one all-reduce each (PyTorch DDP's default, 25); 0: one per parameter.
+    pub bucket_mb: f64,
     /// Validate every N epochs (and after the last one).
     pub val_every: usize,
     /// Also keep `epoch_N.safetensors` every N epochs (0 = never).
@@ -153,6 +156,7 @@ impl Default for TrainConfig {
             grad_clip: None,
             precision: Precision::Fp32,
             optimizer: OptimizerKind::Fused,
+            bucket_mb: 25.0,
             val_every: 5,
             save_every: 50,
             log_every: 50,

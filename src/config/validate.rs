@@ -62,6 +62,7 @@ impl Experiment {
             return Err(format!("train.eps must be > 0, got {}", t.eps));
         }
         non_neg("train.weight_decay", t.weight_decay)?;
+        non_neg("train.bucket_mb", t.bucket_mb)?;
         non_neg("train.warmup_epochs", t.warmup_epochs)?;
         non_neg("train.warmup_start_lr", t.warmup_start_lr)?;
         non_neg("train.eta_min", t.eta_min)?;

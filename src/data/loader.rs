@@ -24,6 +24,12 @@ pub struct LoaderConfig {
     pub workers: usize,
     /// Ready batches kept ahead of the consumer (rounded up to a multiple of `workers`).
     pub prefetch: usize,
+    /// Data-parallel training: this process's rank of `world`. Every rank shuffles the same
+    /// order; global batch `b` is the `world * batch_size` pairs from `b * world * batch_size`,
+    /// and rank `r` takes its `r`-th slice of `batch_size`, so the ranks never overlap and
+    /// together see what one process with the global batch would.
+    pub rank: usize,
+    pub world: usize,
 }
 
 impl LoaderConfig {
@@ -36,6 +42,8 @@ impl LoaderConfig {
             seed: e.seed,
             workers: e.data.workers,
             prefetch: e.data.prefetch,
+            rank: 0,
+            world: 1,
         }
     }
 }
@@ -67,11 +75,13 @@ impl Loader {
         if p == 0 || cfg.batch_size == 0 {
             return Err(Error::Usage("train.patch_size and train.batch_size must be >= 1".into()));
         }
-        if indices.len() < cfg.batch_size {
+        let global = cfg.batch_size * cfg.world.max(1);
+        if indices.len() < global {
             return Err(Error::Usage(format!(
-                "{} training pairs but train.batch_size is {}; lower train.batch_size or add pairs",
+                "{} training pairs but a global batch of {global} (train.batch_size {} x {} processes); lower train.batch_size or add pairs",
                 indices.len(),
-                cfg.batch_size
+                cfg.batch_size,
+                cfg.world.max(1)
             )));
         }
         for &i in &indices {
@@ -89,9 +99,14 @@ impl Loader {
         Ok(Loader { store, indices: Arc::new(indices), cfg: Arc::new(cfg) })
     }
 
-    /// Full batches per epoch (the last incomplete one is dropped).
+    /// Full (global) batches per epoch; the last incomplete one is dropped.
     pub fn batches_per_epoch(&self) -> usize {
-        self.indices.len() / self.cfg.batch_size
+        self.indices.len() / (self.cfg.batch_size * self.cfg.world.max(1))
+    }
+
+    /// The training pairs the epochs go over.
+    pub fn pairs(&self) -> usize {
+        self.indices.len()
     }
 
     pub fn config(&self) -> &LoaderConfig {
@@ -119,7 +134,8 @@ impl Loader {
                 .name(format!("loader-{w}"))
                 .spawn(move || {
                     for b in (w..total).step_by(workers) {
-                        let ids = &order[b * cfg.batch_size..(b + 1) * cfg.batch_size];
+                        let at = (b * cfg.world.max(1) + cfg.rank) * cfg.batch_size;
+                        let ids = &order[at..at + cfg.batch_size];
                         if tx.send(make_batch(&store, &cfg, ids, epoch)).is_err() {
                             return; // the consumer stopped early
                         }

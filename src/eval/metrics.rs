@@ -129,6 +129,15 @@ pub struct Mean {
 }
 
 impl Mean {
+    /// A mean of `count` values summing to `sum` (e.g. sums over several processes).
+    pub fn from_sum(sum: f64, count: usize) -> Self {
+        Mean { sum, count }
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
     pub fn add(&mut self, x: f64) {
         self.sum += x;
         self.count += 1;
@@ -165,6 +174,12 @@ impl GroupMeans {
     /// Per-group means, sorted by group name.
     pub fn groups(&self) -> &BTreeMap<String, Mean> {
         &self.groups
+    }
+
+    /// From per-group means; the overall mean is theirs pooled.
+    pub fn from_groups(groups: BTreeMap<String, Mean>) -> Self {
+        let (sum, count) = groups.values().fold((0.0, 0), |(s, c), m| (s + m.sum, c + m.count));
+        GroupMeans { all: Mean { sum, count }, groups }
     }
 }
 

@@ -85,10 +85,44 @@ impl EvalReport {
         parts.join(" / ")
     }
 
+    /// Every metric's sum and count per group of `kinds`, then the loss's: what
+    /// [`EvalReport::with_sums`] rebuilds the means from once summed over processes.
+    pub fn sums(&self, kinds: &[String]) -> Vec<f64> {
+        let mut v = Vec::new();
+        for g in [&self.psnr, &self.ssim, &self.psnr_input, &self.ssim_input] {
+            for k in kinds {
+                let m = g.groups().get(k).copied().unwrap_or_default();
+                v.extend([m.sum(), m.count() as f64]);
+            }
+        }
+        v.extend([self.loss.sum(), self.loss.count() as f64]);
+        v
+    }
+
+    /// The report with its means replaced by those of `sums` (laid out as [`Self::sums`]);
+    /// groups without values are left out, as `evaluate` would.
+    pub fn with_sums(mut self, kinds: &[String], sums: &[f64]) -> Self {
+        let mut at = 0;
+        let mut next = || {
+            let m = Mean::from_sum(sums[at], sums[at + 1].round() as usize);
+            at += 2;
+            m
+        };
+        let mut group = || {
+            let means: BTreeMap<String, Mean> = kinds.iter().map(|k| (k.clone(), next())).collect();
+            GroupMeans::from_groups(means.into_iter().filter(|(_, m)| m.count() > 0).collect())
+        };
+        (self.psnr, self.ssim, self.psnr_input, self.ssim_input) =
+            (group(), group(), group(), group());
+        self.loss = next();
+        self
+    }
+
     /// The means, as files store them.
     pub fn summary(&self) -> EvalSummary {
         EvalSummary {
-            count: self.images.len(),
+            // The scored images, also after `with_sums` (where `images` holds one share).
+            count: self.psnr.overall().count(),
             psnr: means(&self.psnr),
             ssim: means(&self.ssim),
             psnr_input: means(&self.psnr_input),

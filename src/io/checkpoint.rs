@@ -25,6 +25,7 @@ const PROVENANCE_KEY: &str = "promptir.provenance";
 const IMPORTED_KEY: &str = "promptir.imported_from";
 const TRAIN_STATE_KEY: &str = "promptir.train_state";
 const BATCHES_KEY: &str = "promptir.batches_per_epoch";
+const WORLD_KEY: &str = "promptir.world_size";
 /// Written before provenance existed: only the run's name.
 const LEGACY_RUN_KEY: &str = "promptir.run";
 
@@ -111,8 +112,11 @@ pub struct TrainState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resume {
     pub state: TrainState,
-    /// Batches per epoch of the run: a resume with another data set or batch size is refused.
+    /// (Global) batches per epoch of the run: a resume with another data set or batch size is
+    /// refused.
     pub batches_per_epoch: usize,
+    /// Processes the run trained with (1 without torchrun, and in files of older versions).
+    pub world: usize,
 }
 
 impl Resume {
@@ -123,7 +127,9 @@ impl Resume {
         let state = meta.get(TRAIN_STATE_KEY).and_then(|j| serde_json::from_str(j).ok());
         let batches = meta.get(BATCHES_KEY).and_then(|b| b.parse().ok());
         match (state, batches) {
-            (Some(state), Some(batches_per_epoch)) => Ok(Resume { state, batches_per_epoch }),
+            (Some(state), Some(batches_per_epoch)) => {
+                Ok(Resume { state, batches_per_epoch, world: 1 })
+            }
             _ => Err(Error::weights(
                 &file.path,
                 "has no training state in its metadata; it is not a resume file of this promptir",
@@ -175,6 +181,7 @@ impl CheckpointMeta {
         if let Some(r) = &self.resume {
             m.insert(TRAIN_STATE_KEY.into(), json(&r.state));
             m.insert(BATCHES_KEY.into(), r.batches_per_epoch.to_string());
+            m.insert(WORLD_KEY.into(), r.world.to_string());
         }
         m
     }
@@ -209,8 +216,11 @@ impl CheckpointMeta {
         let provenance: Option<Provenance> = parse(file, &meta, PROVENANCE_KEY)?;
         let state: Option<TrainState> = parse(file, &meta, TRAIN_STATE_KEY)?;
         let batches: Option<usize> = parse(file, &meta, BATCHES_KEY)?;
+        let world = parse::<usize>(file, &meta, WORLD_KEY)?.unwrap_or(1);
         let resume = match (state, batches) {
-            (Some(state), Some(batches_per_epoch)) => Some(Resume { state, batches_per_epoch }),
+            (Some(state), Some(batches_per_epoch)) => {
+                Some(Resume { state, batches_per_epoch, world })
+            }
             (None, None) => None,
             _ => return Err(bad("incomplete training state in metadata".into())),
         };
@@ -356,7 +366,7 @@ mod tests {
         };
         let meta = CheckpointMeta {
             provenance: Some(provenance()),
-            resume: Some(Resume { state, batches_per_epoch: 20 }),
+            resume: Some(Resume { state, batches_per_epoch: 20, world: 2 }),
             ..CheckpointMeta::new(ModelConfig::tiny())
         };
         save_checkpoint(&path, &x, &[], &meta).unwrap();

@@ -139,6 +139,12 @@ impl EpochLoss {
         self.count += 1;
     }
 
+    /// The sum and the number of steps (one host sync), to add up over processes.
+    pub fn sum_count(&self) -> (f64, usize) {
+        let sum = self.sum.as_ref().and_then(|s| f64::try_from(s).ok()).unwrap_or(0.0);
+        (sum, self.count)
+    }
+
     /// The mean (one host sync), `None` before the first step or if not finite.
     pub fn mean(&self) -> Option<f64> {
         let s = f64::try_from(self.sum.as_ref()?).ok()?;

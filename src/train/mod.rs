@@ -7,6 +7,7 @@ mod args;
 mod log;
 mod loss;
 mod optim;
+mod persist;
 mod run_dir;
 mod schedule;
 mod step;

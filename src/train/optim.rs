@@ -197,6 +197,11 @@ impl AdamW {
         }
     }
 
+    /// The parameters, sorted by name (the same order in every process).
+    pub fn params(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.tensor.shallow_clone()).collect()
+    }
+
     /// The defined gradients (for loss scaling and diagnostics).
     pub fn grads(&self) -> Vec<Tensor> {
         self.params.iter().map(|p| p.tensor.grad()).filter(Tensor::defined).collect()

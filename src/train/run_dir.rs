@@ -52,7 +52,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsLine>> {
 }
 
 impl RunDir {
-    fn at(name: &str, logs_root: &Path, weights_root: &Path) -> Self {
+    /// The run `name`'s folders (nothing is created or checked).
+    pub fn named(name: &str, logs_root: &Path, weights_root: &Path) -> Self {
         RunDir {
             name: name.to_string(),
             logs: logs_root.join(name),
@@ -67,13 +68,13 @@ impl RunDir {
     /// A fresh run named after the experiment; a UTC timestamp suffix is added only when that
     /// name is taken, so no existing run is ever overwritten.
     pub fn create(exp: &Experiment, logs_root: &Path, weights_root: &Path) -> Result<Self> {
-        let mut run = Self::at(&exp.name, logs_root, weights_root);
+        let mut run = Self::named(&exp.name, logs_root, weights_root);
         if run.exists() {
             let stamp = utc_stamp();
-            run = Self::at(&format!("{}_{stamp}", exp.name), logs_root, weights_root);
+            run = Self::named(&format!("{}_{stamp}", exp.name), logs_root, weights_root);
             let mut n = 2;
             while run.exists() {
-                run = Self::at(&format!("{}_{stamp}_{n}", exp.name), logs_root, weights_root);
+                run = Self::named(&format!("{}_{stamp}_{n}", exp.name), logs_root, weights_root);
                 n += 1;
             }
         }
@@ -91,7 +92,7 @@ impl RunDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| Error::Usage(format!("--resume {name_or_path:?}: not a run name")))?;
-        let run = Self::at(&name, logs_root, weights_root);
+        let run = Self::named(&name, logs_root, weights_root);
         if !run.config_path().is_file() {
             return Err(Error::Usage(format!(
                 "--resume {name}: no run there ({} is missing); runs live under {}",
@@ -216,7 +217,7 @@ mod tests {
     #[test]
     fn the_loss_scale_survives_a_save_and_old_states_still_load() {
         let d = tempfile::tempdir().unwrap();
-        let run = RunDir::at("r", &d.path().join("logs"), d.path());
+        let run = RunDir::named("r", &d.path().join("logs"), d.path());
         std::fs::create_dir_all(&run.weights).unwrap();
         let scaler =
             ScalerState { scale: 512.0, growth_interval: 2, clean_steps: 1, ..Default::default() };
@@ -238,7 +239,7 @@ mod tests {
     #[test]
     fn metrics_lines_round_trip_sort_and_keep_the_last_of_a_repeated_epoch() {
         let d = tempfile::tempdir().unwrap();
-        let run = RunDir::at("r", d.path(), d.path());
+        let run = RunDir::named("r", d.path(), d.path());
         std::fs::create_dir_all(&run.logs).unwrap();
         let line = |epoch: usize, psnr: f64| MetricsLine {
             epoch,

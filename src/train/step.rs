@@ -5,11 +5,13 @@ use super::amp::GradScaler;
 use super::loss::{Loss, LossTerms};
 use super::optim::AdamW;
 use crate::config::{Experiment, OptimizerKind, Precision};
+use crate::dist::{GradBuckets, ProcessGroup};
 use crate::infer::Restore;
 use crate::io::ScalerState;
 use crate::model::PromptIr;
 use crate::native::Autocast;
 use crate::Result;
+use std::rc::Rc;
 use tch::{nn, Device, Kind, Tensor};
 
 /// What one step did.
@@ -37,6 +39,8 @@ pub struct TrainStep {
     pub scaler: Option<GradScaler>,
     pub grad_clip: Option<f64>,
     device: Device,
+    /// Data-parallel training: the group whose gradients are averaged, in buckets.
+    sync: Option<(Rc<ProcessGroup>, GradBuckets)>,
 }
 
 impl TrainStep {
@@ -58,7 +62,19 @@ impl TrainStep {
             scaler,
             grad_clip: exp.train.grad_clip,
             device,
+            sync: None,
         })
+    }
+
+    /// Trains data-parallel with `group`: rank 0's weights are copied to every rank now, and
+    /// each step averages the gradients over the ranks in buckets of `bucket_mb` MiB.
+    pub fn join(&mut self, group: Rc<ProcessGroup>, bucket_mb: f64) -> Result<()> {
+        let params = self.opt.params();
+        let numels: Vec<usize> = params.iter().map(Tensor::numel).collect();
+        let buckets = GradBuckets::new(&numels, (bucket_mb * (1 << 20) as f64) as usize);
+        buckets.broadcast_values(&group, &params)?;
+        self.sync = Some((group, buckets));
+        Ok(())
     }
 
     /// Continues with a saved scaler state; switching precision on resume starts or drops it.
@@ -92,12 +108,15 @@ impl TrainStep {
     ) -> Result<StepOutcome> {
         self.opt.zero_grad()?;
         let terms = self.loss.compute(&self.forward(x)?, y);
-        match &mut self.scaler {
+        match &self.scaler {
             None => terms.total.backward(),
-            Some(sc) => {
-                sc.scale_loss(&terms.total).backward();
-                sc.unscale(&self.opt)?;
-            }
+            Some(sc) => sc.scale_loss(&terms.total).backward(),
+        }
+        if let Some((group, buckets)) = &self.sync {
+            buckets.average(group, &self.opt.params())?;
+        }
+        if let Some(sc) = &mut self.scaler {
+            sc.unscale(&self.opt)?;
         }
         let grad_norm = self.grad_clip.map(|c| self.opt.clip_grad_norm(c));
         // With a scaler, overflowing gradients are expected now and then: the scaler skips

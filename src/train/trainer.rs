@@ -2,31 +2,38 @@
 //! [`TrainStep`]s with validation, TensorBoard and checkpoints ([`Trainer::run`]). Resuming
 //! continues the same run exactly: weights, AdamW moments, schedule position, the loader's
 //! per-epoch order and the fp16 loss scale.
+//!
+//! Launched by torchrun (`WORLD_SIZE` set), every process trains a slice of each global batch
+//! and the gradients are averaged ([`crate::dist`]); only rank 0 writes (TensorBoard,
+//! `metrics.jsonl`, checkpoints), validation is sharded across the ranks and its sums reduced,
+//! so every number and the choice of `best` equal a one-process run's on the same batches.
 
 use super::args::{resolve, Plan, TrainArgs};
 use super::log::{log_train, log_val, EpochLoss, Progress, Running};
+use super::persist::load_resume;
 use super::run_dir::{MetricsLine, RunDir};
 use super::schedule::Schedule;
 use super::step::TrainStep;
 use crate::config::Experiment;
 use crate::data::{self, fingerprint, Loader, LoaderConfig, Store};
+use crate::dist::{self, Launch, ProcessGroup};
 use crate::eval::{evaluate, EvalItem, EvalReport};
 use crate::io::{
-    load_strict, remove_stale_temps, save_checkpoint, write_atomic_bytes, CheckpointMeta,
-    DatasetFingerprint, EventWriter, Provenance, Resume, SummaryWriter, TensorFile, TrainState,
-    ValScores, STATE_PREFIX,
+    remove_stale_temps, write_atomic_bytes, DatasetFingerprint, EventWriter, SummaryWriter,
+    TrainState, ValScores,
 };
 use crate::{Error, Result};
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-/// Asks a running [`Trainer`] to stop cleanly: it saves `last` at the next step boundary and
-/// returns. The CLI's Ctrl-C handler holds a clone.
+/// Asks a running [`Trainer`] to stop cleanly: it saves `last` at the next step boundary (with
+/// several processes, at the next log point, where they agree on it) and returns. The CLI's
+/// Ctrl-C handler holds a clone.
 #[derive(Debug, Clone, Default)]
 pub struct StopHandle(Arc<AtomicBool>);
 
@@ -48,22 +55,29 @@ pub struct TrainSummary {
     pub state: TrainState,
     /// Stopped by the [`StopHandle`] (the `last` checkpoint was saved).
     pub interrupted: bool,
+    /// This process's rank (0 without torchrun); only rank 0 wrote anything.
+    pub rank: usize,
 }
 
 /// A run ready to train.
 pub struct Trainer {
-    exp: Experiment,
+    pub(super) exp: Experiment,
     device: Device,
-    run: RunDir,
-    state: TrainState,
-    step: TrainStep,
-    loader: Loader,
+    pub(super) run: RunDir,
+    pub(super) state: TrainState,
+    pub(super) step: TrainStep,
+    pub(super) loader: Loader,
+    /// This rank's share of the validation pairs (all of them without torchrun).
     val_items: Vec<EvalItem>,
+    /// Every degradation type of the whole validation split (the layout of reduced sums).
+    val_kinds: Vec<String>,
     schedule: Schedule,
-    tb: EventWriter<BufWriter<File>>,
-    dataset: DatasetFingerprint,
+    /// Rank 0 only.
+    tb: Option<EventWriter<BufWriter<File>>>,
+    pub(super) dataset: DatasetFingerprint,
     progress: Progress,
     stop: StopHandle,
+    group: Option<Rc<ProcessGroup>>,
 }
 
 /// How an epoch's batches ended.
@@ -71,25 +85,12 @@ struct EpochEnd {
     interrupted: bool,
     /// The learning rate of the last step taken.
     lr: f64,
+    /// Mean training loss over the epoch's steps (over all ranks).
     train_loss: Option<f64>,
-}
-
-/// The git commit the binary was built from (`build.rs`), if it was built from a checkout.
-fn git_commit() -> Option<String> {
-    option_env!("PROMPTIR_GIT_COMMIT").filter(|c| !c.is_empty()).map(String::from)
 }
 
 fn to_items(store: &Store, indices: &[usize]) -> Vec<EvalItem> {
     indices.iter().map(|&i| EvalItem::from(store.get(i).clone())).collect()
-}
-
-/// Whether every weight is finite (one host sync; used at save points only).
-fn weights_finite(vars: &[(String, Tensor)]) -> bool {
-    tch::no_grad(|| {
-        let sums: Vec<Tensor> = vars.iter().map(|(_, t)| t.abs().sum(Kind::Double)).collect();
-        sums.is_empty()
-            || f64::try_from(Tensor::stack(&sums, 0).sum(Kind::Double)).is_ok_and(f64::is_finite)
-    })
 }
 
 fn val_scores(r: &EvalReport) -> ValScores {
@@ -97,57 +98,104 @@ fn val_scores(r: &EvalReport) -> ValScores {
     ValScores { psnr: s.psnr, ssim: s.ssim }
 }
 
+/// Rank `rank`'s contiguous share of `n` items (rank 0 first, so it holds the panels' items).
+fn shard(n: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    (n * rank / world)..(n * (rank + 1) / world)
+}
+
 impl Trainer {
-    /// Resolves the experiment and checks everything a user can get wrong (config, VGG file,
-    /// data, patch size, resume point) before anything is written; then creates or reopens the
-    /// run's folders.
+    /// Resolves the experiment and checks everything a user can get wrong (config, launch, VGG
+    /// file, data, patch size, resume point) before anything is written; then creates or
+    /// reopens the run's folders (rank 0).
     pub fn setup(args: &TrainArgs, stop: StopHandle) -> Result<Trainer> {
         let (exp, plan) = resolve(args)?;
-        let device = crate::device::parse_device(&exp.device)?;
+        let launch = Launch::from_env()?;
+        let mut device = crate::device::parse_device(&exp.device)?;
+        if let (Some(l), Device::Cuda(_)) = (&launch, device) {
+            // One GPU per process, as torchrun lays them out.
+            device = crate::device::parse_device(&format!("cuda:{}", l.local_rank))?;
+        }
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true); // fixed patch shapes: tune once per shape
         }
         // The loss first (inside TrainStep): a missing VGG file stops us before minutes of decoding.
         let mut step = TrainStep::new(&exp, device)?;
+        let group = match &launch {
+            Some(l) => Some(Rc::new(ProcessGroup::join(l, device, dist::timeout())?)),
+            None => None,
+        };
+        let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank, g.world));
         let pairs = data::scan_pairs(&exp.data.root)?;
         let dataset = fingerprint(&exp.data.root, &pairs);
         let store = Arc::new(Store::load(&pairs, exp.data.workers)?);
         let split = data::split(&store.kinds(), exp.data.val_fraction, exp.seed);
-        let loader =
-            Loader::new(store.clone(), split.train.clone(), LoaderConfig::from_experiment(&exp))?;
-        let val_items = to_items(&store, &split.val);
+        let cfg = LoaderConfig { rank, world, ..LoaderConfig::from_experiment(&exp) };
+        let loader = Loader::new(store.clone(), split.train.clone(), cfg)?;
+        let mut val_kinds: Vec<String> =
+            split.val.iter().map(|&i| store.get(i).kind.clone()).collect();
+        val_kinds.sort();
+        val_kinds.dedup();
+        let val_items = to_items(&store, &split.val[shard(split.val.len(), rank, world)]);
         let bpe = loader.batches_per_epoch();
-        // Only now, with every input checked, is anything written.
+        // Only now, with every input checked, is anything written (by rank 0 alone).
+        let say = |s: String| {
+            if rank == 0 {
+                eprintln!("{s}")
+            }
+        };
         let (run, state) = match plan {
-            Plan::New => {
+            Plan::New if rank == 0 => {
                 (RunDir::create(&exp, &args.logs_dir, &args.weights_dir)?, TrainState::default())
             }
+            Plan::New => {
+                (RunDir::named("", &args.logs_dir, &args.weights_dir), TrainState::default())
+            }
             Plan::Resume(run) => {
-                let state = load_resume(&run, &mut step, bpe)?;
-                // Temp files of a process killed while saving are garbage now.
-                remove_stale_temps(&run.weights);
-                remove_stale_temps(&run.logs);
-                write_atomic_bytes(&run.config_path(), exp.to_yaml().as_bytes())?;
+                let state = load_resume(&run, &mut step, &loader, &say)?;
+                if rank == 0 {
+                    // Temp files of a process killed while saving are garbage now.
+                    remove_stale_temps(&run.weights);
+                    remove_stale_temps(&run.logs);
+                    write_atomic_bytes(&run.config_path(), exp.to_yaml().as_bytes())?;
+                }
                 (run, state)
             }
         };
+        let run = match &group {
+            // The name rank 0 chose (a new run may have a timestamp appended).
+            Some(g) => {
+                RunDir::named(&g.share_string("run", &run.name)?, &args.logs_dir, &args.weights_dir)
+            }
+            None => run,
+        };
+        if let Some(g) = &group {
+            step.join(g.clone(), exp.train.bucket_mb)?;
+        }
         let schedule = Schedule::from_config(&exp, bpe);
-        let tb = EventWriter::create(&run.logs)?;
+        let tb = if rank == 0 { Some(EventWriter::create(&run.logs)?) } else { None };
         let max_steps = exp.train.max_steps.unwrap_or(usize::MAX);
         let total_steps = (exp.train.epochs * bpe).min(max_steps);
-        let progress =
-            Progress::new(args.progress, total_steps as u64, state.step as u64, &run.name);
+        let progress = Progress::new(
+            args.progress && rank == 0,
+            total_steps as u64,
+            state.step as u64,
+            &run.name,
+        );
         let val = if split.val.is_empty() {
             "no validation split (data.val_fraction is 0)".to_string()
         } else {
             format!("{} val pairs", split.val.len())
         };
-        progress.say(format!(
-            "run {}: {} train pairs, {val}, {bpe} steps/epoch, {} parameters, {:?}; logs {}, weights {}",
+        let procs = if world > 1 {
+            format!(" x {world} processes (global batch {})", exp.train.batch_size * world)
+        } else {
+            String::new()
+        };
+        say(format!(
+            "run {}: {} train pairs, {val}, {bpe} steps/epoch, {} parameters, {device:?}{procs}; logs {}, weights {}",
             run.name,
             split.train.len(),
             step.vs.variables().values().map(|t| t.numel()).sum::<usize>(),
-            device,
             run.logs.display(),
             run.weights.display()
         ));
@@ -159,12 +207,19 @@ impl Trainer {
             step,
             loader,
             val_items,
+            val_kinds,
             schedule,
             tb,
             dataset,
             progress,
             stop,
+            group,
         })
+    }
+
+    /// Whether this process writes the run's files.
+    pub(super) fn writes(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.rank == 0)
     }
 
     /// Trains to the end (epochs or `max_steps`) or until stopped; `last` then holds the final
@@ -173,8 +228,11 @@ impl Trainer {
         let bpe = self.loader.batches_per_epoch();
         let max_steps = self.exp.train.max_steps.unwrap_or(usize::MAX);
         let mut interrupted = false;
-        let mut saved_at = None;
+        let (start, mut saved_at) = (self.state.step, None);
         for epoch in self.state.epoch..self.exp.train.epochs {
+            if self.state.step >= max_steps {
+                break; // a resumed run that had reached max_steps: nothing left to do
+            }
             let t0 = Instant::now();
             let end = self.train_epoch(epoch)?;
             if end.interrupted {
@@ -197,20 +255,25 @@ impl Trainer {
                 self.save(None, &[])?;
                 saved_at = Some(self.state.step);
             }
-            self.tb.flush()?;
+            if let Some(tb) = &mut self.tb {
+                tb.flush()?;
+            }
             if is_last {
                 break;
             }
         }
-        if saved_at != Some(self.state.step) {
+        if saved_at != Some(self.state.step) && self.state.step != start {
             // Stopped between validations: `last` holds the final weights, and a run stopped
             // before its first validation still gets a `best` to predict with.
-            let first = self.state.best_psnr.is_none() && !self.val_items.is_empty();
+            let first = self.state.best_psnr.is_none() && !self.val_kinds.is_empty();
             self.save(None, if first { &["best"] } else { &[] })?;
         }
-        self.tb.flush()?;
+        if let Some(tb) = &mut self.tb {
+            tb.flush()?;
+        }
         self.progress.finish();
-        Ok(TrainSummary { run: self.run, state: self.state, interrupted })
+        let rank = self.group.as_ref().map_or(0, |g| g.rank);
+        Ok(TrainSummary { run: self.run, state: self.state, interrupted, rank })
     }
 
     /// The batches of one epoch (from where a resumed run stopped).
@@ -224,7 +287,8 @@ impl Trainer {
         let (mut running, mut epoch_loss) = (Running::new(), EpochLoss::new());
         let mut lr = self.schedule.lr_at(epoch, skip);
         for (i, batch) in self.loader.epoch(epoch).enumerate().skip(skip) {
-            if self.stop.is_stopped() {
+            // With several processes the ranks agree on stopping at log points (below).
+            if self.group.is_none() && self.stop.is_stopped() {
                 return Ok(EpochEnd { interrupted: true, lr, train_loss: epoch_loss.mean() });
             }
             if self.state.step >= max_steps {
@@ -264,7 +328,27 @@ impl Trainer {
             running.add(&out.terms, batch.kinds.len(), batch.wait);
             epoch_loss.add(&out.terms.total);
             if log_now {
-                let d = running.drain();
+                let mut d = running.drain();
+                if let Some(g) = &self.group {
+                    // Means over the ranks (each took as many steps), images over all of them,
+                    // and whether any rank was asked to stop.
+                    let mut v: Vec<f64> = d.means.values().copied().collect();
+                    v.extend([d.images_per_s, d.wait_fraction, f64::from(self.stop.is_stopped())]);
+                    let v = g.sum_f64(&v)?;
+                    let w = g.world as f64;
+                    for (m, s) in d.means.values_mut().zip(&v) {
+                        *m = s / w;
+                    }
+                    let n = d.means.len();
+                    (d.images_per_s, d.wait_fraction) = (v[n], v[n + 1] / w);
+                    if v[n + 2] > 0.0 {
+                        return Ok(EpochEnd {
+                            interrupted: true,
+                            lr,
+                            train_loss: epoch_loss.mean(),
+                        });
+                    }
+                }
                 if d.means.values().any(|v| !v.is_finite()) {
                     return Err(Error::Usage(format!(
                         "loss became NaN/inf before step {}; {}; lower train.lr or set train.grad_clip",
@@ -272,7 +356,9 @@ impl Trainer {
                         self.last_good()
                     )));
                 }
-                log_train(&mut self.tb, self.state.step as i64, &d, lr)?;
+                if let Some(tb) = &mut self.tb {
+                    log_train(tb, self.state.step as i64, &d, lr)?;
+                }
                 self.progress.message(format!(
                     "ep {} loss {:.4} lr {lr:.2e} {:.1} img/s data {:.0}%",
                     epoch + 1,
@@ -282,20 +368,35 @@ impl Trainer {
                 ));
             }
         }
-        Ok(EpochEnd { interrupted: false, lr, train_loss: epoch_loss.mean() })
+        let train_loss = match &self.group {
+            None => epoch_loss.mean(),
+            Some(g) => {
+                let (sum, n) = epoch_loss.sum_count();
+                let v = g.sum_f64(&[sum, n as f64])?;
+                (v[1] > 0.0).then(|| v[0] / v[1]).filter(|m| m.is_finite())
+            }
+        };
+        Ok(EpochEnd { interrupted: false, lr, train_loss })
     }
 
-    /// Scores the held-out pairs (none when the run has no validation split).
+    /// Scores the held-out pairs (none when the run has no validation split): each rank its
+    /// share, then the sums are reduced, so every rank gets the whole split's means.
     fn validate(&mut self) -> Result<Option<EvalReport>> {
-        if self.val_items.is_empty() {
+        if self.val_kinds.is_empty() {
             return Ok(None);
         }
         self.progress.message("validating".into());
-        let keep = self.exp.train.val_images;
+        let keep = if self.writes() { self.exp.train.val_images } else { 0 };
         let loss = |y: &Tensor, t: &Tensor| self.step.loss.compute(y, t).total;
-        let report =
+        let mut report =
             evaluate(&self.step.model, &self.val_items, self.device, Some(&loss), keep, |_| {});
-        log_val(&mut self.tb, self.state.step as i64, &report, &self.val_items)?;
+        if let Some(g) = &self.group {
+            let sums = g.sum_f64(&report.sums(&self.val_kinds))?;
+            report = report.with_sums(&self.val_kinds, &sums);
+        }
+        if let Some(tb) = &mut self.tb {
+            log_val(tb, self.state.step as i64, &report, &self.val_items)?;
+        }
         Ok(Some(report))
     }
 
@@ -321,29 +422,31 @@ impl Trainer {
             self.state.best_psnr = Some(r.mean_psnr());
             self.state.best_epoch = Some(epoch + 1);
         }
-        self.run.append_metrics(&MetricsLine {
-            epoch: epoch + 1,
-            step: self.state.step,
-            lr: end.lr,
-            train_loss: end.train_loss,
-            val: report.map(EvalReport::summary),
-            epoch_seconds: t0.elapsed().as_secs_f64(),
-        })?;
-        let loss = end.train_loss.map_or("-".into(), |l| format!("{l:.4}"));
-        self.progress.say(match report {
-            Some(r) => format!(
-                "{at} step {}: train loss {loss}, val psnr {:.3} dB ssim {:.4} ({}){}",
-                self.state.step,
-                r.mean_psnr(),
-                r.mean_ssim(),
-                r.by_kind_line(),
-                if improved { " [best]" } else { "" }
-            ),
-            None => format!(
-                "{at} step {}: train loss {loss} (no validation split: data.val_fraction is 0)",
-                self.state.step
-            ),
-        });
+        if self.writes() {
+            self.run.append_metrics(&MetricsLine {
+                epoch: epoch + 1,
+                step: self.state.step,
+                lr: end.lr,
+                train_loss: end.train_loss,
+                val: report.map(EvalReport::summary),
+                epoch_seconds: t0.elapsed().as_secs_f64(),
+            })?;
+            let loss = end.train_loss.map_or("-".into(), |l| format!("{l:.4}"));
+            self.progress.say(match report {
+                Some(r) => format!(
+                    "{at} step {}: train loss {loss}, val psnr {:.3} dB ssim {:.4} ({}){}",
+                    self.state.step,
+                    r.mean_psnr(),
+                    r.mean_ssim(),
+                    r.by_kind_line(),
+                    if improved { " [best]" } else { "" }
+                ),
+                None => format!(
+                    "{at} step {}: train loss {loss} (no validation split: data.val_fraction is 0)",
+                    self.state.step
+                ),
+            });
+        }
         let mut copies = Vec::new();
         if improved {
             copies.push("best".to_string());
@@ -355,129 +458,4 @@ impl Trainer {
         let copies: Vec<&str> = copies.iter().map(String::as_str).collect();
         self.save(report.map(val_scores).as_ref(), &copies)
     }
-
-    /// Names the checkpoint a diverged run can go back to.
-    fn last_good(&self) -> String {
-        let last = self.run.checkpoint("last");
-        if last.is_file() {
-            format!("the last good checkpoint is {}", last.display())
-        } else {
-            "no checkpoint was saved yet".to_string()
-        }
-    }
-
-    fn provenance(&self, val: Option<&ValScores>) -> Provenance {
-        Provenance {
-            run: self.run.name.clone(),
-            experiment: self.exp.to_yaml(),
-            seed: self.exp.seed,
-            val_fraction: self.exp.data.val_fraction,
-            epoch: self.state.epoch,
-            step: self.state.step,
-            val: val.cloned(),
-            git_commit: git_commit(),
-            dataset: self.dataset.clone(),
-        }
-    }
-
-    /// The one place where checkpoints are written. `last.safetensors` is the resume point:
-    /// weights, optimizer state and training state in one file, replaced atomically, so a kill
-    /// at any moment leaves a matching set. `copies` (`best`, `epoch_N`) get the weights alone,
-    /// written once and hard-linked. Weights that became NaN/inf are never saved over good ones.
-    fn save(&mut self, val: Option<&ValScores>, copies: &[&str]) -> Result<()> {
-        let weights: Vec<(String, Tensor)> = self.step.vs.variables().into_iter().collect();
-        if !weights_finite(&weights) {
-            return Err(Error::Usage(format!(
-                "weights became NaN/inf by step {} and were not saved; {}; lower train.lr or set train.grad_clip",
-                self.state.step,
-                self.last_good()
-            )));
-        }
-        self.state.scaler = self.step.scaler.as_ref().map(|s| s.state());
-        let plain = CheckpointMeta {
-            provenance: Some(self.provenance(val)),
-            ..CheckpointMeta::new(self.exp.model.clone())
-        };
-        let resume = CheckpointMeta {
-            resume: Some(Resume {
-                state: self.state.clone(),
-                batches_per_epoch: self.loader.batches_per_epoch(),
-            }),
-            ..plain.clone()
-        };
-        let moments = self.step.opt.state_tensors(STATE_PREFIX);
-        save_checkpoint(&self.run.checkpoint("last"), &weights, &moments, &resume)?;
-        if let Some((first, rest)) = copies.split_first() {
-            let first = self.run.checkpoint(first);
-            save_checkpoint(&first, &weights, &[], &plain)?;
-            for name in rest {
-                link_or_copy(&first, &self.run.checkpoint(name))?;
-            }
-        }
-        self.run.write_state(&self.state)
-    }
-}
-
-/// `to` becomes the same file as `from` (a hard link; a copy where links are not supported),
-/// replacing it atomically.
-fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
-    let tmp = to.with_extension(format!("link-tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(from, &tmp).is_err() {
-        std::fs::copy(from, &tmp).map_err(|e| Error::io(to, e))?;
-    }
-    std::fs::rename(&tmp, to).map_err(|e| Error::io(to, e))
-}
-
-/// Loads the resume point of `run` into `step`; returns the state it was saved with.
-/// Everything is checked before anything is changed on disk.
-fn load_resume(run: &RunDir, step: &mut TrainStep, batches_per_epoch: usize) -> Result<TrainState> {
-    let (path, legacy) = (run.checkpoint("last"), run.legacy_resume_path());
-    let current = if path.is_file() { Some(TensorFile::open(&path)?) } else { None };
-    let current_resume = match &current {
-        Some(f) => CheckpointMeta::read(f)?.resume,
-        None => None,
-    };
-    let (file, resume, prefix) = match (current, current_resume) {
-        (Some(file), Some(resume)) => (file, resume, STATE_PREFIX),
-        // Runs saved before `last` held the resume point kept it in last.optim.safetensors,
-        // optimizer entries unprefixed beside the weights.
-        _ if legacy.is_file() => {
-            let file = TensorFile::open(&legacy)?;
-            let resume = Resume::read_legacy(&file)?;
-            (file, resume, "")
-        }
-        (Some(_), None) => {
-            return Err(Error::weights(
-                &path,
-                "has no training state in its metadata; it is not a resume point of this promptir",
-            ))
-        }
-        (None, _) => {
-            return Err(Error::Usage(format!(
-                "--resume {}: {} is missing, so the run stopped before its first checkpoint; start it again without --resume",
-                run.name,
-                path.display()
-            )))
-        }
-    };
-    let state = resume.state;
-    if resume.batches_per_epoch != batches_per_epoch
-        || state.step < state.epoch * batches_per_epoch
-        || state.step > (state.epoch + 1) * batches_per_epoch
-    {
-        return Err(Error::Usage(format!(
-            "--resume {}: the run has {} batches per epoch and stopped at step {} (epoch {}), this config gives {batches_per_epoch}; resume with the run's train.batch_size and data",
-            run.name, resume.batches_per_epoch, state.step, state.epoch
-        )));
-    }
-    load_strict(&step.vs, &file, &|k| k.strip_prefix(prefix).is_some_and(is_optimizer_entry))?;
-    step.opt.load_state(&file, prefix)?;
-    step.resume_scaler(state.scaler.clone());
-    Ok(state)
-}
-
-/// An AdamW entry name without its prefix: `exp_avg.<p>`, `exp_avg_sq.<p>` or `step.<p>`.
-fn is_optimizer_entry(name: &str) -> bool {
-    ["exp_avg.", "exp_avg_sq.", "step."].iter().any(|p| name.starts_with(p))
 }

@@ -198,7 +198,16 @@ fn loader_cfg(workers: usize, prefetch: usize) -> LoaderConfig {
     augment.color_jitter.prob = 0.5;
     augment.blur.prob = 0.5;
     augment.erase.prob = 0.5;
-    LoaderConfig { batch_size: 3, patch_size: 16, augment, seed: 7, workers, prefetch }
+    LoaderConfig {
+        batch_size: 3,
+        patch_size: 16,
+        augment,
+        seed: 7,
+        workers,
+        prefetch,
+        rank: 0,
+        world: 1,
+    }
 }
 
 #[test]
@@ -277,6 +286,42 @@ fn loader_batches_are_deterministic_whatever_the_worker_count() {
             assert_eq!(&store.get(*i).kind, k);
         }
     }
+}
+
+#[test]
+fn two_ranks_split_each_global_batch_without_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    standard(dir.path());
+    let store = Arc::new(load(dir.path()).unwrap());
+    let idx: Vec<usize> = (0..8).collect();
+    // One process with batch 4 against 2 ranks with batch 2 each: the same pairs, crops and
+    // augmentation, rank 0 the first half of every batch and rank 1 the second.
+    let one =
+        Loader::new(store.clone(), idx.clone(), LoaderConfig { batch_size: 4, ..loader_cfg(2, 2) })
+            .unwrap();
+    let ranks: Vec<Loader> = (0..2)
+        .map(|rank| {
+            let cfg = LoaderConfig { batch_size: 2, rank, world: 2, ..loader_cfg(1, 1) };
+            Loader::new(store.clone(), idx.clone(), cfg).unwrap()
+        })
+        .collect();
+    assert_eq!((one.batches_per_epoch(), ranks[0].batches_per_epoch()), (2, 2));
+    for epoch in 0..2 {
+        let (whole, r0, r1) = (
+            epoch_batches(&one, epoch),
+            epoch_batches(&ranks[0], epoch),
+            epoch_batches(&ranks[1], epoch),
+        );
+        for ((w, a), b) in whole.iter().zip(&r0).zip(&r1) {
+            assert_eq!(w.2, [a.2.clone(), b.2.clone()].concat(), "indices");
+            assert_eq!(w.0, [a.0.clone(), b.0.clone()].concat(), "degraded patches");
+            assert_eq!(w.1, [a.1.clone(), b.1.clone()].concat(), "clean patches");
+        }
+    }
+    // A global batch larger than the pairs is refused, naming both factors.
+    let cfg = LoaderConfig { batch_size: 3, rank: 0, world: 3, ..loader_cfg(1, 1) };
+    let e = err_of(Loader::new(store, idx, cfg));
+    assert!(e.contains("global batch of 9") && e.contains("3 processes"), "{e}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod augment;
 mod binary;
 mod checkpoint;
 mod dataset;
+mod dist;
 mod eval;
 mod experiments;
 mod gpu_check;

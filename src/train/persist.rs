@@ -1,0 +1,182 @@
+//! Where a run's state goes and comes back from: the checkpoints (`last` as the resume point,
+//! `best`, `epoch_N`) with their provenance, and loading a resume point (also one saved by
+//! another number of processes, or by older promptir versions).
+
+use super::run_dir::RunDir;
+use super::step::TrainStep;
+use super::trainer::Trainer;
+use crate::data::Loader;
+use crate::io::{
+    load_strict, save_checkpoint, CheckpointMeta, Provenance, Resume, TensorFile, TrainState,
+    ValScores, STATE_PREFIX,
+};
+use crate::{Error, Result};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// Whether every weight is finite (one host sync; used at save points only).
+fn weights_finite(vars: &[(String, Tensor)]) -> bool {
+    tch::no_grad(|| {
+        let sums: Vec<Tensor> = vars.iter().map(|(_, t)| t.abs().sum(Kind::Double)).collect();
+        sums.is_empty()
+            || f64::try_from(Tensor::stack(&sums, 0).sum(Kind::Double)).is_ok_and(f64::is_finite)
+    })
+}
+
+/// The git commit the binary was built from (`build.rs`), if it was built from a checkout.
+fn git_commit() -> Option<String> {
+    option_env!("PROMPTIR_GIT_COMMIT").filter(|c| !c.is_empty()).map(String::from)
+}
+
+impl Trainer {
+    /// Names the checkpoint a diverged run can go back to.
+    pub(super) fn last_good(&self) -> String {
+        let last = self.run.checkpoint("last");
+        if last.is_file() {
+            format!("the last good checkpoint is {}", last.display())
+        } else {
+            "no checkpoint was saved yet".to_string()
+        }
+    }
+
+    pub(super) fn provenance(&self, val: Option<&ValScores>) -> Provenance {
+        Provenance {
+            run: self.run.name.clone(),
+            experiment: self.exp.to_yaml(),
+            seed: self.exp.seed,
+            val_fraction: self.exp.data.val_fraction,
+            epoch: self.state.epoch,
+            step: self.state.step,
+            val: val.cloned(),
+            git_commit: git_commit(),
+            dataset: self.dataset.clone(),
+        }
+    }
+
+    /// The one place where checkpoints are written. `last.safetensors` is the resume point:
+    /// weights, optimizer state and training state in one file, replaced atomically, so a kill
+    /// at any moment leaves a matching set. `copies` (`best`, `epoch_N`) get the weights alone,
+    /// written once and hard-linked. Weights that became NaN/inf are never saved over good ones.
+    pub(super) fn save(&mut self, val: Option<&ValScores>, copies: &[&str]) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
+        let weights: Vec<(String, Tensor)> = self.step.vs.variables().into_iter().collect();
+        if !weights_finite(&weights) {
+            return Err(Error::Usage(format!(
+                "weights became NaN/inf by step {} and were not saved; {}; lower train.lr or set train.grad_clip",
+                self.state.step,
+                self.last_good()
+            )));
+        }
+        self.state.scaler = self.step.scaler.as_ref().map(|s| s.state());
+        let plain = CheckpointMeta {
+            provenance: Some(self.provenance(val)),
+            ..CheckpointMeta::new(self.exp.model.clone())
+        };
+        let resume = CheckpointMeta {
+            resume: Some(Resume {
+                state: self.state.clone(),
+                batches_per_epoch: self.loader.batches_per_epoch(),
+                world: self.loader.config().world,
+            }),
+            ..plain.clone()
+        };
+        let moments = self.step.opt.state_tensors(STATE_PREFIX);
+        save_checkpoint(&self.run.checkpoint("last"), &weights, &moments, &resume)?;
+        if let Some((first, rest)) = copies.split_first() {
+            let first = self.run.checkpoint(first);
+            save_checkpoint(&first, &weights, &[], &plain)?;
+            for name in rest {
+                link_or_copy(&first, &self.run.checkpoint(name))?;
+            }
+        }
+        self.run.write_state(&self.state)
+    }
+}
+
+/// `to` becomes the same file as `from` (a hard link; a copy where links are not supported),
+/// replacing it atomically.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension(format!("link-tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(from, &tmp).is_err() {
+        std::fs::copy(from, &tmp).map_err(|e| Error::io(to, e))?;
+    }
+    std::fs::rename(&tmp, to).map_err(|e| Error::io(to, e))
+}
+
+/// Loads the resume point of `run` into `step` (every rank reads it: the run's folder must be
+/// shared); returns the state to continue from. With the run's number of processes, that is
+/// exactly where it stopped; with another (`world`), the global batch changes, so the position
+/// in the epoch is converted to the same number of pairs seen and `say` tells what changed.
+/// Everything is checked before anything is changed on disk.
+pub(super) fn load_resume(
+    run: &RunDir,
+    step: &mut TrainStep,
+    loader: &Loader,
+    say: &dyn Fn(String),
+) -> Result<TrainState> {
+    let (bpe, world) = (loader.batches_per_epoch(), loader.config().world);
+    let (path, legacy) = (run.checkpoint("last"), run.legacy_resume_path());
+    let current = if path.is_file() { Some(TensorFile::open(&path)?) } else { None };
+    let current_resume = match &current {
+        Some(f) => CheckpointMeta::read(f)?.resume,
+        None => None,
+    };
+    let (file, resume, prefix) = match (current, current_resume) {
+        (Some(file), Some(resume)) => (file, resume, STATE_PREFIX),
+        // Runs saved before `last` held the resume point kept it in last.optim.safetensors,
+        // optimizer entries unprefixed beside the weights.
+        _ if legacy.is_file() => {
+            let file = TensorFile::open(&legacy)?;
+            let resume = Resume::read_legacy(&file)?;
+            (file, resume, "")
+        }
+        (Some(_), None) => {
+            return Err(Error::weights(
+                &path,
+                "has no training state in its metadata; it is not a resume point of this promptir",
+            ))
+        }
+        (None, _) => {
+            return Err(Error::Usage(format!(
+                "--resume {}: {} is missing, so the run stopped before its first checkpoint; start it again without --resume",
+                run.name,
+                path.display()
+            )))
+        }
+    };
+    let mut state = resume.state;
+    let old = resume.batches_per_epoch;
+    // What this data and batch size give with the run's own number of processes.
+    let expected = loader.pairs() / (loader.config().batch_size * resume.world.max(1));
+    if old != expected || state.step < state.epoch * old || state.step > (state.epoch + 1) * old {
+        return Err(Error::Usage(format!(
+            "--resume {}: the run has {old} batches per epoch and stopped at step {} (epoch {}), this config gives {bpe}; resume with the run's train.batch_size and data",
+            run.name, state.step, state.epoch
+        )));
+    }
+    if resume.world != world {
+        // The same pairs per process and step, so an epoch has world/old-world times the steps.
+        let done = (state.step - state.epoch * old) * resume.world / world;
+        let from = state.step;
+        state.step = state.epoch * bpe + done;
+        say(format!(
+            "--resume {}: trained with {} process(es), now {world}: the global batch is train.batch_size x {world} instead of x {}, an epoch has {bpe} steps instead of {old}, and step {from} continues as step {} (same epoch, same pairs seen); weights, optimizer state and schedule carry over",
+            run.name,
+            resume.world,
+            resume.world,
+            state.step
+        ));
+    }
+    load_strict(&step.vs, &file, &|k| k.strip_prefix(prefix).is_some_and(is_optimizer_entry))?;
+    step.opt.load_state(&file, prefix)?;
+    step.resume_scaler(state.scaler.clone());
+    Ok(state)
+}
+
+/// An AdamW entry name without its prefix: `exp_avg.<p>`, `exp_avg_sq.<p>` or `step.<p>`.
+fn is_optimizer_entry(name: &str) -> bool {
+    ["exp_avg.", "exp_avg_sq.", "step."].iter().any(|p| name.starts_with(p))
+}
