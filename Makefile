@@ -9,6 +9,7 @@ WEIGHTS  ?=
 INPUT    ?= $(DATA)/test/degraded
 OUTPUT   ?= pred.npz
 DEVICE   ?= auto
+NPROC    ?= 1
 ARGS     ?=
 export CARGO_TERM_COLOR ?= never
 # Lints with tch's doc-only feature: the same Rust code is checked, but torch-sys's build script
@@ -16,7 +17,7 @@ export CARGO_TERM_COLOR ?= never
 # build script are separate units; ~3 minutes each on 2 cores).
 CLIPPY   := cargo clippy --all-targets --features doc-only -- -D warnings
 
-.PHONY: help setup build test lint fmt doctor train predict eval demo ablation tensorboard bench gpu-check clean
+.PHONY: help setup build test lint fmt doctor train predict eval demo ablation tensorboard bench bench-dist gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,8 +42,12 @@ fmt: ## format the code
 doctor: build ## libtorch / CUDA / cuDNN / threads
 	$(BIN) doctor
 
-train: build ## make train EXP=experiments/combined_loss.yaml DATA=path/to/hw4_realse_dataset
+train: build ## make train EXP=experiments/combined_loss.yaml DATA=path/to/hw4_realse_dataset [NPROC=4]
+ifeq ($(NPROC),1)
 	$(BIN) train --config $(EXP) --data $(DATA) --device $(DEVICE) $(ARGS)
+else
+	.venv/bin/torchrun --no-python --nproc-per-node $(NPROC) $(BIN) train --config $(EXP) --data $(DATA) --device $(DEVICE) $(ARGS)
+endif
 
 predict: build ## make predict WEIGHTS="a.safetensors b.safetensors" INPUT=dir OUTPUT=pred.npz
 	@test -n "$(WEIGHTS)" || { echo "set WEIGHTS=path/to/best.safetensors (several for an ensemble)"; exit 2; }
@@ -61,8 +66,11 @@ ablation: build ## rebuild the report's ablation table (ABLATION_SCALE=tiny|pape
 tensorboard: setup ## TensorBoard on logs/
 	.venv/bin/tensorboard --logdir logs --bind_all
 
-bench: build ## Rust vs PyTorch eager on the same libtorch
+bench: build ## Rust vs PyTorch on the same libtorch
 	bash scripts/bench.sh $(ARGS)
+
+bench-dist: build ## 2 processes x 1 thread against 1 process x 2 threads, bucketed all-reduce or not
+	bash scripts/bench_dist.sh $(ARGS)
 
 gpu-check: build ## run scripts/gpu-check.sh with the local torch
 	bash scripts/gpu-check.sh $(BIN) .venv/torch/lib gpu-check-out

@@ -12,6 +12,8 @@
 #                       128, batch 8, on `promptir synth` data, in fp32, bf16 and fp16: first and
 #                       last logged loss (finite, decreasing), train images/s beside PyTorch's
 #                       (bench rows), final validation PSNR
+#   dist-smoke.txt      `promptir train` under torchrun in a process group of one (NCCL on CUDA,
+#                       Gloo on CPU), 4 steps
 #   summary.md          all of the above in one page
 # TORCH_LIB is the `lib` folder of a torch 2.11.0 install; it goes first on LD_LIBRARY_PATH and
 # its python (the venv around it, or $PYTHON) runs the PyTorch rows.
@@ -146,6 +148,20 @@ for p in ["fp32", "bf16", "fp16"]:
 EOF
 cat "$OUTDIR/train-smoke.md"
 
+step "data-parallel smoke: torchrun, one process ($([[ $device == cuda ]] && echo NCCL || echo Gloo))"
+port=$((29500 + RANDOM % 1000))
+if "$PYTHON" -m torch.distributed.run --no-python --nproc-per-node 1 --master-port "$port" \
+    "$BIN" train --config "$smoke_exp" --data "$OUTDIR/smoke-data" --device "$device" \
+    --name smoke-dist --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights" \
+    --set train.max_steps=4 --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch" \
+    --set train.val_every=1000 --set train.save_every=0 --set loss.perceptual=0 --set data.workers=2 \
+    --quiet >"$OUTDIR/dist-smoke.txt" 2>&1; then
+    echo "ok: 4 steps in a process group of 1 ($([[ $device == cuda ]] && echo NCCL || echo Gloo))" >>"$OUTDIR/dist-smoke.txt"
+else
+    echo "FAILED" >>"$OUTDIR/dist-smoke.txt"
+fi
+tail -n 3 "$OUTDIR/dist-smoke.txt"
+
 {
     echo "# promptir gpu-check"
     echo
@@ -169,5 +185,11 @@ cat "$OUTDIR/train-smoke.md"
     echo "## Training smoke"
     echo
     cat "$OUTDIR/train-smoke.md"
+    echo
+    echo "## Data-parallel smoke"
+    echo
+    echo '```'
+    tail -n 3 "$OUTDIR/dist-smoke.txt"
+    echo '```'
 } >"$OUTDIR/summary.md"
 step "wrote $OUTDIR/summary.md"

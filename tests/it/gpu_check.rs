@@ -84,6 +84,8 @@ fn gpu_check_script_runs_its_cpu_path() {
         assert!(num(3) < num(2) && cells[4] == "yes", "{row}");
         assert!(num(5) > 0.0 && num(6) > 0.0 && num(7) > 10.0, "{row}");
     }
+    let dist = read("dist-smoke.txt");
+    assert!(dist.contains("ok: 4 steps in a process group of 1 (Gloo)"), "{dist}");
     let summary = read("summary.md");
     assert!(summary.contains("| train | 32x32 | 2 | bf16 | cpu |"), "{summary}");
     assert!(summary.contains("## Training smoke"), "{summary}");
