@@ -264,6 +264,27 @@ char* promptir_dist_store_get(void* h, const char* key, char** value) {
   });
 }
 
+// First writer wins: sets `key` to `value` unless it holds one already; `*current` (malloc'ed)
+// is what the key holds afterwards. A TCPStore serves these one at a time, so every rank
+// reads the same winner.
+char* promptir_dist_store_first(void* h, const char* key, const char* value, char** current) {
+  return guarded([&] {
+    auto* d = static_cast<PromptirDist*>(h);
+    std::string v(value);
+    auto now = d->store->compareSet(key, {}, std::vector<uint8_t>(v.begin(), v.end()));
+    std::string s(now.begin(), now.end());
+    *current = copy_message(s.c_str());
+  });
+}
+
+// Whether `key` holds a value, without waiting for one.
+char* promptir_dist_store_has(void* h, const char* key, bool* out) {
+  return guarded([&] {
+    auto* d = static_cast<PromptirDist*>(h);
+    *out = d->store->check({std::string(key)});
+  });
+}
+
 void promptir_dist_free(void* h) {
   auto* d = static_cast<PromptirDist*>(h);
   d->stop.store(true);

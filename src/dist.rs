@@ -40,7 +40,30 @@ extern "C" {
         key: *const c_char,
         value: *mut *mut c_char,
     ) -> *mut c_char;
+    fn promptir_dist_store_first(
+        h: *mut c_void,
+        key: *const c_char,
+        value: *const c_char,
+        current: *mut *mut c_char,
+    ) -> *mut c_char;
+    fn promptir_dist_store_has(h: *mut c_void, key: *const c_char, out: *mut bool) -> *mut c_char;
     fn promptir_dist_free(h: *mut c_void);
+}
+
+/// A string the C side malloc'ed into an out-pointer, copied and freed.
+fn take_value(out: *mut c_char) -> String {
+    // SAFETY: set by a successful call to a malloc'ed NUL-terminated string, freed once here.
+    let s = unsafe { CStr::from_ptr(out) }.to_string_lossy().into_owned();
+    unsafe { promptir_free_error(out) };
+    s
+}
+
+fn parse_step(s: &str) -> Result<usize> {
+    s.parse().map_err(|_| Error::Usage(format!("the store holds {s:?} as the step to stop after")))
+}
+
+fn store_key(key: &str) -> CString {
+    CString::new(format!("promptir/{key}")).expect("keys have no NUL")
 }
 
 /// A message the C side returned (owned there), as a string; `None` for success.
@@ -212,7 +235,7 @@ impl ProcessGroup {
 
     /// Rank 0's `value` on every rank (through the rendezvous store).
     pub fn share_string(&self, key: &str, value: &str) -> Result<String> {
-        let key = CString::new(format!("promptir/{key}")).expect("keys have no NUL");
+        let key = store_key(key);
         if self.rank == 0 {
             let v = CString::new(value)
                 .map_err(|_| Error::Usage(format!("{value:?} holds a NUL byte")))?;
@@ -224,17 +247,53 @@ impl ProcessGroup {
             }
             return Ok(value.to_string());
         }
+        self.get(&key)
+    }
+
+    /// `key`'s value in the store, waiting (up to the timeout) for one.
+    fn get(&self, key: &CStr) -> Result<String> {
         let mut out = std::ptr::null_mut();
-        // SAFETY: a valid C string and one out-pointer; the returned string is freed below.
+        // SAFETY: a valid C string and one out-pointer, freed by take_value.
         if let Some(msg) =
             take(unsafe { promptir_dist_store_get(self.handle, key.as_ptr(), &mut out) })
         {
             return Err(self.failed("the store", msg));
         }
-        // SAFETY: set by a successful call to a malloc'ed NUL-terminated string.
-        let s = unsafe { CStr::from_ptr(out) }.to_string_lossy().into_owned();
-        unsafe { promptir_free_error(out) };
-        Ok(s)
+        Ok(take_value(out))
+    }
+
+    /// Proposes that every rank stop once `step` steps are done; the first proposal any rank
+    /// made wins and is returned. A rank proposes before starting step `done + 1` with
+    /// `step = done + 1`: no other rank can have finished that step yet (its gradient
+    /// all-reduce waits for the proposer), so every rank sees the proposal in time.
+    pub fn propose_stop(&self, step: usize) -> Result<usize> {
+        let (key, value) = (store_key("stop_after"), CString::new(step.to_string()).unwrap());
+        let mut out = std::ptr::null_mut();
+        // SAFETY: two valid C strings and one out-pointer, freed by take_value.
+        let err = unsafe {
+            promptir_dist_store_first(self.handle, key.as_ptr(), value.as_ptr(), &mut out)
+        };
+        if let Some(msg) = take(err) {
+            return Err(self.failed("the store", msg));
+        }
+        parse_step(&take_value(out))
+    }
+
+    /// The step every rank stops after, once any rank proposed one ([`Self::propose_stop`]):
+    /// one round trip to the store, no GPU sync.
+    pub fn agreed_stop(&self) -> Result<Option<usize>> {
+        let key = store_key("stop_after");
+        let mut has = false;
+        // SAFETY: a valid C string and a local out-flag.
+        if let Some(msg) =
+            take(unsafe { promptir_dist_store_has(self.handle, key.as_ptr(), &mut has) })
+        {
+            return Err(self.failed("the store", msg));
+        }
+        if !has {
+            return Ok(None);
+        }
+        parse_step(&self.get(&key)?).map(Some)
     }
 
     /// Sums `values` over all ranks (a small vector: loss sums, validation sums, flags).

@@ -49,8 +49,9 @@ impl TrainCmd {
         };
         let stop = StopHandle::new();
         let on_signal = stop.clone();
-        // Ctrl-C: save `last` at the next step and return, instead of dying mid-step.
-        ctrlc::set_handler(move || on_signal.stop()).context("installing the Ctrl-C handler")?;
+        // Ctrl-C, SIGTERM (torchrun passes Ctrl-C on as one; Slurm sends one before its time
+        // limit) and SIGHUP: save `last` at the next step and return, instead of dying mid-step.
+        ctrlc::set_handler(move || on_signal.stop()).context("installing the signal handler")?;
         let s = Trainer::setup(&args, stop).and_then(|t| t.run()).context("training")?;
         if s.rank != 0 {
             return Ok(()); // rank 0 reports for the group

@@ -32,8 +32,8 @@ use std::time::Instant;
 use tch::{Device, Tensor};
 
 /// Asks a running [`Trainer`] to stop cleanly: it saves `last` at the next step boundary (with
-/// several processes, at the next log point, where they agree on it) and returns. The CLI's
-/// Ctrl-C handler holds a clone.
+/// several processes, after the step they agree on, at most one more) and returns. The CLI's
+/// Ctrl-C / SIGTERM handler holds a clone.
 #[derive(Debug, Clone, Default)]
 pub struct StopHandle(Arc<AtomicBool>);
 
@@ -77,6 +77,8 @@ pub struct Trainer {
     pub(super) dataset: DatasetFingerprint,
     progress: Progress,
     stop: StopHandle,
+    /// With several processes: the step count all ranks stop at, once one was asked to.
+    stop_after: Option<usize>,
     group: Option<Rc<ProcessGroup>>,
 }
 
@@ -213,8 +215,25 @@ impl Trainer {
             dataset,
             progress,
             stop,
+            stop_after: None,
             group,
         })
+    }
+
+    /// Whether to stop before the next step: at once with one process; with several, once the
+    /// step they agreed on through the store is done ([`ProcessGroup::propose_stop`]).
+    fn should_stop(&mut self) -> Result<bool> {
+        let Some(g) = &self.group else {
+            return Ok(self.stop.is_stopped());
+        };
+        if self.stop_after.is_none() {
+            self.stop_after = if self.stop.is_stopped() {
+                Some(g.propose_stop(self.state.step + 1)?)
+            } else {
+                g.agreed_stop()?
+            };
+        }
+        Ok(self.stop_after.is_some_and(|s| self.state.step >= s))
     }
 
     /// Whether this process writes the run's files.
@@ -287,8 +306,7 @@ impl Trainer {
         let (mut running, mut epoch_loss) = (Running::new(), EpochLoss::new());
         let mut lr = self.schedule.lr_at(epoch, skip);
         for (i, batch) in self.loader.epoch(epoch).enumerate().skip(skip) {
-            // With several processes the ranks agree on stopping at log points (below).
-            if self.group.is_none() && self.stop.is_stopped() {
+            if self.should_stop()? {
                 return Ok(EpochEnd { interrupted: true, lr, train_loss: epoch_loss.mean() });
             }
             if self.state.step >= max_steps {
@@ -330,10 +348,9 @@ impl Trainer {
             if log_now {
                 let mut d = running.drain();
                 if let Some(g) = &self.group {
-                    // Means over the ranks (each took as many steps), images over all of them,
-                    // and whether any rank was asked to stop.
+                    // Means over the ranks (each took as many steps), images over all of them.
                     let mut v: Vec<f64> = d.means.values().copied().collect();
-                    v.extend([d.images_per_s, d.wait_fraction, f64::from(self.stop.is_stopped())]);
+                    v.extend([d.images_per_s, d.wait_fraction]);
                     let v = g.sum_f64(&v)?;
                     let w = g.world as f64;
                     for (m, s) in d.means.values_mut().zip(&v) {
@@ -341,13 +358,6 @@ impl Trainer {
                     }
                     let n = d.means.len();
                     (d.images_per_s, d.wait_fraction) = (v[n], v[n + 1] / w);
-                    if v[n + 2] > 0.0 {
-                        return Ok(EpochEnd {
-                            interrupted: true,
-                            lr,
-                            train_loss: epoch_loss.mean(),
-                        });
-                    }
                 }
                 if d.means.values().any(|v| !v.is_finite()) {
                     return Err(Error::Usage(format!(

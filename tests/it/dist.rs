@@ -5,7 +5,7 @@
 use crate::common::{paired_dataset, repo};
 use promptir::io::TensorFile;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
@@ -141,34 +141,40 @@ fn two_ranks_with_batch_2_equal_one_process_with_batch_4_also_across_a_resume() 
     );
 }
 
-#[test]
-fn a_rank_that_dies_stops_the_others_within_a_minute_naming_it() {
-    let d = setup();
-    let dir = d.path();
-    let port = free_port().to_string();
-    // Launched by hand (rank 0 serves the rendezvous store), as a Slurm job script would.
-    let spawn = |rank: &str| {
-        promptir(dir)
-            .args(["train", "--config", "exp.yaml", "--name", "k", "--quiet"])
-            .args(["--set", "train.epochs=1000", "--set", "train.val_every=1000"])
-            .env("WORLD_SIZE", "2")
-            .env("RANK", rank)
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", &port)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (mut r0, mut r1) = (spawn("0"), spawn("1"));
-    // Both train once the first epoch's checkpoint exists.
-    let last = dir.join("weights/k/last.safetensors");
+/// Rank `rank` of 2 training run `name` for ever, launched by hand (rank 0 serves the
+/// rendezvous store), as a Slurm job script would.
+fn spawn_rank(dir: &Path, port: u16, rank: &str, name: &str) -> Child {
+    promptir(dir)
+        .args(["train", "--config", "exp.yaml", "--name", name, "--quiet"])
+        .args(["--set", "train.epochs=1000", "--set", "train.val_every=1000"])
+        .env("WORLD_SIZE", "2")
+        .env("RANK", rank)
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until both ranks train: the first epoch's checkpoint exists.
+fn wait_for_first_epoch(dir: &Path, name: &str, r0: &mut Child) {
+    let last = dir.join(format!("weights/{name}/last.safetensors"));
     let t0 = Instant::now();
     while !last.exists() {
         assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoint within 60 s");
         assert!(r0.try_wait().unwrap().is_none(), "rank 0 exited early");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_rank_that_dies_stops_the_others_within_a_minute_naming_it() {
+    let d = setup();
+    let dir = d.path();
+    let port = free_port();
+    let (mut r0, mut r1) = (spawn_rank(dir, port, "0", "k"), spawn_rank(dir, port, "1", "k"));
+    wait_for_first_epoch(dir, "k", &mut r0);
     r1.kill().unwrap();
     r1.wait().unwrap();
     let killed = Instant::now();
@@ -179,6 +185,41 @@ fn a_rank_that_dies_stops_the_others_within_a_minute_naming_it() {
     assert!(!out.status.success(), "{err}");
     assert!(took < Duration::from_secs(60), "{took:?}");
     assert!(err.contains("lost rank 1") && err.contains("resumed"), "{err}");
+}
+
+#[test]
+fn sigterm_to_one_rank_stops_both_after_the_same_step_and_saves() {
+    let d = setup();
+    let dir = d.path();
+    let port = free_port();
+    let (mut r0, r1) = (spawn_rank(dir, port, "0", "s"), spawn_rank(dir, port, "1", "s"));
+    wait_for_first_epoch(dir, "s", &mut r0);
+    // Only rank 1 is told (as when one node of a job is preempted); rank 0 learns it through
+    // the store and both stop after the step rank 1 proposed.
+    let term = Command::new("kill").args(["-TERM", &r1.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let (o0, o1) = (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap());
+    let text = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    };
+    assert!(o1.status.success(), "rank 1: {}", text(&o1));
+    let out = ok(o0);
+    let steps: usize = out
+        .split(" steps;")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no step count: {out}"));
+    assert!(out.contains("stopped run s after") && out.contains("resume with"), "{out}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("weights/s/train_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"], steps, "{state}");
+    assert!(steps >= 2, "the first epoch (2 steps) was done before the signal: {steps}");
+    let last = TensorFile::open(&dir.join("weights/s/last.safetensors")).unwrap();
+    let meta = promptir::io::CheckpointMeta::read(&last).unwrap();
+    assert_eq!(meta.resume.map(|r| r.state.step), Some(steps));
 }
 
 #[test]
