@@ -77,11 +77,14 @@ impl Loader {
         }
         let global = cfg.batch_size * cfg.world.max(1);
         if indices.len() < global {
+            let procs = match cfg.world {
+                0 | 1 => String::new(),
+                n => format!(" x {n} processes = a global batch of {global}"),
+            };
             return Err(Error::Usage(format!(
-                "{} training pairs but a global batch of {global} (train.batch_size {} x {} processes); lower train.batch_size or add pairs",
+                "{} training pairs but train.batch_size is {}{procs}; lower train.batch_size or add pairs",
                 indices.len(),
-                cfg.batch_size,
-                cfg.world.max(1)
+                cfg.batch_size
             )));
         }
         for &i in &indices {
