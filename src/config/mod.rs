@@ -77,6 +77,18 @@ pub enum ScheduleUnit {
     Step,
 }
 
+/// How the learning rate follows the number of processes (torchrun's world size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LrScaling {
+    /// The schedule as written, whatever the global batch.
+    #[default]
+    None,
+    /// The whole schedule (`lr`, `warmup_start_lr`, `eta_min`) times the number of processes,
+    /// the linear rule for a global batch that many times larger (Goyal et al., 2017).
+    Linear,
+}
+
 /// The forward pass's precision. Weights, the loss and the optimizer stay fp32 in every mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -127,6 +139,8 @@ pub struct TrainConfig {
     /// With several processes (torchrun): gradients are averaged in flat buckets of about this
     /// many MiB, one all-reduce each (PyTorch DDP's default, 25); 0: one per parameter.
     pub bucket_mb: f64,
+    /// Whether the learning rate scales with the number of processes.
+    pub lr_scaling: LrScaling,
     /// Validate every N epochs (and after the last one).
     pub val_every: usize,
     /// Also keep `epoch_N.safetensors` every N epochs (0 = never).
@@ -157,6 +171,7 @@ impl Default for TrainConfig {
             precision: Precision::Fp32,
             optimizer: OptimizerKind::Fused,
             bucket_mb: 25.0,
+            lr_scaling: LrScaling::None,
             val_every: 5,
             save_every: 50,
             log_every: 50,

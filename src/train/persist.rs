@@ -5,6 +5,7 @@
 use super::run_dir::RunDir;
 use super::step::TrainStep;
 use super::trainer::Trainer;
+use crate::config::LrScaling;
 use crate::data::Loader;
 use crate::io::{
     load_strict, save_checkpoint, CheckpointMeta, Provenance, Resume, TensorFile, TrainState,
@@ -115,6 +116,7 @@ pub(super) fn load_resume(
     run: &RunDir,
     step: &mut TrainStep,
     loader: &Loader,
+    scaling: LrScaling,
     say: &dyn Fn(String),
 ) -> Result<TrainState> {
     let (bpe, world) = (loader.batches_per_epoch(), loader.config().world);
@@ -162,8 +164,12 @@ pub(super) fn load_resume(
         let done = (state.step - state.epoch * old) * resume.world / world;
         let from = state.step;
         state.step = state.epoch * bpe + done;
+        let lr = match scaling {
+            LrScaling::None => "weights, optimizer state and schedule carry over",
+            LrScaling::Linear => "weights and optimizer state carry over, and the learning rate follows the new count (train.lr_scaling: linear)",
+        };
         say(format!(
-            "--resume {}: trained with {} process(es), now {world}: the global batch is train.batch_size x {world} instead of x {}, an epoch has {bpe} steps instead of {old}, and step {from} continues as step {} (same epoch, same pairs seen); weights, optimizer state and schedule carry over",
+            "--resume {}: trained with {} process(es), now {world}: the global batch is train.batch_size x {world} instead of x {}, an epoch has {bpe} steps instead of {old}, and step {from} continues as step {} (same epoch, same pairs seen); {lr}",
             run.name,
             resume.world,
             resume.world,

@@ -13,7 +13,7 @@
 //! - past the horizon the cosine would climb again; the rate stays at `eta_min` instead (the same
 //!   value the closed form gives at `e = max_epochs`, and what `max_epochs == W` gives after warmup).
 
-use crate::config::{Experiment, ScheduleUnit};
+use crate::config::{Experiment, LrScaling, ScheduleUnit};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
@@ -28,13 +28,18 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// The schedule of `exp.train`; `steps_per_epoch` converts steps to fractional epochs.
-    pub fn from_config(exp: &Experiment, steps_per_epoch: usize) -> Schedule {
+    /// The schedule of `exp.train` for `world` processes (scaled by `train.lr_scaling`);
+    /// `steps_per_epoch` converts steps to fractional epochs.
+    pub fn from_config(exp: &Experiment, steps_per_epoch: usize, world: usize) -> Schedule {
         let t = &exp.train;
+        let k = match t.lr_scaling {
+            LrScaling::None => 1.0,
+            LrScaling::Linear => world.max(1) as f64,
+        };
         Schedule {
-            lr: t.lr,
-            warmup_start_lr: t.warmup_start_lr,
-            eta_min: t.eta_min,
+            lr: t.lr * k,
+            warmup_start_lr: t.warmup_start_lr * k,
+            eta_min: t.eta_min * k,
             warmup_epochs: t.warmup_epochs,
             max_epochs: exp.schedule_horizon(),
             unit: t.schedule_unit,
@@ -161,10 +166,24 @@ mod tests {
         exp.train.max_epochs = Some(150.0);
         exp.train.warmup_start_lr = 1e-6;
         exp.train.schedule_unit = ScheduleUnit::Step;
-        let s = Schedule::from_config(&exp, 50);
+        let s = Schedule::from_config(&exp, 50, 4);
         assert_eq!((s.max_epochs, s.warmup_epochs, s.steps_per_epoch), (150.0, 15.0, 50));
         assert_eq!((s.lr, s.warmup_start_lr, s.unit), (2e-4, 1e-6, ScheduleUnit::Step));
         exp.train.max_epochs = None;
-        assert_eq!(Schedule::from_config(&exp, 50).max_epochs, 120.0);
+        assert_eq!(Schedule::from_config(&exp, 50, 1).max_epochs, 120.0);
+    }
+
+    #[test]
+    fn linear_scaling_multiplies_the_whole_schedule_by_the_processes() {
+        let mut exp = Experiment::default();
+        exp.train.lr_scaling = crate::config::LrScaling::Linear;
+        exp.train.warmup_start_lr = 1e-6;
+        exp.train.eta_min = 1e-7;
+        let (one, four) = (Schedule::from_config(&exp, 50, 1), Schedule::from_config(&exp, 50, 4));
+        assert_eq!((one.lr, one.warmup_start_lr, one.eta_min), (2e-4, 1e-6, 1e-7));
+        assert_eq!((four.lr, four.warmup_start_lr, four.eta_min), (8e-4, 4e-6, 4e-7));
+        for e in [0.0, 7.5, 15.0, 100.0, 300.0] {
+            assert!((four.lr_at_epoch(e) - 4.0 * one.lr_at_epoch(e)).abs() < 1e-15, "epoch {e}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use super::persist::load_resume;
 use super::run_dir::{MetricsLine, RunDir};
 use super::schedule::Schedule;
 use super::step::TrainStep;
-use crate::config::Experiment;
+use crate::config::{Experiment, LrScaling};
 use crate::data::{self, fingerprint, Loader, LoaderConfig, Store};
 use crate::dist::{self, Launch, ProcessGroup};
 use crate::eval::{evaluate, EvalItem, EvalReport};
@@ -153,7 +153,7 @@ impl Trainer {
                 (RunDir::named("", &args.logs_dir, &args.weights_dir), TrainState::default())
             }
             Plan::Resume(run) => {
-                let state = load_resume(&run, &mut step, &loader, &say)?;
+                let state = load_resume(&run, &mut step, &loader, exp.train.lr_scaling, &say)?;
                 if rank == 0 {
                     // Temp files of a process killed while saving are garbage now.
                     remove_stale_temps(&run.weights);
@@ -173,7 +173,7 @@ impl Trainer {
         if let Some(g) = &group {
             step.join(g.clone(), exp.train.bucket_mb)?;
         }
-        let schedule = Schedule::from_config(&exp, bpe);
+        let schedule = Schedule::from_config(&exp, bpe, world);
         let tb = if rank == 0 { Some(EventWriter::create(&run.logs)?) } else { None };
         let max_steps = exp.train.max_steps.unwrap_or(usize::MAX);
         let total_steps = (exp.train.epochs * bpe).min(max_steps);
@@ -189,7 +189,11 @@ impl Trainer {
             format!("{} val pairs", split.val.len())
         };
         let procs = if world > 1 {
-            format!(" x {world} processes (global batch {})", exp.train.batch_size * world)
+            let lr = match exp.train.lr_scaling {
+                LrScaling::None => String::new(),
+                LrScaling::Linear => format!(", lr {:e} = {world} x train.lr", schedule.lr),
+            };
+            format!(" x {world} processes (global batch {}{lr})", exp.train.batch_size * world)
         } else {
             String::new()
         };
