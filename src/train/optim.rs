@@ -54,6 +54,24 @@ struct Param {
     state: Option<Moments>,
 }
 
+impl Param {
+    /// The weights, their gradient and their moments (zero before the first step); `None`
+    /// without a gradient.
+    fn with_grad(&mut self) -> Option<(&mut Tensor, Tensor, &mut Moments)> {
+        let Param { tensor, state, .. } = self;
+        let grad = tensor.grad();
+        if !grad.defined() {
+            return None;
+        }
+        let st = state.get_or_insert_with(|| Moments {
+            exp_avg: tensor.zeros_like(),
+            exp_avg_sq: tensor.zeros_like(),
+            step: StepCount::Host(0),
+        });
+        Some((tensor, grad, st))
+    }
+}
+
 pub struct AdamW {
     /// Every variable of the VarStore at construction, sorted by name.
     params: Vec<Param>,
@@ -139,21 +157,13 @@ impl AdamW {
         let _no_grad = tch::no_grad_guard();
         let mut t = AdamWTensors::default();
         for p in &mut self.params {
-            let grad = p.tensor.grad();
-            if !grad.defined() {
-                continue;
-            }
-            let st = p.state.get_or_insert_with(|| Moments {
-                exp_avg: p.tensor.zeros_like(),
-                exp_avg_sq: p.tensor.zeros_like(),
-                step: StepCount::Host(0),
-            });
+            let Some((param, grad, st)) = p.with_grad() else { continue };
             if let StepCount::Host(k) = st.step {
-                let count = Tensor::from(k as f32).to_device(p.tensor.device());
+                let count = Tensor::from(k as f32).to_device(param.device());
                 st.step = StepCount::Device(count);
             }
             let StepCount::Device(step) = &st.step else { unreachable!("made a device count") };
-            t.params.push(p.tensor.shallow_clone());
+            t.params.push(param.shallow_clone());
             t.grads.push(grad);
             t.exp_avgs.push(st.exp_avg.shallow_clone());
             t.exp_avg_sqs.push(st.exp_avg_sq.shallow_clone());
@@ -171,19 +181,11 @@ impl AdamW {
         let _no_grad = tch::no_grad_guard();
         let [b1, b2] = self.betas;
         for p in &mut self.params {
-            let grad = p.tensor.grad();
-            if !grad.defined() {
-                continue;
-            }
-            let st = p.state.get_or_insert_with(|| Moments {
-                exp_avg: p.tensor.zeros_like(),
-                exp_avg_sq: p.tensor.zeros_like(),
-                step: StepCount::Host(0),
-            });
+            let Some((param, grad, st)) = p.with_grad() else { continue };
             let t = st.step.value() + 1;
             st.step = StepCount::Host(t);
             if self.weight_decay != 0.0 {
-                let _ = p.tensor.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                let _ = param.g_mul_scalar_(1.0 - lr * self.weight_decay);
             }
             let _ = st.exp_avg.lerp_(&grad, 1.0 - b1);
             // v*b2 + g*(g*(1-b2)) rounds like PyTorch's addcmul_(g, g, value=1-b2).
@@ -193,7 +195,7 @@ impl AdamW {
             let bias_correction2_sqrt = (1.0 - b2.powf(t)).powf(0.5);
             let denom = (st.exp_avg_sq.sqrt() / bias_correction2_sqrt).g_add_scalar_(self.eps);
             // p + (-step_size*m)/denom rounds like PyTorch's addcdiv_(m, denom, value=-step_size).
-            let _ = p.tensor.addcdiv_(&(&st.exp_avg * -step_size), &denom);
+            let _ = param.addcdiv_(&(&st.exp_avg * -step_size), &denom);
         }
     }
 
