@@ -3,15 +3,15 @@
 //! Gloo on CPU or NCCL on CUDA, through the native layer), and gradient averaging over a few
 //! large flat buckets ([`GradBuckets`]).
 
+use crate::native::{take_error, take_string};
 use crate::{Error, Result};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::time::Duration;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 type CTensor = *mut torch_sys::C_tensor;
 
 extern "C" {
-    fn promptir_free_error(err: *mut c_char);
     fn promptir_dist_init(
         host: *const c_char,
         port: c_int,
@@ -50,31 +50,12 @@ extern "C" {
     fn promptir_dist_free(h: *mut c_void);
 }
 
-/// A string the C side malloc'ed into an out-pointer, copied and freed.
-fn take_value(out: *mut c_char) -> String {
-    // SAFETY: set by a successful call to a malloc'ed NUL-terminated string, freed once here.
-    let s = unsafe { CStr::from_ptr(out) }.to_string_lossy().into_owned();
-    unsafe { promptir_free_error(out) };
-    s
-}
-
 fn parse_step(s: &str) -> Result<usize> {
     s.parse().map_err(|_| Error::Usage(format!("the store holds {s:?} as the step to stop after")))
 }
 
 fn store_key(key: &str) -> CString {
     CString::new(format!("promptir/{key}")).expect("keys have no NUL")
-}
-
-/// A message the C side returned (owned there), as a string; `None` for success.
-fn take(err: *mut c_char) -> Option<String> {
-    if err.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null return is a NUL-terminated string malloc'ed by native.cpp, freed once here.
-    let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
-    unsafe { promptir_free_error(err) };
-    Some(msg.lines().next().unwrap_or("").trim_end().to_string())
 }
 
 /// How this process was started: torchrun's environment (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
@@ -179,7 +160,7 @@ impl ProcessGroup {
                 &mut handle,
             )
         };
-        if let Some(msg) = take(err) {
+        if let Some(msg) = take_error(err) {
             return Err(Error::Usage(format!(
                 "rank {} of {} could not join the process group at {}:{} ({msg}); check MASTER_ADDR/MASTER_PORT and that every rank was started",
                 launch.rank, launch.world, launch.master_addr, launch.master_port
@@ -194,7 +175,7 @@ impl ProcessGroup {
         let mut n = 0usize;
         // SAFETY: `lost` has room for every rank; `n` is a local.
         let err = unsafe { promptir_dist_lost_ranks(self.handle, 2500, lost.as_mut_ptr(), &mut n) };
-        let who = match (take(err), &lost[..n]) {
+        let who = match (take_error(err), &lost[..n]) {
             (None, [-1]) => {
                 "the rendezvous store is gone, so rank 0 or the launcher died".to_string()
             }
@@ -216,7 +197,7 @@ impl ProcessGroup {
     pub fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
         // SAFETY: a live tensor handle; the group handle lives as long as `self`.
         let err = unsafe { promptir_dist_allreduce_sum(self.handle, t.as_ptr() as CTensor) };
-        match take(err) {
+        match take_error(err) {
             None => Ok(()),
             Some(msg) => Err(self.failed("an all-reduce", msg)),
         }
@@ -227,7 +208,7 @@ impl ProcessGroup {
         // SAFETY: as for all_reduce_sum.
         let err =
             unsafe { promptir_dist_broadcast(self.handle, t.as_ptr() as CTensor, root as c_int) };
-        match take(err) {
+        match take_error(err) {
             None => Ok(()),
             Some(msg) => Err(self.failed("a broadcast", msg)),
         }
@@ -240,9 +221,9 @@ impl ProcessGroup {
             let v = CString::new(value)
                 .map_err(|_| Error::Usage(format!("{value:?} holds a NUL byte")))?;
             // SAFETY: two valid C strings.
-            if let Some(msg) =
-                take(unsafe { promptir_dist_store_set(self.handle, key.as_ptr(), v.as_ptr()) })
-            {
+            if let Some(msg) = take_error(unsafe {
+                promptir_dist_store_set(self.handle, key.as_ptr(), v.as_ptr())
+            }) {
                 return Err(self.failed("the store", msg));
             }
             return Ok(value.to_string());
@@ -253,13 +234,13 @@ impl ProcessGroup {
     /// `key`'s value in the store, waiting (up to the timeout) for one.
     fn get(&self, key: &CStr) -> Result<String> {
         let mut out = std::ptr::null_mut();
-        // SAFETY: a valid C string and one out-pointer, freed by take_value.
+        // SAFETY: a valid C string and one out-pointer, freed by take_string.
         if let Some(msg) =
-            take(unsafe { promptir_dist_store_get(self.handle, key.as_ptr(), &mut out) })
+            take_error(unsafe { promptir_dist_store_get(self.handle, key.as_ptr(), &mut out) })
         {
             return Err(self.failed("the store", msg));
         }
-        Ok(take_value(out))
+        Ok(take_string(out))
     }
 
     /// Proposes that every rank stop once `step` steps are done; the first proposal any rank
@@ -269,14 +250,14 @@ impl ProcessGroup {
     pub fn propose_stop(&self, step: usize) -> Result<usize> {
         let (key, value) = (store_key("stop_after"), CString::new(step.to_string()).unwrap());
         let mut out = std::ptr::null_mut();
-        // SAFETY: two valid C strings and one out-pointer, freed by take_value.
+        // SAFETY: two valid C strings and one out-pointer, freed by take_string.
         let err = unsafe {
             promptir_dist_store_first(self.handle, key.as_ptr(), value.as_ptr(), &mut out)
         };
-        if let Some(msg) = take(err) {
+        if let Some(msg) = take_error(err) {
             return Err(self.failed("the store", msg));
         }
-        parse_step(&take_value(out))
+        parse_step(&take_string(out))
     }
 
     /// The step every rank stops after, once any rank proposed one ([`Self::propose_stop`]):
@@ -286,7 +267,7 @@ impl ProcessGroup {
         let mut has = false;
         // SAFETY: a valid C string and a local out-flag.
         if let Some(msg) =
-            take(unsafe { promptir_dist_store_has(self.handle, key.as_ptr(), &mut has) })
+            take_error(unsafe { promptir_dist_store_has(self.handle, key.as_ptr(), &mut has) })
         {
             return Err(self.failed("the store", msg));
         }
@@ -352,16 +333,9 @@ impl GradBuckets {
         let _g = tch::no_grad_guard();
         for bucket in &self.buckets {
             let values: Vec<Tensor> = bucket.iter().map(|&i| params[i].shallow_clone()).collect();
-            let flat = Tensor::cat(&values.iter().map(|v| v.reshape([-1])).collect::<Vec<_>>(), 0);
-            let flat = flat.to_device(group.device);
+            let flat = flatten(&values, group.device);
             group.broadcast(&flat, 0)?;
-            let flat = flat.to_device(values[0].device());
-            let mut at = 0;
-            for mut v in values {
-                let n = v.numel() as i64;
-                v.copy_(&flat.narrow(0, at, n).view_as(&v));
-                at += n;
-            }
+            copy_back(&flat, values);
         }
         Ok(())
     }
@@ -378,19 +352,28 @@ impl GradBuckets {
                     "a parameter got no gradient; data-parallel training needs every parameter in the forward".into(),
                 ));
             }
-            let flat = Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0);
-            let flat =
-                if flat.device() == group.device { flat } else { flat.to_device(group.device) };
+            let flat = flatten(&grads, group.device);
             group.all_reduce_sum(&flat)?;
-            let flat = (flat * scale).to_device(grads[0].device()).to_kind(Kind::Float);
-            let mut at = 0;
-            for mut g in grads {
-                let n = g.numel() as i64;
-                g.copy_(&flat.narrow(0, at, n).view_as(&g));
-                at += n;
-            }
+            copy_back(&(flat * scale), grads);
         }
         Ok(())
+    }
+}
+
+/// `tensors` end to end in one flat buffer on `device` (the bucket a collective sends).
+fn flatten(tensors: &[Tensor], device: Device) -> Tensor {
+    Tensor::cat(&tensors.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0).to_device(device)
+}
+
+/// Copies consecutive slices of `flat` back into `tensors` (in place, on their own device).
+fn copy_back(flat: &Tensor, tensors: Vec<Tensor>) {
+    let Some(first) = tensors.first() else { return };
+    let flat = flat.to_device(first.device()); // one transfer, not one per tensor
+    let mut at = 0;
+    for mut t in tensors {
+        let n = t.numel() as i64;
+        t.copy_(&flat.narrow(0, at, n).view_as(&t));
+        at += n;
     }
 }
 

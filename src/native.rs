@@ -48,16 +48,27 @@ extern "C" {
     ) -> *mut c_char;
 }
 
+/// A string native.cpp malloc'ed (a returned error, or a value through an out-pointer), copied
+/// and freed. `ptr` must be such a string, non-null, and not used again.
+pub(crate) fn take_string(ptr: *mut c_char) -> String {
+    // SAFETY: per the contract above: a NUL-terminated malloc'ed string, freed once here.
+    let s = unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned();
+    unsafe { promptir_free_error(ptr) };
+    s
+}
+
+/// A native function's return: `None` for success, else its error message's first line
+/// (libtorch appends a C++ stack trace to its messages; the first line says what happened).
+pub(crate) fn take_error(err: *mut c_char) -> Option<String> {
+    if err.is_null() {
+        return None;
+    }
+    Some(take_string(err).lines().next().unwrap_or("").trim_end().to_string())
+}
+
 /// Turns a returned error message (owned by the C side) into an error.
 fn check(err: *mut c_char) -> Result<()> {
-    if err.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-null return is a NUL-terminated string malloc'ed by native.cpp, freed once here.
-    let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
-    unsafe { promptir_free_error(err) };
-    // libtorch appends a C++ stack trace to its messages: the first line says what happened.
-    Err(Error::Native(msg.lines().next().unwrap_or("").trim_end().to_string()))
+    take_error(err).map_or(Ok(()), |msg| Err(Error::Native(msg)))
 }
 
 fn handles(ts: &[Tensor]) -> Vec<CTensor> {
