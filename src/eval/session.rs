@@ -2,7 +2,7 @@
 //! split, checked before any image is decoded ([`prepare`]), then scored by [`evaluate`].
 
 use super::score::{evaluate, EvalItem, EvalReport};
-use super::split::{dataset_notice, split_pairs, split_params, SplitName};
+use super::split::{split_pairs, split_params, SplitName};
 use super::summary::{EvalFile, EvalSetup};
 use crate::data::{PairPath, Store};
 use crate::infer::{build_restorer, load_models, Restore, Tiled};
@@ -75,11 +75,7 @@ pub fn prepare(opts: &EvalOptions) -> Result<Prepared> {
         SplitName::Test => None,
         _ => Some(split_params(&checkpoints, opts.seed, opts.val_fraction)?),
     };
-    let pairs = split_pairs(&opts.data, opts.split, params.as_ref())?;
-    let notice = match opts.split {
-        SplitName::Test => None,
-        _ => dataset_notice(&checkpoints, &opts.data, &crate::data::scan_pairs(&opts.data)?),
-    };
+    let (pairs, notice) = split_pairs(&opts.data, opts.split, params.as_ref(), &checkpoints)?;
     let setup = EvalSetup {
         weights: opts.weights.clone(),
         runs: models.iter().map(|m| m.meta.run().map(String::from)).collect(),

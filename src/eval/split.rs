@@ -195,13 +195,15 @@ pub fn dataset_notice(
     })
 }
 
-/// The pairs of `split` under the dataset `root`, in the dataset's order. `val`/`train` are
-/// exactly [`data::split`] of the scanned pairs, i.e. what training held out / learned from.
+/// The pairs of `split` under the dataset `root`, in the dataset's order, with the
+/// [`dataset_notice`] for `checkpoints` (never for `test`). `val`/`train` are exactly
+/// [`data::split`] of the scanned pairs, i.e. what training held out / learned from.
 pub fn split_pairs(
     root: &Path,
     split: SplitName,
     params: Option<&SplitParams>,
-) -> Result<Vec<PairPath>> {
+    checkpoints: &[(&Path, &CheckpointMeta)],
+) -> Result<(Vec<PairPath>, Option<String>)> {
     if !root.is_dir() {
         return Err(Error::data(
             root,
@@ -209,7 +211,7 @@ pub fn split_pairs(
         ));
     }
     let params = match (split, params) {
-        (SplitName::Test, _) => return test_pairs(root),
+        (SplitName::Test, _) => return Ok((test_pairs(root)?, None)),
         (_, Some(p)) => p,
         (_, None) => {
             return Err(Error::Usage(format!("the {split} split needs a seed and val_fraction")))
@@ -229,7 +231,8 @@ pub fn split_pairs(
             ),
         ));
     }
-    Ok(picked.into_iter().map(|i| pairs[i].clone()).collect())
+    let notice = dataset_notice(checkpoints, root, &pairs);
+    Ok((picked.into_iter().map(|i| pairs[i].clone()).collect(), notice))
 }
 
 /// `test/degraded` paired with `test/clean`; kinds from `test/types.json` when present.
