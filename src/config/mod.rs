@@ -275,33 +275,48 @@ impl Default for ColorJitterConfig {
     }
 }
 
-/// Gaussian blur of the degraded image only (a harder input; the target stays sharp).
+/// Which images of a pair a photometric step changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AugmentImages {
+    /// The degraded input only: a harder input, the target unchanged.
+    #[default]
+    Degraded,
+    /// Both images, the same way (the course report's pipeline: a transform of the whole pair).
+    Both,
+}
+
+/// Gaussian blur (by default of the degraded image only: a harder input, the target stays
+/// sharp).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlurConfig {
     pub prob: f64,
     pub sigma: [f64; 2],
+    pub images: AugmentImages,
 }
 
 impl Default for BlurConfig {
     fn default() -> Self {
-        BlurConfig { prob: 0.0, sigma: [0.1, 1.0] }
+        BlurConfig { prob: 0.0, sigma: [0.1, 1.0], images: AugmentImages::Degraded }
     }
 }
 
-/// Random erasing of a rectangle in the degraded image only: the network must inpaint it
-/// from context, a regulariser rather than a degradation model.
+/// Random erasing of a rectangle (by default in the degraded image only: the network must
+/// inpaint it from context, a regulariser rather than a degradation model; with `both`, the
+/// same rectangle in both images).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EraseConfig {
     pub prob: f64,
     /// Area fraction range of the erased rectangle.
     pub scale: [f64; 2],
+    pub images: AugmentImages,
 }
 
 impl Default for EraseConfig {
     fn default() -> Self {
-        EraseConfig { prob: 0.0, scale: [0.02, 0.1] }
+        EraseConfig { prob: 0.0, scale: [0.02, 0.1], images: AugmentImages::Degraded }
     }
 }
 

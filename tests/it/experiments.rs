@@ -1,7 +1,7 @@
 //! Every committed experiment file loads and validates, and the ablations differ from the base
 //! only where they say they do.
 
-use promptir::config::Experiment;
+use promptir::config::{AugmentConfig, AugmentImages, Experiment};
 use std::path::Path;
 
 fn load(name: &str) -> Experiment {
@@ -40,6 +40,33 @@ fn the_report_recipe() {
     assert_eq!(p.loss, e.loss);
     let t = load("tiny.yaml");
     assert_eq!(t.model, promptir::model::ModelConfig::tiny());
+    // The report's augmentations, on both images: crop, hflip, +-15 degrees, jitter, blur,
+    // erasing; no vertical flips or quarter turns (the flips_rot90 experiments have those).
+    for exp in [&e, &l1, &p, &t] {
+        assert_report_augment(&exp.augment, &exp.name);
+    }
+    assert_report_augment(&load("tiny_l1_only.yaml").augment, "tiny_l1_only");
+    for name in ["flips_rot90.yaml", "tiny_flips_rot90.yaml"] {
+        let a = load(name).augment;
+        assert_eq!((a.hflip, a.vflip, a.rot90), (0.5, 0.5, 0.5), "{name}");
+        let photometric = [a.rotate.prob, a.color_jitter.prob, a.blur.prob, a.erase.prob];
+        assert_eq!(photometric, [0.0; 4], "{name}");
+    }
+    let f = load("flips_rot90.yaml");
+    assert_eq!((f.loss, f.train, f.model), (e.loss.clone(), e.train.clone(), e.model.clone()));
+    let h = load("heavy_augment.yaml").augment;
+    assert_eq!((h.vflip, h.rot90), (0.5, 0.5));
+    assert_report_augment(&AugmentConfig { vflip: 0.0, rot90: 0.0, ..h }, "heavy_augment");
+}
+
+fn assert_report_augment(a: &AugmentConfig, name: &str) {
+    assert!(a.hflip > 0.0 && a.vflip == 0.0 && a.rot90 == 0.0, "{name}: {a:?}");
+    assert!(a.rotate.prob > 0.0 && a.rotate.degrees == 15.0, "{name}: {a:?}");
+    let jitter = &a.color_jitter;
+    assert!(jitter.prob > 0.0 && jitter.brightness > 0.0 && jitter.contrast > 0.0, "{name}");
+    assert!(jitter.saturation > 0.0, "{name}: {a:?}");
+    assert!(a.blur.prob > 0.0 && a.blur.images == AugmentImages::Both, "{name}: {a:?}");
+    assert!(a.erase.prob > 0.0 && a.erase.images == AugmentImages::Both, "{name}: {a:?}");
 }
 
 #[test]

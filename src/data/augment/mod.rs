@@ -6,7 +6,8 @@
 //!    small angle about the window's centre (bilinear, reflected image borders);
 //! 2. rotate by a random quarter turn, flip horizontally, flip vertically (exact, both images);
 //! 3. colour jitter with the same factors on both images;
-//! 4. Gaussian blur and random erasing of the degraded image only.
+//! 4. Gaussian blur and random erasing of the degraded image only, or of both (`images: both`,
+//!    the course report's pipeline).
 //!
 //! Geometric steps and the jitter act identically on both images, so the pixel correspondence
 //! between input and target survives. The parameters are drawn by [`Params::sample`] from a
@@ -14,7 +15,7 @@
 
 mod ops;
 
-use crate::config::AugmentConfig;
+use crate::config::{AugmentConfig, AugmentImages};
 pub use ops::{
     blur_radius, color_jitter, crop, erase, gaussian_blur, hflip, rot90, rotated_crop, vflip,
     Jitter, Planes, Rect,
@@ -35,8 +36,12 @@ pub struct Params {
     pub jitter: Option<Jitter>,
     /// Blur sigma for the degraded image.
     pub blur: Option<f64>,
+    /// The clean image is blurred too.
+    pub blur_both: bool,
     /// Rectangle erased in the degraded image.
     pub erase: Option<Rect>,
+    /// The clean image is erased too.
+    pub erase_both: bool,
 }
 
 impl Params {
@@ -80,7 +85,19 @@ impl Params {
             None
         };
         let erase = if hit(cfg.erase.prob, rng) { sample_erase(cfg, patch, rng) } else { None };
-        Params { top, left, degrees, quarter_turns, hflip, vflip, jitter, blur, erase }
+        Params {
+            top,
+            left,
+            degrees,
+            quarter_turns,
+            hflip,
+            vflip,
+            jitter,
+            blur,
+            blur_both: cfg.blur.images == AugmentImages::Both,
+            erase,
+            erase_both: cfg.erase.images == AugmentImages::Both,
+        }
     }
 
     /// Cuts and augments one pair of HWC u8 `h x w` images; returns (degraded, clean).
@@ -127,9 +144,15 @@ impl Params {
         }
         if let Some(sigma) = self.blur {
             d = gaussian_blur(&d, sigma);
+            if self.blur_both {
+                c = gaussian_blur(&c, sigma);
+            }
         }
         if let Some(r) = self.erase {
             erase(&mut d, r);
+            if self.erase_both {
+                erase(&mut c, r);
+            }
         }
         (d, c)
     }
@@ -177,8 +200,8 @@ mod tests {
                 contrast: 0.3,
                 saturation: 0.3,
             },
-            blur: BlurConfig { prob: 0.5, sigma: [0.3, 1.5] },
-            erase: EraseConfig { prob: 0.5, scale: [0.05, 0.2] },
+            blur: BlurConfig { prob: 0.5, sigma: [0.3, 1.5], ..Default::default() },
+            erase: EraseConfig { prob: 0.5, scale: [0.05, 0.2], ..Default::default() },
         }
     }
 
@@ -268,6 +291,24 @@ mod tests {
         let erased =
             (0..3).all(|ch| (r.top..r.top + r.height).all(|y| ad.at(ch, y, r.left) == 0.0));
         assert!(erased && r.height * r.width > 0);
+    }
+
+    #[test]
+    fn blur_and_erase_on_both_images_change_them_alike() {
+        // Identical inputs stay identical; the clean image is no longer the plain crop.
+        let (h, w, patch) = (20, 24, 16);
+        let d = image(h, w);
+        let mut cfg = all_off();
+        (cfg.blur.prob, cfg.erase.prob) = (1.0, 1.0);
+        (cfg.blur.images, cfg.erase.images) = (AugmentImages::Both, AugmentImages::Both);
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let p = Params::sample(&cfg, h, w, patch, &mut rng);
+        assert!(p.blur.is_some() && p.erase.is_some());
+        let (ad, ac) = p.apply(&d, &d, h, w, patch);
+        assert_eq!(ad, ac);
+        assert_ne!(ac, crop(&d, w, p.top, p.left, patch));
+        let only_degraded = Params { blur_both: false, erase_both: false, ..p.clone() };
+        assert_eq!(only_degraded.apply(&d, &d, h, w, patch).0, ad);
     }
 
     #[test]
