@@ -71,8 +71,12 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleUnit {
-    /// Once per epoch, like the report and upstream's Lightning scheduler.
+    /// Once per epoch: epoch e trains at the closed form's lr(e).
     Epoch,
+    /// Once per epoch as upstream PromptIR steps it (Lightning's epoch-end hook calls
+    /// `scheduler.step(current_epoch)`): epoch e trains at lr(e - 1), epochs 0 and 1 at the
+    /// start rate.
+    EpochLagged,
     /// Every optimiser step, with fractional epochs.
     Step,
 }

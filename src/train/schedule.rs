@@ -1,13 +1,23 @@
 //! The learning-rate schedule as a pure function: linear warmup, then cosine annealing.
 //!
-//! This is the closed form of Lightning-bolts' `LinearWarmupCosineAnnealingLR`, which upstream
-//! PromptIR steps once per epoch (warmup 15, horizon 150, lr 2e-4, both ends 0):
+//! This is the closed form of Lightning-bolts' `LinearWarmupCosineAnnealingLR`, the scheduler
+//! upstream PromptIR uses (warmup 15, horizon 150, lr 2e-4, both ends 0):
 //!
 //! - `e < W`:  `warmup_start_lr + e * (lr - warmup_start_lr) / max(1, W - 1)`
 //! - `e >= W`: `eta_min + 0.5 * (lr - eta_min) * (1 + cos(pi * (e - W) / (max_epochs - W)))`
 //!
+//! How an epoch maps to `e` is `train.schedule_unit`:
+//! - `epoch`: epoch `k` (0-based) trains at `lr(k)`;
+//! - `epoch_lagged`: upstream's stepping. Lightning calls upstream's `lr_scheduler_step` after
+//!   each epoch, which does `scheduler.step(current_epoch)` with the epoch just finished, so
+//!   epoch `k` trains at `lr(k - 1)` and epoch 0 at the constructor's rate (`warmup_start_lr`).
+//!   With upstream's numbers that is two epochs at 0, the peak reached one epoch later, and each
+//!   cosine epoch one epoch behind `epoch`'s;
+//! - `step`: every optimiser step at the fractional epoch `k + i / steps_per_epoch`.
+//!
 //! The `W - 1` denominator is upstream's: the ramp reaches `lr` at epoch `W - 1`, so epochs
-//! `W - 1` and `W` both train at the peak. Two cases the closed form leaves open are pinned here:
+//! `W - 1` and `W` both train at the peak. Cases the closed form leaves open are pinned here:
+//! - `W = 1` (bolts divides by zero): one epoch at `warmup_start_lr`, then the cosine;
 //! - fractional epochs between `W - 1` and `W` (step unit) would overshoot `lr`; the ramp is
 //!   capped at `lr` instead;
 //! - past the horizon the cosine would climb again; the rate stays at `eta_min` instead (the same
@@ -47,11 +57,13 @@ impl Schedule {
         }
     }
 
-    /// The learning rate for step `step_in_epoch` (0-based) of epoch `epoch` (0-based). With the
-    /// epoch unit the step is ignored; with the step unit the epoch is `epoch + step / steps`.
+    /// The learning rate for step `step_in_epoch` (0-based) of epoch `epoch` (0-based). The epoch
+    /// units ignore the step; with the step unit the epoch is `epoch + step / steps`.
     pub fn lr_at(&self, epoch: usize, step_in_epoch: usize) -> f64 {
         let e = match self.unit {
             ScheduleUnit::Epoch => epoch as f64,
+            ScheduleUnit::EpochLagged if epoch == 0 => return self.warmup_start_lr,
+            ScheduleUnit::EpochLagged => (epoch - 1) as f64,
             ScheduleUnit::Step => {
                 epoch as f64 + step_in_epoch as f64 / self.steps_per_epoch.max(1) as f64
             }

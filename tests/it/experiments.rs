@@ -59,6 +59,21 @@ fn the_report_recipe() {
     assert_report_augment(&AugmentConfig { vflip: 0.0, rot90: 0.0, ..h }, "heavy_augment");
 }
 
+#[test]
+fn upstreams_recipe() {
+    let u = load("upstream.yaml");
+    assert_eq!(u.model, promptir::model::ModelConfig::paper());
+    let t = &u.train;
+    assert_eq!((t.patch_size, t.batch_size, t.lr, t.weight_decay), (128, 8, 2e-4, 0.01));
+    assert_eq!((t.epochs, t.max_epochs, t.warmup_epochs), (120, Some(150.0), 15.0));
+    assert_eq!((t.warmup_start_lr, t.eta_min), (0.0, 0.0));
+    assert_eq!(t.schedule_unit, promptir::config::ScheduleUnit::EpochLagged);
+    assert_eq!((u.loss.l1, u.loss.ssim, u.loss.perceptual), (1.0, 0.0, 0.0));
+    let a = &u.augment;
+    assert_eq!((a.hflip, a.vflip, a.rot90), (0.5, 0.5, 0.5));
+    assert_eq!([a.rotate.prob, a.color_jitter.prob, a.blur.prob, a.erase.prob], [0.0; 4]);
+}
+
 fn assert_report_augment(a: &AugmentConfig, name: &str) {
     assert!(a.hflip > 0.0 && a.vflip == 0.0 && a.rot90 == 0.0, "{name}: {a:?}");
     assert!(a.rotate.prob > 0.0 && a.rotate.degrees == 15.0, "{name}: {a:?}");
