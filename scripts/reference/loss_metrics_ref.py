@@ -12,6 +12,8 @@
 - vgg.safetensors: `pred`, `target`, torchvision's outputs `feat.N` of `features.N` for pred, the
   perceptual distances (mean over layers of the per-layer L1 / MSE) and one full weighted loss
   with its gradient `grad.total` with respect to pred.
+- extra_losses.safetensors: Charbonnier, Sobel edge, FFT and PSNR losses (values, gradients) and
+  a weighted sum with L1.
 """
 import json
 import os
@@ -143,12 +145,59 @@ def vgg(out):
     save_file(tensors, os.path.join(out, "vgg.safetensors"), metadata={"values": json.dumps(meta)})
 
 
+SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def sobel(x):
+    c = x.shape[1]
+    kx = SOBEL_X.view(1, 1, 3, 3).repeat(c, 1, 1, 1)
+    ky = SOBEL_X.t().contiguous().view(1, 1, 3, 3).repeat(c, 1, 1, 1)
+    return F.conv2d(x, kx, groups=c), F.conv2d(x, ky, groups=c)
+
+
+EXTRA = {
+    # sqrt(d^2 + eps^2), eps 1e-3 (MPRNet's CharbonnierLoss)
+    "charbonnier": lambda p, t: torch.sqrt((p - t) ** 2 + 1e-6).mean(),
+    # L1 of the 3x3 Sobel responses (valid, per channel), the mean of both directions
+    "edge": lambda p, t: sum((a - b).abs().mean() for a, b in zip(sobel(p), sobel(t))) / 2,
+    # L1 of the orthonormal 2-D real FFT's complex values (real and imaginary parts)
+    "fft": lambda p, t: (
+        torch.view_as_real(torch.fft.rfft2(p, norm="ortho"))
+        - torch.view_as_real(torch.fft.rfft2(t, norm="ortho"))
+    ).abs().mean(),
+    # minus the PSNR (data range 1) per image, averaged over the batch
+    "psnr": lambda p, t: (10 * torch.log10(((p - t) ** 2).mean(dim=(1, 2, 3)) + 1e-8)).mean(),
+}
+
+
+def extra_losses(out):
+    """extra_losses.safetensors: `pred`, `target`, per term its value (metadata) and gradient
+    `grad.<term>`, and a weighted sum with L1 (`total`, `grad.total`)."""
+    torch.manual_seed(2)
+    target = torch.rand(2, 3, 24, 21)
+    pred = target + 0.1 * torch.randn(target.shape)
+    tensors, values = {"pred": pred, "target": target}, {}
+    for name, f in EXTRA.items():
+        x = pred.clone().requires_grad_(True)
+        v = f(x, target)
+        v.backward()
+        values[name], tensors[f"grad.{name}"] = float(v.detach()), x.grad
+    weights = {"l1": 1.0, "charbonnier": 0.5, "edge": 0.3, "fft": 0.2, "psnr": 0.01}
+    x = pred.clone().requires_grad_(True)
+    total = weights["l1"] * F.l1_loss(x, target) + sum(weights[k] * EXTRA[k](x, target) for k in EXTRA)
+    total.backward()
+    values.update(total=float(total.detach()), weights=weights)
+    tensors["grad.total"] = x.grad
+    save_file(tensors, os.path.join(out, "extra_losses.safetensors"), metadata={"values": json.dumps(values)})
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(1)
     metrics(out, np.random.default_rng(0))
     ssim_loss(out)
     vgg(out)
+    extra_losses(out)
 
 
 if __name__ == "__main__":

@@ -204,6 +204,15 @@ pub struct LossConfig {
     pub perceptual_distance: Distance,
     /// ImageNet VGG16 weights (`scripts/export_vgg16.py` writes them).
     pub vgg_weights: PathBuf,
+    /// Weight of the Charbonnier loss `mean(sqrt(d^2 + 1e-6))` (a smooth L1).
+    pub charbonnier: f64,
+    /// Weight of the edge loss: L1 between the 3x3 Sobel responses of output and target.
+    pub edge: f64,
+    /// Weight of the frequency loss: L1 between the orthonormal 2-D FFTs (complex values).
+    pub fft: f64,
+    /// Weight of the PSNR loss: minus the PSNR (dB, data range 1) per image, batch mean; tens
+    /// of units, so its weight is usually small (0.01).
+    pub psnr: f64,
 }
 
 impl Default for LossConfig {
@@ -215,6 +224,10 @@ impl Default for LossConfig {
             perceptual_layers: vec![3, 8, 15],
             perceptual_distance: Distance::L1,
             vgg_weights: PathBuf::from("weights/vgg16.safetensors"),
+            charbonnier: 0.0,
+            edge: 0.0,
+            fft: 0.0,
+            psnr: 0.0,
         }
     }
 }

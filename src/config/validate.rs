@@ -98,8 +98,15 @@ impl Experiment {
         non_neg("loss.l1", l.l1)?;
         non_neg("loss.ssim", l.ssim)?;
         non_neg("loss.perceptual", l.perceptual)?;
-        if l.l1 + l.ssim + l.perceptual <= 0.0 {
-            return Err("at least one of loss.l1, loss.ssim, loss.perceptual must be > 0".into());
+        non_neg("loss.charbonnier", l.charbonnier)?;
+        non_neg("loss.edge", l.edge)?;
+        non_neg("loss.fft", l.fft)?;
+        non_neg("loss.psnr", l.psnr)?;
+        if l.l1 + l.ssim + l.perceptual + l.charbonnier + l.edge + l.fft + l.psnr <= 0.0 {
+            return Err(
+                "at least one of loss.l1, ssim, perceptual, charbonnier, edge, fft, psnr must be > 0"
+                    .into(),
+            );
         }
         let vgg_layers = super::VGG16_FEATURES;
         if l.perceptual > 0.0

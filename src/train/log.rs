@@ -85,18 +85,10 @@ impl Running {
     }
 
     pub fn add(&mut self, t: &LossTerms, images: usize, wait: Duration) {
-        let terms = [
-            ("loss", Some(&t.total)),
-            ("loss_l1", t.l1.as_ref()),
-            ("loss_ssim", t.ssim.as_ref()),
-            ("loss_perceptual", t.perceptual.as_ref()),
-        ];
-        for (k, v) in terms {
-            if let Some(v) = v {
-                let v = v.detach().to_kind(Kind::Double);
-                let e = self.sums.entry(k).or_insert_with(|| v.zeros_like());
-                *e += v;
-            }
+        for (k, v) in t.named() {
+            let v = v.detach().to_kind(Kind::Double);
+            let e = self.sums.entry(k).or_insert_with(|| v.zeros_like());
+            *e += v;
         }
         self.count += 1;
         self.images += images;

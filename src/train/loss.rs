@@ -1,4 +1,5 @@
-//! Training losses: L1, (1 - SSIM) and a VGG16 perceptual term, weighted by `LossConfig`.
+//! Training losses: L1, (1 - SSIM), a VGG16 perceptual term, Charbonnier, Sobel edge, FFT and
+//! PSNR losses, weighted by `LossConfig`.
 //!
 //! Inputs are the raw network output and the target, (B, 3, H, W) in [0, 1]; the output is not
 //! clamped, so the loss also pushes values back into range. Terms are computed in fp32 whatever
@@ -13,6 +14,12 @@
 //! - `perceptual`: mean over the configured VGG16 layers of the distance between the features of
 //!   `pred` and of `target` (L1: mean absolute error, L2: mean squared error, each averaged over
 //!   that layer's elements). Target features carry no gradient.
+//! - `charbonnier`: `mean(sqrt((pred - target)^2 + eps^2))`, eps 1e-3 (MPRNet's).
+//! - `edge`: the 3x3 Sobel filters per channel (valid), the mean over both directions of the
+//!   mean absolute difference of the responses.
+//! - `fft`: the mean absolute difference of the real and imaginary parts of the orthonormal 2-D
+//!   real FFTs (`rfft2(.., norm="ortho")`, so its scale does not grow with the image).
+//! - `psnr`: minus the PSNR per image (data range 1, `10 log10(mse + 1e-8)`), batch mean.
 
 use super::vgg::Vgg16Features;
 use crate::config::{Distance, LossConfig};
@@ -70,6 +77,57 @@ pub struct LossTerms {
     pub l1: Option<Tensor>,
     pub ssim: Option<Tensor>,
     pub perceptual: Option<Tensor>,
+    pub charbonnier: Option<Tensor>,
+    pub edge: Option<Tensor>,
+    pub fft: Option<Tensor>,
+    pub psnr: Option<Tensor>,
+}
+
+impl LossTerms {
+    /// The total (`loss`) and each present term (`loss_<term>`), as TensorBoard names them.
+    pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
+        let terms = [
+            ("loss_l1", &self.l1),
+            ("loss_ssim", &self.ssim),
+            ("loss_perceptual", &self.perceptual),
+            ("loss_charbonnier", &self.charbonnier),
+            ("loss_edge", &self.edge),
+            ("loss_fft", &self.fft),
+            ("loss_psnr", &self.psnr),
+        ];
+        let present = terms.into_iter().filter_map(|(k, t)| t.as_ref().map(|t| (k, t)));
+        std::iter::once(("loss", &self.total)).chain(present).collect()
+    }
+}
+
+const CHARBONNIER_EPS: f64 = 1e-3;
+
+/// Per-channel 3x3 Sobel responses (x, y), valid convolution.
+fn sobel(x: &Tensor) -> (Tensor, Tensor) {
+    let c = x.size()[1];
+    let k: [f32; 9] = [-1.0, 0.0, 1.0, -2.0, 0.0, 2.0, -1.0, 0.0, 1.0];
+    let kx = Tensor::from_slice(&k).to_device(x.device()).to_kind(x.kind()).view([1, 1, 3, 3]);
+    let ky = kx.transpose(2, 3).contiguous();
+    let conv = |w: &Tensor| {
+        let w = w.expand([c, 1, 3, 3], false);
+        x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], c)
+    };
+    (conv(&kx), conv(&ky))
+}
+
+fn edge_loss(pred: &Tensor, target: &Tensor) -> Tensor {
+    let ((px, py), (tx, ty)) = (sobel(pred), sobel(target));
+    (px.l1_loss(&tx, Reduction::Mean) + py.l1_loss(&ty, Reduction::Mean)) / 2.0
+}
+
+fn fft_loss(pred: &Tensor, target: &Tensor) -> Tensor {
+    let f = |x: &Tensor| x.fft_rfft2(None::<&[i64]>, [-2, -1], "ortho").view_as_real();
+    f(pred).l1_loss(&f(target), Reduction::Mean)
+}
+
+fn psnr_loss(pred: &Tensor, target: &Tensor) -> Tensor {
+    let mse = (pred - target).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+    ((mse + 1e-8).log10() * 10.0).mean(Kind::Float)
 }
 
 struct Perceptual {
@@ -83,6 +141,10 @@ pub struct Loss {
     l1: f64,
     ssim: f64,
     perceptual: Option<Perceptual>,
+    charbonnier: f64,
+    edge: f64,
+    fft: f64,
+    psnr: f64,
 }
 
 impl std::fmt::Debug for Loss {
@@ -107,7 +169,15 @@ impl Loss {
         } else {
             None
         };
-        Ok(Loss { l1: cfg.l1, ssim: cfg.ssim, perceptual })
+        Ok(Loss {
+            l1: cfg.l1,
+            ssim: cfg.ssim,
+            perceptual,
+            charbonnier: cfg.charbonnier,
+            edge: cfg.edge,
+            fft: cfg.fft,
+            psnr: cfg.psnr,
+        })
     }
 
     /// `pred` is the raw network output, `target` the clean image, both (B, 3, H, W).
@@ -119,12 +189,28 @@ impl Loss {
         let ssim = (self.ssim > 0.0).then(|| 1.0 - gaussian_ssim(&pred, &target));
         let perceptual = self.perceptual.as_ref().map(|p| perceptual_distance(p, &pred, &target));
         let pw = self.perceptual.as_ref().map_or(0.0, |p| p.weight);
-        let total = [(self.l1, &l1), (self.ssim, &ssim), (pw, &perceptual)]
-            .into_iter()
-            .filter_map(|(w, t)| t.as_ref().map(|t| t * w))
-            .reduce(|a, b| a + b)
-            .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, pred.device())));
-        LossTerms { total, l1, ssim, perceptual }
+        let charbonnier = (self.charbonnier > 0.0).then(|| {
+            ((&pred - &target).square() + CHARBONNIER_EPS * CHARBONNIER_EPS)
+                .sqrt()
+                .mean(Kind::Float)
+        });
+        let edge = (self.edge > 0.0).then(|| edge_loss(&pred, &target));
+        let fft = (self.fft > 0.0).then(|| fft_loss(&pred, &target));
+        let psnr = (self.psnr > 0.0).then(|| psnr_loss(&pred, &target));
+        let total = [
+            (self.l1, &l1),
+            (self.ssim, &ssim),
+            (pw, &perceptual),
+            (self.charbonnier, &charbonnier),
+            (self.edge, &edge),
+            (self.fft, &fft),
+            (self.psnr, &psnr),
+        ]
+        .into_iter()
+        .filter_map(|(w, t)| t.as_ref().map(|t| t * w))
+        .reduce(|a, b| a + b)
+        .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, pred.device())));
+        LossTerms { total, l1, ssim, perceptual, charbonnier, edge, fft, psnr }
     }
 }
 

@@ -106,6 +106,7 @@ fn perceptual_and_total_loss_match_python() {
         perceptual_layers: vec![3, 8, 15],
         perceptual_distance: distance,
         vgg_weights: vgg_weights(),
+        ..LossConfig::default()
     };
     for (d, key) in [(Distance::L1, "perceptual_l1"), (Distance::L2, "perceptual_l2")] {
         let loss = Loss::new(&cfg(0.0, 0.0, d), Device::Cpu).unwrap();
@@ -133,6 +134,56 @@ fn perceptual_and_total_loss_match_python() {
     let dg = rel_diff(&x.grad(), &f.tensor("grad.total").unwrap());
     eprintln!("weighted loss {}: gradient rel diff {dg:e}", scalar(&t.total));
     assert!(dg <= 1e-4, "gradient of the total: rel diff {dg:e}");
+}
+
+#[test]
+fn charbonnier_edge_fft_and_psnr_losses_match_pytorch() {
+    let (f, meta) = open("extra_losses");
+    let v: Value = serde_json::from_str(&meta["values"]).unwrap();
+    let (pred, target) = (f.tensor("pred").unwrap(), f.tensor("target").unwrap());
+    let w = |k: &str| v["weights"][k].as_f64().unwrap();
+    let only = |name: &str| {
+        let mut c = LossConfig { l1: 0.0, ssim: 0.0, perceptual: 0.0, ..LossConfig::default() };
+        match name {
+            "charbonnier" => c.charbonnier = 1.0,
+            "edge" => c.edge = 1.0,
+            "fft" => c.fft = 1.0,
+            "psnr" => c.psnr = 1.0,
+            _ => unreachable!(),
+        }
+        c
+    };
+    for name in ["charbonnier", "edge", "fft", "psnr"] {
+        let loss = Loss::new(&only(name), Device::Cpu).unwrap();
+        let x = pred.copy().set_requires_grad(true);
+        let t = loss.compute(&x, &target);
+        t.total.backward();
+        let terms = t.named();
+        assert_eq!(terms.len(), 2, "{name}: only the total and the term itself");
+        let got = scalar(terms[1].1);
+        let want = v[name].as_f64().unwrap();
+        let dg = rel_diff(&x.grad(), &f.tensor(&format!("grad.{name}")).unwrap());
+        eprintln!("{name}: {got} vs {want}, gradient rel diff {dg:e}");
+        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{name}: {got} vs {want}");
+        assert!(dg <= 1e-4, "{name}: gradient rel diff {dg:e}");
+    }
+    let cfg = LossConfig {
+        l1: w("l1"),
+        ssim: 0.0,
+        perceptual: 0.0,
+        charbonnier: w("charbonnier"),
+        edge: w("edge"),
+        fft: w("fft"),
+        psnr: w("psnr"),
+        ..LossConfig::default()
+    };
+    let x = pred.copy().set_requires_grad(true);
+    let t = Loss::new(&cfg, Device::Cpu).unwrap().compute(&x, &target);
+    t.total.backward();
+    let want = v["total"].as_f64().unwrap();
+    assert!((scalar(&t.total) - want).abs() <= 1e-6, "total {} vs {want}", scalar(&t.total));
+    let dg = rel_diff(&x.grad(), &f.tensor("grad.total").unwrap());
+    assert!(dg <= 1e-4, "total: gradient rel diff {dg:e}");
 }
 
 #[test]
