@@ -1,5 +1,5 @@
 // The native layer: the few libtorch calls tch 0.24 does not bind, behind a C API: autocast with
-// a dtype, the fused AdamW and AMP unscale kernels, and torch.distributed's c10d (a TCPStore
+// a dtype, the fused AdamW, AMP unscale and multi-tensor lerp kernels, and torch.distributed's c10d (a TCPStore
 // rendezvous with a Gloo or NCCL process group).
 //
 // Tensors cross as tch's handles, which are `at::Tensor*`. Every function returns nullptr on
@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_amp_foreach_non_finite_check_and_unscale.h>
 #include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_lerp.h>
 #include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_fused_adamw.h>
 
@@ -127,6 +128,12 @@ char* promptir_amp_unscale(at::Tensor** grads, size_t n, at::Tensor* found_inf,
   return guarded([&] {
     at::_amp_foreach_non_finite_check_and_unscale_(list(grads, n), *found_inf, *inv_scale);
   });
+}
+
+// targets[i] += weight * (ends[i] - targets[i]) for every i, in place (the weights' EMA update,
+// as torch.optim.swa_utils does it: one multi-tensor kernel instead of one launch per tensor).
+char* promptir_foreach_lerp(at::Tensor** targets, at::Tensor** ends, size_t n, double weight) {
+  return guarded([&] { at::_foreach_lerp_(list(targets, n), list(ends, n), weight); });
 }
 
 // ---- torch.distributed (c10d) ----

@@ -46,6 +46,12 @@ extern "C" {
         found_inf: CTensor,
         inv_scale: CTensor,
     ) -> *mut c_char;
+    fn promptir_foreach_lerp(
+        targets: *const CTensor,
+        ends: *const CTensor,
+        n: usize,
+        weight: f64,
+    ) -> *mut c_char;
 }
 
 /// A string native.cpp malloc'ed (a returned error, or a value through an out-pointer), copied
@@ -207,9 +213,33 @@ pub fn amp_unscale(grads: &[Tensor], found_inf: &Tensor, inv_scale: &Tensor) -> 
     })
 }
 
+/// `targets[i] += weight * (ends[i] - targets[i])` in place for every `i` (libtorch's
+/// `_foreach_lerp_`: one multi-tensor kernel), without autograd.
+pub fn foreach_lerp(targets: &[Tensor], ends: &[Tensor], weight: f64) -> Result<()> {
+    if targets.len() != ends.len() {
+        return Err(Error::Native("foreach_lerp: lists of different lengths".into()));
+    }
+    let (t, e) = (handles(targets), handles(ends));
+    // SAFETY: both handle arrays hold n live tensors and outlive the call.
+    check(unsafe { promptir_foreach_lerp(t.as_ptr(), e.as_ptr(), t.len(), weight) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn foreach_lerp_is_lerp_per_tensor_and_reports_mismatches() {
+        let a = [Tensor::from_slice(&[1.0f32, 2.0]), Tensor::from_slice(&[0.0f32; 3])];
+        let b = [Tensor::from_slice(&[3.0f32, 6.0]), Tensor::from_slice(&[-4.0f32, 4.0, 8.0])];
+        tch::no_grad(|| foreach_lerp(&a, &b, 0.25)).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&a[0]).unwrap(), [1.5, 3.0]);
+        assert_eq!(Vec::<f32>::try_from(&a[1]).unwrap(), [-1.0, 1.0, 2.0]);
+        assert!(foreach_lerp(&a[..1], &b, 0.5).is_err());
+        // A shape mismatch is libtorch's error, caught at the C boundary.
+        let e = foreach_lerp(&a, &[b[1].shallow_clone(), b[0].shallow_clone()], 0.5).unwrap_err();
+        assert!(!e.to_string().is_empty());
+    }
 
     #[test]
     fn autocast_turns_on_for_its_scope_and_restores() {

@@ -2,6 +2,7 @@
 
 use clap::Args;
 use promptir::device::parse_device;
+use promptir::io::EmaChoice;
 use tch::Device;
 
 /// How images go through the network: shared by predict, eval and visualize.
@@ -19,6 +20,10 @@ pub struct ForwardArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Which weights of a checkpoint: its moving average (trained with train.ema) or the raw
+    /// weights; auto: the average when it has one.
+    #[arg(long, value_enum, default_value_t = EmaChoice::Auto)]
+    pub ema: EmaChoice,
 }
 
 impl ForwardArgs {

@@ -41,6 +41,7 @@ impl ScoreArgs {
             seed: self.seed,
             val_fraction: self.val_fraction,
             tta: self.fwd.tta,
+            ema: self.fwd.ema,
             progress: !self.quiet,
         })
     }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use promptir::io::{import_official, CheckpointMeta, TensorFile, STATE_PREFIX};
+use promptir::io::{import_official, is_weight_key, CheckpointMeta, TensorFile};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -48,7 +48,7 @@ impl InspectCmd {
         let file = TensorFile::open(&self.weights)?;
         let meta = CheckpointMeta::read(&file)?;
         let header = file.header();
-        let weights = header.iter().filter(|(k, _)| !k.starts_with(STATE_PREFIX));
+        let weights = header.iter().filter(|(k, _)| is_weight_key(k));
         let params: i64 = weights.clone().map(|(_, (_, s))| s.iter().product::<i64>()).sum();
         println!(
             "{}: {} weight tensors, {params} parameters",

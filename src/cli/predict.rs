@@ -29,6 +29,7 @@ impl PredictCmd {
             device: self.fwd.device()?,
             tile: self.fwd.tile(),
             tta: self.fwd.tta,
+            ema: self.fwd.ema,
             weights: self.weights,
             input: self.input,
             output: self.output,

@@ -171,6 +171,9 @@ mod tests {
         let p = write(d.path(), "z.yaml", "model: {layer_norm_type: biasfree}\n");
         let e = Experiment::load(&p, &[]).unwrap_err().to_string();
         assert!(e.contains("model.layer_norm_type"), "{e}");
+        let p = write(d.path(), "s.yaml", "train: {stages: [{until_epoch: 3, patch: 64}]}\n");
+        let e = Experiment::load(&p, &[]).unwrap_err().to_string();
+        assert!(e.contains("train.stages"), "{e}");
         let ok = write(d.path(), "ok.yaml", "seed: 3\n");
         let e = Experiment::load(&ok, &["train.nope=1".into()]).unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");
@@ -191,6 +194,12 @@ mod tests {
             ("train.max_steps=0", "train.max_steps"),
             ("train.max_epochs=.nan", "train.max_epochs"),
             ("data.prefetch=100000000", "data.prefetch"),
+            ("train.accumulate=0", "train.accumulate"),
+            ("train.ema.decay=1.0", "train.ema.decay"),
+            ("loss.fft=-1", "loss.fft"),
+            ("loss.l1=0", "at least one of"),
+            ("train.stages=[{until_epoch: 5, patch_size: 64, batch_size: 4}, {until_epoch: 5, patch_size: 96, batch_size: 2}]", "train.stages[1].until_epoch"),
+            ("train.stages=[{until_epoch: 5, patch_size: 60, batch_size: 4}]", "train.stages[0]"),
         ] {
             let e = Experiment::load(&p, &[set.into()]).unwrap_err().to_string();
             assert!(e.contains(needle), "{set}: {e}");

@@ -145,10 +145,23 @@ pub struct TrainConfig {
     pub bucket_mb: f64,
     /// Whether the learning rate scales with the number of processes.
     pub lr_scaling: LrScaling,
+    /// Micro-batches of `batch_size` whose gradients are summed into one optimizer step (the
+    /// step of a batch this many times larger, in the memory of one micro-batch).
+    pub accumulate: usize,
+    /// Progressive patches (Restormer's training): `(until_epoch, patch_size, batch_size)`
+    /// stages replacing `patch_size`/`batch_size`; the last stage runs to the end.
+    pub stages: Vec<Stage>,
+    /// Exponential moving average of the weights (off with decay 0).
+    pub ema: EmaConfig,
     /// Validate every N epochs (and after the last one).
     pub val_every: usize,
     /// Also keep `epoch_N.safetensors` every N epochs (0 = never).
     pub save_every: usize,
+    /// Keep only the newest N `epoch_N` checkpoints (0 = all of them).
+    pub keep_last: usize,
+    /// Also keep the K best validated checkpoints as `best_epoch_N` (0 = none; `best` is always
+    /// kept).
+    pub keep_best: usize,
     /// Log training scalars every N steps.
     pub log_every: usize,
     /// Validation images written to TensorBoard.
@@ -176,11 +189,42 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::Fused,
             bucket_mb: 25.0,
             lr_scaling: LrScaling::None,
+            accumulate: 1,
+            stages: Vec::new(),
+            ema: EmaConfig::default(),
             val_every: 5,
             save_every: 50,
+            keep_last: 0,
+            keep_best: 0,
             log_every: 50,
             val_images: 4,
         }
+    }
+}
+
+/// One stage of a progressive patch schedule: epochs up to `until_epoch` (exclusive, counted
+/// from the previous stage's end) train on `patch_size` crops in batches of `batch_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub until_epoch: usize,
+    pub patch_size: usize,
+    pub batch_size: usize,
+}
+
+/// The weights' exponential moving average (BasicSR's `ema_decay`): after each optimizer step
+/// `ema = decay * ema + (1 - decay) * weights`; until `start_step` it copies the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmaConfig {
+    /// 0 = off; typical 0.999.
+    pub decay: f64,
+    pub start_step: usize,
+}
+
+impl Default for EmaConfig {
+    fn default() -> Self {
+        EmaConfig { decay: 0.0, start_step: 0 }
     }
 }
 
@@ -334,6 +378,18 @@ pub struct EraseConfig {
 impl Default for EraseConfig {
     fn default() -> Self {
         EraseConfig { prob: 0.0, scale: [0.02, 0.1], images: AugmentImages::Degraded }
+    }
+}
+
+impl TrainConfig {
+    /// The stages training goes through: `stages`, or one stage of `patch_size`/`batch_size`.
+    pub fn stage_list(&self) -> Vec<Stage> {
+        if self.stages.is_empty() {
+            let (patch_size, batch_size) = (self.patch_size, self.batch_size);
+            vec![Stage { until_epoch: usize::MAX, patch_size, batch_size }]
+        } else {
+            self.stages.clone()
+        }
     }
 }
 

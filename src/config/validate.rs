@@ -53,6 +53,31 @@ impl Experiment {
                 t.patch_size
             ));
         }
+        let mut until = 0;
+        for (i, st) in t.stages.iter().enumerate() {
+            if st.until_epoch <= until {
+                return Err(format!(
+                    "train.stages[{i}].until_epoch must be > {until} (stages in increasing order), got {}",
+                    st.until_epoch
+                ));
+            }
+            until = st.until_epoch;
+            if st.batch_size == 0 || st.patch_size == 0 || !st.patch_size.is_multiple_of(m) {
+                return Err(format!(
+                    "train.stages[{i}]: batch_size must be >= 1 and patch_size a positive multiple of {m}, got {} and {}",
+                    st.batch_size, st.patch_size
+                ));
+            }
+        }
+        if t.accumulate == 0 {
+            return Err("train.accumulate must be >= 1 (1 = no accumulation)".into());
+        }
+        if !(0.0..1.0).contains(&t.ema.decay) {
+            return Err(format!(
+                "train.ema.decay must be in [0, 1) (0 = off), got {}",
+                t.ema.decay
+            ));
+        }
         for (i, b) in t.betas.iter().enumerate() {
             if !(0.0..1.0).contains(b) {
                 return Err(format!("train.betas[{i}] must be in [0, 1), got {b}"));

@@ -6,6 +6,7 @@ use super::split::{split_pairs, split_params, SplitName};
 use super::summary::{EvalFile, EvalSetup};
 use crate::data::{PairPath, Store};
 use crate::infer::{build_restorer, load_models, Restore, Tiled};
+use crate::io::EmaChoice;
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -24,6 +25,8 @@ pub struct EvalOptions {
     pub seed: Option<u64>,
     pub val_fraction: Option<f64>,
     pub tta: bool,
+    /// Raw weights or their moving average.
+    pub ema: EmaChoice,
     /// Tile size and overlap.
     pub tile: Option<(i64, i64)>,
     pub device: Device,
@@ -69,7 +72,7 @@ pub fn prepare(opts: &EvalOptions) -> Result<Prepared> {
     if let Some((size, overlap)) = opts.tile {
         Tiled::new((), size, overlap)?;
     }
-    let models = load_models(&opts.weights, opts.device)?;
+    let models = load_models(&opts.weights, opts.device, opts.ema)?;
     let checkpoints: Vec<(&Path, _)> = models.iter().map(|m| (m.path.as_path(), &m.meta)).collect();
     let params = match opts.split {
         SplitName::Test => None,

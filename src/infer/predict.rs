@@ -8,7 +8,7 @@
 use super::npz::{write_pred_npz, NpzImage};
 use super::restorer::{build_restorer, load_models, restore_image};
 use super::tile::Tiled;
-use crate::io::{self, RgbImage};
+use crate::io::{self, EmaChoice, RgbImage};
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -24,6 +24,8 @@ pub struct PredictOptions {
     pub output: PathBuf,
     /// 8-way dihedral test-time augmentation.
     pub tta: bool,
+    /// Raw weights or their moving average.
+    pub ema: EmaChoice,
     /// Also save each restored image here as `<stem>.png` (the npz bytes).
     pub png_dir: Option<PathBuf>,
     /// Tile size and overlap; `None` restores whole images.
@@ -67,7 +69,7 @@ pub fn predict(opts: &PredictOptions) -> Result<PredictSummary> {
         // Checked here too so a bad geometry fails before anything is loaded.
         Tiled::new((), size, overlap)?;
     }
-    let models = load_models(&opts.weights, opts.device)?;
+    let models = load_models(&opts.weights, opts.device, opts.ema)?;
     let n_models = models.len();
     let restorer = build_restorer(models, opts.tta, opts.tile)?;
     // Decode everything first: an unreadable file fails in seconds, not after the inference.

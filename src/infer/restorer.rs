@@ -3,18 +3,31 @@
 
 use super::restore::{Ensemble, Restore, Tta};
 use super::tile::Tiled;
-use crate::io::{load_model, to_u8_chw, LoadedModel, RgbImage};
+use crate::io::{load_model_choosing, to_u8_chw, EmaChoice, LoadedModel, RgbImage};
 use crate::model::PromptIr;
 use crate::{Error, Result};
 use std::path::PathBuf;
 use tch::{Device, Tensor};
 
-/// Loads every checkpoint onto `device`; each network is built from its own metadata.
-pub fn load_models(weights: &[PathBuf], device: Device) -> Result<Vec<LoadedModel>> {
+/// Loads every checkpoint onto `device`; each network is built from its own metadata, with the
+/// weights `ema` chooses (a note names each checkpoint whose moving average is used).
+pub fn load_models(
+    weights: &[PathBuf],
+    device: Device,
+    ema: EmaChoice,
+) -> Result<Vec<LoadedModel>> {
     if weights.is_empty() {
         return Err(Error::Usage("give at least one --weights checkpoint".into()));
     }
-    weights.iter().map(|w| load_model(w, device)).collect()
+    let models: Vec<LoadedModel> =
+        weights.iter().map(|w| load_model_choosing(w, device, ema)).collect::<Result<_>>()?;
+    for m in models.iter().filter(|m| m.ema && ema == EmaChoice::Auto) {
+        eprintln!(
+            "{}: using its moving average of the weights (--ema off: the raw weights)",
+            m.path.display()
+        );
+    }
+    Ok(models)
 }
 
 /// The single forward path: `Tiled(Tta(Ensemble(models)))`, each layer only when asked.

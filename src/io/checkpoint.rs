@@ -5,7 +5,7 @@
 //! optimizer state under [`STATE_PREFIX`] and the [`TrainState`].
 
 use super::import::infer_config;
-use super::tensors::{load_strict, save_tensors, TensorFile};
+use super::tensors::{load_strict, load_strict_prefixed, save_tensors, TensorFile};
 use crate::model::{ModelConfig, PromptIr};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,27 @@ use tch::{nn, Device, Tensor};
 pub const FORMAT_VERSION: &str = "1";
 /// Tensors of a resume point that are not weights (optimizer moments) start with this.
 pub const STATE_PREFIX: &str = "state.";
+/// The weights' moving average (`train.ema`), saved beside the raw weights under these names.
+pub const EMA_PREFIX: &str = "ema.";
+
+/// Whether a checkpoint entry is one of the network's raw weights (not optimizer state, not the
+/// moving average).
+pub fn is_weight_key(k: &str) -> bool {
+    !k.starts_with(STATE_PREFIX) && !k.starts_with(EMA_PREFIX)
+}
+
+/// Which weights of a checkpoint to load (`--ema`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EmaChoice {
+    /// The moving average when the checkpoint has one (what its validation scored), else the
+    /// raw weights.
+    #[default]
+    Auto,
+    /// The moving average; an error for a checkpoint without one.
+    On,
+    /// The raw weights.
+    Off,
+}
 
 const FORMAT_KEY: &str = "promptir.format";
 /// The metadata entry holding the model config (JSON).
@@ -106,14 +127,17 @@ pub struct TrainState {
     /// The fp16 loss scaler (fp16 runs only; absent in fp32 runs and older files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<ScalerState>,
+    /// `train.keep_best`: the (epoch, validation PSNR) of each `best_epoch_N` kept, best first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_best: Vec<(usize, f64)>,
 }
 
 /// What a resume point adds to a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resume {
     pub state: TrainState,
-    /// (Global) batches per epoch of the run: a resume with another data set or batch size is
-    /// refused.
+    /// Optimizer steps in the resumed epoch (global batches per epoch before stages and
+    /// accumulation existed): a resume with another data set or batch size is refused.
     pub batches_per_epoch: usize,
     /// Processes the run trained with (1 without torchrun, and in files of older versions).
     pub world: usize,
@@ -265,6 +289,8 @@ pub struct LoadedModel {
     pub model: PromptIr,
     pub meta: CheckpointMeta,
     pub path: PathBuf,
+    /// The moving average was loaded, not the raw weights.
+    pub ema: bool,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -273,17 +299,13 @@ impl std::fmt::Debug for LoadedModel {
     }
 }
 
-fn is_state_key(k: &str) -> bool {
-    k.starts_with(STATE_PREFIX)
-}
-
 /// Refuses metadata whose config describes a network much larger than the tensors the file
 /// holds (an edited or corrupted header) before building it, so that a damaged config can never
 /// ask for a huge allocation. The estimate is at most the true count, so a file that matches
 /// its config always passes; smaller differences are left to the strict key/shape check.
 fn check_config_fits_tensors(file: &TensorFile, config: &ModelConfig) -> Result<()> {
     let mut header = file.header();
-    header.retain(|k, _| !is_state_key(k));
+    header.retain(|k, _| is_weight_key(k));
     let held: f64 = header.values().map(|(_, s)| s.iter().product::<i64>() as f64).sum();
     let claimed = config.approx_parameters();
     if claimed <= 1.5 * held {
@@ -318,15 +340,35 @@ fn check_config_fits_tensors(file: &TensorFile, config: &ModelConfig) -> Result<
 
 /// Loads a checkpoint written by this project onto `device`: the metadata's config must
 /// describe the tensors, then keys, shapes and dtypes are checked strictly (a resume point's
-/// optimizer state is passed over).
+/// optimizer state and a moving average are passed over).
 pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
+    load_model_choosing(path, device, EmaChoice::Off)
+}
+
+/// [`load_model`] with the raw weights or their moving average, as `ema` asks.
+pub fn load_model_choosing(path: &Path, device: Device, ema: EmaChoice) -> Result<LoadedModel> {
     let file = TensorFile::open(path)?;
     let meta = CheckpointMeta::read(&file)?;
     check_config_fits_tensors(&file, &meta.model)?;
+    let has_ema = file.header().keys().any(|k| k.starts_with(EMA_PREFIX));
+    let use_ema =
+        match ema {
+            EmaChoice::Auto => has_ema,
+            EmaChoice::Off => false,
+            EmaChoice::On if has_ema => true,
+            EmaChoice::On => return Err(Error::weights(
+                path,
+                "holds no moving average of the weights (trained without train.ema); use --ema off",
+            )),
+        };
     let vs = nn::VarStore::new(device);
     let model = PromptIr::new(&vs.root(), &meta.model);
-    load_strict(&vs, &file, &is_state_key)?;
-    Ok(LoadedModel { vs, model, meta, path: path.to_path_buf() })
+    if use_ema {
+        load_strict_prefixed(&vs, &file, EMA_PREFIX, &|k| !k.starts_with(EMA_PREFIX))?;
+    } else {
+        load_strict(&vs, &file, &|k| !is_weight_key(k))?;
+    }
+    Ok(LoadedModel { vs, model, meta, path: path.to_path_buf(), ema: use_ema })
 }
 
 #[cfg(test)]

@@ -13,10 +13,11 @@ pub use atomic::{
     write_atomic_bytes,
 };
 pub use checkpoint::{
-    load_model, save_checkpoint, save_model, CheckpointMeta, DatasetFingerprint, LoadedModel,
-    Provenance, Resume, ScalerState, TrainState, ValScores, CONFIG_KEY, STATE_PREFIX,
+    is_weight_key, load_model, load_model_choosing, save_checkpoint, save_model, CheckpointMeta,
+    DatasetFingerprint, EmaChoice, LoadedModel, Provenance, Resume, ScalerState, TrainState,
+    ValScores, CONFIG_KEY, EMA_PREFIX, STATE_PREFIX,
 };
 pub use image::{is_image_path, list_images, panel, stack, to_u8_chw, RgbImage};
 pub use import::{import_official, ImportReport};
 pub use tensorboard::{unix_time, EventWriter, SummaryWriter};
-pub use tensors::{load_strict, save_tensors, TensorFile};
+pub use tensors::{load_strict, load_strict_prefixed, save_tensors, TensorFile};

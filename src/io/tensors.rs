@@ -140,8 +140,19 @@ pub fn load_strict(
     file: &TensorFile,
     skip: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<String>> {
+    load_strict_prefixed(vs, file, "", skip)
+}
+
+/// [`load_strict`] where variable `n` is the file's `prefix` + `n` (the weights' average, say).
+pub fn load_strict_prefixed(
+    vs: &nn::VarStore,
+    file: &TensorFile,
+    prefix: &str,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<Vec<String>> {
     let header = file.header();
-    let vars = vs.variables();
+    let vars: HashMap<String, Tensor> =
+        vs.variables().into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
     let mut missing: Vec<String> =
         vars.keys().filter(|k| !header.contains_key(*k)).cloned().collect();
     missing.sort();

@@ -100,6 +100,29 @@ impl LossTerms {
     }
 }
 
+impl LossTerms {
+    /// The mean of several micro-batches' terms (detached: for logging and checks), as one
+    /// step over all of them reports it.
+    pub fn mean_of(parts: Vec<LossTerms>) -> LossTerms {
+        let n = parts.len() as f64;
+        let avg = |f: &dyn Fn(&LossTerms) -> Option<&Tensor>| {
+            let terms: Option<Vec<Tensor>> =
+                parts.iter().map(|p| f(p).map(Tensor::detach)).collect();
+            terms.and_then(|t| t.into_iter().reduce(|a, b| a + b)).map(|s| s / n)
+        };
+        LossTerms {
+            total: avg(&|p| Some(&p.total)).expect("at least one micro-batch"),
+            l1: avg(&|p| p.l1.as_ref()),
+            ssim: avg(&|p| p.ssim.as_ref()),
+            perceptual: avg(&|p| p.perceptual.as_ref()),
+            charbonnier: avg(&|p| p.charbonnier.as_ref()),
+            edge: avg(&|p| p.edge.as_ref()),
+            fft: avg(&|p| p.fft.as_ref()),
+            psnr: avg(&|p| p.psnr.as_ref()),
+        }
+    }
+}
+
 const CHARBONNIER_EPS: f64 = 1e-3;
 
 /// Per-channel 3x3 Sobel responses (x, y), valid convolution.

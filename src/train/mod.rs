@@ -4,10 +4,12 @@
 
 mod amp;
 mod args;
+mod ema;
 mod log;
 mod loss;
 mod optim;
 mod persist;
+mod plan;
 mod run_dir;
 mod schedule;
 mod step;
@@ -16,8 +18,10 @@ mod vgg;
 
 pub use amp::GradScaler;
 pub use args::TrainArgs;
+pub use ema::Ema;
 pub use loss::{gaussian_ssim, Loss, LossTerms};
 pub use optim::AdamW;
+pub use plan::EpochPlan;
 pub use run_dir::{read_metrics, MetricsLine, RunDir};
 pub use schedule::Schedule;
 pub use step::{StepOutcome, TrainStep};

@@ -2,14 +2,14 @@
 //! `best`, `epoch_N`) with their provenance, and loading a resume point (also one saved by
 //! another number of processes, or by older promptir versions).
 
+use super::plan::EpochPlan;
 use super::run_dir::RunDir;
 use super::step::TrainStep;
 use super::trainer::Trainer;
 use crate::config::LrScaling;
-use crate::data::Loader;
 use crate::io::{
     load_strict, save_checkpoint, CheckpointMeta, Provenance, Resume, TensorFile, TrainState,
-    ValScores, STATE_PREFIX,
+    ValScores, EMA_PREFIX, STATE_PREFIX,
 };
 use crate::{Error, Result};
 use std::path::Path;
@@ -56,8 +56,9 @@ impl Trainer {
 
     /// The one place where checkpoints are written. `last.safetensors` is the resume point:
     /// weights, optimizer state and training state in one file, replaced atomically, so a kill
-    /// at any moment leaves a matching set. `copies` (`best`, `epoch_N`) get the weights alone,
-    /// written once and hard-linked. Weights that became NaN/inf are never saved over good ones.
+    /// at any moment leaves a matching set. `copies` (`best`, `epoch_N`, `best_epoch_N`) get
+    /// the weights alone (and their moving average, with `train.ema`), written once and
+    /// hard-linked. Weights that became NaN/inf are never saved over good ones.
     pub(super) fn save(&mut self, val: Option<&ValScores>, copies: &[&str]) -> Result<()> {
         if !self.writes() {
             return Ok(());
@@ -78,21 +79,58 @@ impl Trainer {
         let resume = CheckpointMeta {
             resume: Some(Resume {
                 state: self.state.clone(),
-                batches_per_epoch: self.loader.batches_per_epoch(),
-                world: self.loader.config().world,
+                batches_per_epoch: self.plan.steps(self.state.epoch),
+                world: self.plan.world(),
             }),
             ..plain.clone()
         };
-        let moments = self.step.opt.state_tensors(STATE_PREFIX);
-        save_checkpoint(&self.run.checkpoint("last"), &weights, &moments, &resume)?;
+        let ema = self.ema.as_ref().map_or_else(Vec::new, |e| e.tensors());
+        let mut extra = self.step.opt.state_tensors(STATE_PREFIX);
+        extra.extend(ema.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+        save_checkpoint(&self.run.checkpoint("last"), &weights, &extra, &resume)?;
         if let Some((first, rest)) = copies.split_first() {
             let first = self.run.checkpoint(first);
-            save_checkpoint(&first, &weights, &[], &plain)?;
+            save_checkpoint(&first, &weights, &ema, &plain)?;
             for name in rest {
                 link_or_copy(&first, &self.run.checkpoint(name))?;
             }
         }
         self.run.write_state(&self.state)
+    }
+}
+
+impl Trainer {
+    /// Checkpoint retention, after a save: the `best_epoch_N` that left the best
+    /// `train.keep_best`, and all but the newest `train.keep_last` `epoch_N` (0: keep all).
+    pub(super) fn prune(&self, dropped_best: &[(usize, f64)]) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
+        let mut gone: Vec<std::path::PathBuf> = dropped_best
+            .iter()
+            .map(|(e, _)| self.run.checkpoint(&format!("best_epoch_{e}")))
+            .collect();
+        let keep = self.exp.train.keep_last;
+        if keep > 0 {
+            let dir = &self.run.weights;
+            let mut epochs: Vec<usize> = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|n| {
+                    n.strip_prefix("epoch_")?.strip_suffix(".safetensors")?.parse().ok()
+                })
+                .collect();
+            epochs.sort_unstable();
+            let old = &epochs[..epochs.len().saturating_sub(keep)];
+            gone.extend(old.iter().map(|e| self.run.checkpoint(&format!("epoch_{e}"))));
+        }
+        for p in gone {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&p, e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -115,11 +153,11 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
 pub(super) fn load_resume(
     run: &RunDir,
     step: &mut TrainStep,
-    loader: &Loader,
+    plan: &EpochPlan,
     scaling: LrScaling,
     say: &dyn Fn(String),
 ) -> Result<TrainState> {
-    let (bpe, world) = (loader.batches_per_epoch(), loader.config().world);
+    let world = plan.world();
     let (path, legacy) = (run.checkpoint("last"), run.legacy_resume_path());
     let current = if path.is_file() { Some(TensorFile::open(&path)?) } else { None };
     let current_resume = match &current {
@@ -151,19 +189,24 @@ pub(super) fn load_resume(
     };
     let mut state = resume.state;
     let old = resume.batches_per_epoch;
-    // What this data and batch size give with the run's own number of processes.
-    let expected = loader.pairs() / (loader.config().batch_size * resume.world.max(1));
-    if old != expected || state.step < state.epoch * old || state.step > (state.epoch + 1) * old {
+    let bpe = plan.steps(state.epoch);
+    // What this data, batch size, accumulation and stages give with the run's own number of
+    // processes.
+    let theirs = plan.with_world(resume.world);
+    let (expected, before) = (theirs.steps(state.epoch), theirs.steps_before(state.epoch));
+    if old != expected || state.step < before || state.step > before + old {
         return Err(Error::Usage(format!(
-            "--resume {}: the run has {old} batches per epoch and stopped at step {} (epoch {}), this config gives {bpe}; resume with the run's train.batch_size and data",
-            run.name, state.step, state.epoch
+            "--resume {}: the run has {old} steps in epoch {} and stopped at step {}, this config gives {expected}; resume with the run's train.batch_size, accumulate, stages and data",
+            run.name,
+            state.epoch + 1,
+            state.step
         )));
     }
     if resume.world != world {
         // The same pairs per process and step, so an epoch has world/old-world times the steps.
-        let done = (state.step - state.epoch * old) * resume.world / world;
+        let done = (state.step - before) * resume.world / world;
         let from = state.step;
-        state.step = state.epoch * bpe + done;
+        state.step = plan.steps_before(state.epoch) + done;
         let lr = match scaling {
             LrScaling::None => "weights, optimizer state and schedule carry over",
             LrScaling::Linear => "weights and optimizer state carry over, and the learning rate follows the new count (train.lr_scaling: linear)",
@@ -176,7 +219,11 @@ pub(super) fn load_resume(
             state.step
         ));
     }
-    load_strict(&step.vs, &file, &|k| k.strip_prefix(prefix).is_some_and(is_optimizer_entry))?;
+    // The moving average (`ema.*`) is the trainer's to load.
+    let skip = |k: &str| {
+        k.strip_prefix(prefix).is_some_and(is_optimizer_entry) || k.starts_with(EMA_PREFIX)
+    };
+    load_strict(&step.vs, &file, &skip)?;
     step.opt.load_state(&file, prefix)?;
     step.resume_scaler(state.scaler.clone());
     Ok(state)

@@ -106,12 +106,34 @@ impl TrainStep {
         lr: f64,
         check_finite: bool,
     ) -> Result<StepOutcome> {
+        self.step_accumulated(&[(x.shallow_clone(), y.shallow_clone())], lr, check_finite)
+    }
+
+    /// One optimizer step on several micro-batches `(x, y)` of equal size (gradient
+    /// accumulation): each one's loss, divided by their number, is backpropagated in turn, so
+    /// the gradient is that of the mean loss over all of them, as one batch of their union
+    /// would give (the network has no batch statistics), holding one micro-batch's activations.
+    pub fn step_accumulated(
+        &mut self,
+        batches: &[(Tensor, Tensor)],
+        lr: f64,
+        check_finite: bool,
+    ) -> Result<StepOutcome> {
         self.opt.zero_grad()?;
-        let terms = self.loss.compute(&self.forward(x)?, y);
-        match &self.scaler {
-            None => terms.total.backward(),
-            Some(sc) => sc.scale_loss(&terms.total).backward(),
+        let n = batches.len() as f64;
+        let mut parts = Vec::with_capacity(batches.len());
+        for (x, y) in batches {
+            let terms = self.loss.compute(&self.forward(x)?, y);
+            let part =
+                if batches.len() == 1 { terms.total.shallow_clone() } else { &terms.total / n };
+            match &self.scaler {
+                None => part.backward(),
+                Some(sc) => sc.scale_loss(&part).backward(),
+            }
+            parts.push(terms);
         }
+        let terms =
+            if parts.len() == 1 { parts.pop().expect("one") } else { LossTerms::mean_of(parts) };
         if let Some((group, buckets)) = &self.sync {
             buckets.average(group, &self.opt.params())?;
         }

@@ -9,8 +9,10 @@
 //! so every number and the choice of `best` equal a one-process run's on the same batches.
 
 use super::args::{resolve, Plan, TrainArgs};
+use super::ema::Ema;
 use super::log::{log_train, log_val, EpochLoss, Progress, Running};
 use super::persist::load_resume;
+use super::plan::EpochPlan;
 use super::run_dir::{MetricsLine, RunDir};
 use super::schedule::Schedule;
 use super::step::TrainStep;
@@ -66,7 +68,11 @@ pub struct Trainer {
     pub(super) run: RunDir,
     pub(super) state: TrainState,
     pub(super) step: TrainStep,
-    pub(super) loader: Loader,
+    /// One loader per stage of `plan` (one without progressive patches).
+    loaders: Vec<Loader>,
+    pub(super) plan: EpochPlan,
+    /// The weights' moving average, when `train.ema` is on.
+    pub(super) ema: Option<Ema>,
     /// This rank's share of the validation pairs (all of them without torchrun).
     val_items: Vec<EvalItem>,
     /// Every degradation type of the whole validation split (the layout of reduced sums).
@@ -110,7 +116,7 @@ impl Trainer {
     /// file, data, patch size, resume point) before anything is written; then creates or
     /// reopens the run's folders (rank 0).
     pub fn setup(args: &TrainArgs, stop: StopHandle) -> Result<Trainer> {
-        let (exp, plan) = resolve(args)?;
+        let (exp, start) = resolve(args)?;
         let launch = Launch::from_env()?;
         let mut device = crate::device::parse_device(&exp.device)?;
         if let (Some(l), Device::Cuda(_)) = (&launch, device) {
@@ -132,20 +138,34 @@ impl Trainer {
         let store = Arc::new(Store::load(&pairs, exp.data.workers)?);
         let split = data::split(&store.kinds(), exp.data.val_fraction, exp.seed);
         let cfg = LoaderConfig { rank, world, ..LoaderConfig::from_experiment(&exp) };
-        let loader = Loader::new(store.clone(), split.train.clone(), cfg)?;
+        let plan = EpochPlan::new(&exp.train, split.train.len(), world);
+        let mut loaders = Vec::new();
+        for (i, st) in plan.stages().iter().enumerate() {
+            let (patch_size, batch_size) = (st.patch_size, st.batch_size);
+            let cfg = LoaderConfig { patch_size, batch_size, ..cfg.clone() };
+            loaders.push(Loader::new(store.clone(), split.train.clone(), cfg)?);
+            let first = if i == 0 { 0 } else { plan.stages()[i - 1].until_epoch };
+            let acc = exp.train.accumulate;
+            if plan.steps(first) == 0 {
+                return Err(Error::Usage(format!(
+                    "train.accumulate is {acc} but an epoch has only {} batches of {batch_size}; lower train.accumulate or the batch size",
+                    plan.batches(first)
+                )));
+            }
+        }
         let mut val_kinds: Vec<String> =
             split.val.iter().map(|&i| store.get(i).kind.clone()).collect();
         val_kinds.sort();
         val_kinds.dedup();
         let val_items = to_items(&store, &split.val[shard(split.val.len(), rank, world)]);
-        let bpe = loader.batches_per_epoch();
+        let spe = plan.steps(0);
         // Only now, with every input checked, is anything written (by rank 0 alone).
         let say = |s: String| {
             if rank == 0 {
                 eprintln!("{s}")
             }
         };
-        let (run, state) = match plan {
+        let (run, state) = match start {
             Plan::New if rank == 0 => {
                 (RunDir::create(&exp, &args.logs_dir, &args.weights_dir)?, TrainState::default())
             }
@@ -153,7 +173,7 @@ impl Trainer {
                 (RunDir::named("", &args.logs_dir, &args.weights_dir), TrainState::default())
             }
             Plan::Resume(run) => {
-                let state = load_resume(&run, &mut step, &loader, exp.train.lr_scaling, &say)?;
+                let state = load_resume(&run, &mut step, &plan, exp.train.lr_scaling, &say)?;
                 if rank == 0 {
                     // Temp files of a process killed while saving are garbage now.
                     remove_stale_temps(&run.weights);
@@ -173,10 +193,22 @@ impl Trainer {
         if let Some(g) = &group {
             step.join(g.clone(), exp.train.bucket_mb)?;
         }
-        let schedule = Schedule::from_config(&exp, bpe, world);
+        // After the join, so every rank starts from rank 0's weights.
+        let ema = Ema::new(&exp.train.ema, &exp.model, &step.vs, device);
+        if let (Some(ema), true) = (&ema, state.step > 0) {
+            let last = run.checkpoint("last");
+            let had = last.is_file() && ema.load(&crate::io::TensorFile::open(&last)?)?;
+            if !had {
+                say(format!(
+                    "--resume {}: the resume point has no moving average (train.ema was off); it starts from the resumed weights",
+                    run.name
+                ));
+            }
+        }
+        let schedule = Schedule::from_config(&exp, spe, world);
         let tb = if rank == 0 { Some(EventWriter::create(&run.logs)?) } else { None };
         let max_steps = exp.train.max_steps.unwrap_or(usize::MAX);
-        let total_steps = (exp.train.epochs * bpe).min(max_steps);
+        let total_steps = plan.steps_before(exp.train.epochs).min(max_steps);
         let progress = Progress::new(
             args.progress && rank == 0,
             total_steps as u64,
@@ -198,9 +230,10 @@ impl Trainer {
             String::new()
         };
         say(format!(
-            "run {}: {} train pairs, {val}, {bpe} steps/epoch, {} parameters, {device:?}{procs}; logs {}, weights {}",
+            "run {}: {} train pairs, {val}, {spe} steps/epoch{}, {} parameters, {device:?}{procs}; logs {}, weights {}",
             run.name,
             split.train.len(),
+            if plan.stages().len() > 1 { " in the first stage" } else { "" },
             step.vs.variables().values().map(|t| t.numel()).sum::<usize>(),
             run.logs.display(),
             run.weights.display()
@@ -211,7 +244,9 @@ impl Trainer {
             run,
             state,
             step,
-            loader,
+            loaders,
+            plan,
+            ema,
             val_items,
             val_kinds,
             schedule,
@@ -248,7 +283,6 @@ impl Trainer {
     /// Trains to the end (epochs or `max_steps`) or until stopped; `last` then holds the final
     /// weights.
     pub fn run(mut self) -> Result<TrainSummary> {
-        let bpe = self.loader.batches_per_epoch();
         let max_steps = self.exp.train.max_steps.unwrap_or(usize::MAX);
         let mut interrupted = false;
         let (start, mut saved_at) = (self.state.step, None);
@@ -262,7 +296,7 @@ impl Trainer {
                 interrupted = true;
                 break; // no validation: `last` is saved below
             }
-            let finished_epoch = self.state.step >= (epoch + 1) * bpe;
+            let finished_epoch = self.state.step >= self.plan.steps_before(epoch + 1);
             if finished_epoch {
                 self.state.epoch = epoch + 1;
             }
@@ -301,15 +335,19 @@ impl Trainer {
 
     /// The batches of one epoch (from where a resumed run stopped).
     fn train_epoch(&mut self, epoch: usize) -> Result<EpochEnd> {
-        let bpe = self.loader.batches_per_epoch();
+        let steps = self.plan.steps(epoch);
         let max_steps = self.exp.train.max_steps.unwrap_or(usize::MAX);
-        let log_every = self.exp.train.log_every;
+        let (log_every, acc) = (self.exp.train.log_every, self.exp.train.accumulate);
+        // Stages change the steps of an epoch, and with them the step unit's fractions.
+        self.schedule.steps_per_epoch = steps;
         // The epoch's batch order is a function of (seed, epoch), so skipping the batches
         // already taken continues exactly where a resumed run stopped.
-        let skip = self.state.step.saturating_sub(epoch * bpe);
+        let done = self.state.step.saturating_sub(self.plan.steps_before(epoch));
         let (mut running, mut epoch_loss) = (Running::new(), EpochLoss::new());
-        let mut lr = self.schedule.lr_at(epoch, skip);
-        for (i, batch) in self.loader.epoch(epoch).enumerate().skip(skip) {
+        let mut lr = self.schedule.lr_at(epoch, done);
+        let loader = &self.loaders[self.plan.stage_index(epoch)];
+        let mut batches = loader.epoch(epoch).skip(done * acc);
+        for i in done..steps {
             if self.should_stop()? {
                 return Ok(EpochEnd { interrupted: true, lr, train_loss: epoch_loss.mean() });
             }
@@ -317,13 +355,16 @@ impl Trainer {
                 break;
             }
             lr = self.schedule.lr_at(epoch, i);
-            let x = batch.degraded.to_device(self.device);
-            let y = batch.clean.to_device(self.device);
+            let micro: Vec<_> = batches.by_ref().take(acc).collect();
+            let to_dev = |b: &crate::data::Batch| {
+                (b.degraded.to_device(self.device), b.clean.to_device(self.device))
+            };
+            let pairs: Vec<(Tensor, Tensor)> = micro.iter().map(to_dev).collect();
             let log_now = (self.state.step + 1).is_multiple_of(log_every);
             // On CPU a check costs nothing; on GPU it is a sync, so only at log points (the
             // checkpoints are written only after a check of the weights).
             let check = self.device == Device::Cpu || log_now;
-            let out = self.step.step(&x, &y, lr, check)?;
+            let out = self.step.step_accumulated(&pairs, lr, check)?;
             self.state.step += 1;
             self.progress.inc();
             // A scale below 1 has been halved 17 times from 2^16: every step overflows. (The
@@ -347,7 +388,11 @@ impl Trainer {
                     self.last_good()
                 )));
             }
-            running.add(&out.terms, batch.kinds.len(), batch.wait);
+            if let Some(ema) = &self.ema {
+                ema.update(self.state.step)?;
+            }
+            let images = micro.iter().map(|b| b.kinds.len()).sum();
+            running.add(&out.terms, images, micro.iter().map(|b| b.wait).sum());
             epoch_loss.add(&out.terms.total);
             if log_now {
                 let mut d = running.drain();
@@ -402,8 +447,9 @@ impl Trainer {
         self.progress.message("validating".into());
         let keep = if self.writes() { self.exp.train.val_images } else { 0 };
         let loss = |y: &Tensor, t: &Tensor| self.step.loss.compute(y, t).total;
-        let mut report =
-            evaluate(&self.step.model, &self.val_items, self.device, Some(&loss), keep, |_| {});
+        // With train.ema the average is what gets scored, and so what `best` is chosen by.
+        let model = self.ema.as_ref().map_or(&self.step.model, |e| &e.model);
+        let mut report = evaluate(model, &self.val_items, self.device, Some(&loss), keep, |_| {});
         if let Some(g) = &self.group {
             let sums = g.sum_f64(&report.sums(&self.val_kinds))?;
             report = report.with_sums(&self.val_kinds, &sums);
@@ -422,9 +468,9 @@ impl Trainer {
         report: Option<&EvalReport>,
         t0: Instant,
     ) -> Result<()> {
-        let (epochs, bpe) = (self.exp.train.epochs, self.loader.batches_per_epoch());
+        let (epochs, bpe) = (self.exp.train.epochs, self.plan.steps(epoch));
         // Epochs are numbered from 1 in every line, also an epoch that max_steps cut short.
-        let done = self.state.step - epoch * bpe;
+        let done = self.state.step - self.plan.steps_before(epoch);
         let at = if done < bpe {
             format!("epoch {}/{epochs} ({done} of {bpe} steps)", epoch + 1)
         } else {
@@ -469,7 +515,21 @@ impl Trainer {
         if save_every > 0 && done == bpe && self.state.epoch.is_multiple_of(save_every) {
             copies.push(format!("epoch_{}", self.state.epoch));
         }
+        let keep_best = self.exp.train.keep_best;
+        let mut dropped = Vec::new();
+        if let Some(r) = report.filter(|_| keep_best > 0) {
+            let psnr = r.mean_psnr();
+            let kept = &mut self.state.kept_best;
+            kept.retain(|&(e, _)| e != epoch + 1); // an epoch redone after a resume
+            if kept.len() < keep_best || kept.last().is_some_and(|&(_, p)| psnr > p) {
+                copies.push(format!("best_epoch_{}", epoch + 1));
+                kept.push((epoch + 1, psnr));
+                kept.sort_by(|a, b| b.1.total_cmp(&a.1));
+                dropped = kept.split_off(keep_best.min(kept.len()));
+            }
+        }
         let copies: Vec<&str> = copies.iter().map(String::as_str).collect();
-        self.save(report.map(val_scores).as_ref(), &copies)
+        self.save(report.map(val_scores).as_ref(), &copies)?;
+        self.prune(&dropped)
     }
 }

@@ -25,3 +25,4 @@ mod schedule;
 mod synth;
 mod tensorboard;
 mod train;
+mod train_tools;

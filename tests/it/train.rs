@@ -20,18 +20,18 @@ fn experiment(dir: &Path) -> PathBuf {
     p
 }
 
-struct Env {
-    dir: tempfile::TempDir,
+pub(crate) struct Env {
+    pub dir: tempfile::TempDir,
 }
 
 impl Env {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         crate::common::paired_dataset(&dir.path().join("data"));
         experiment(dir.path());
         Env { dir }
     }
-    fn args(&self, sets: &[&str]) -> TrainArgs {
+    pub fn args(&self, sets: &[&str]) -> TrainArgs {
         let d = self.dir.path();
         TrainArgs {
             config: Some(d.join("exp.yaml")),
@@ -45,7 +45,7 @@ impl Env {
     }
 }
 
-fn weights(p: &Path) -> Vec<(String, tch::Tensor)> {
+pub(crate) fn weights(p: &Path) -> Vec<(String, tch::Tensor)> {
     let f = TensorFile::open(p).unwrap();
     f.header().keys().map(|k| (k.clone(), f.tensor(k).unwrap())).collect()
 }
