@@ -341,7 +341,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "resume with another batch size",
-            &["--resume r", "batches per epoch", "train.batch_size"],
+            &["--resume r", "steps in epoch", "train.batch_size"],
             |r, fx| fx.resume(r, &["--set", "train.batch_size=1"]),
         ),
         row("resume from a truncated file", &["last.safetensors", "truncated"], |r, fx| {
