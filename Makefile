@@ -11,6 +11,7 @@ OUTPUT   ?= pred.npz
 DEVICE   ?= auto
 NPROC    ?= 1
 ARGS     ?=
+SEEDS    ?= 1
 export CARGO_TERM_COLOR ?= never
 # Lints with tch's doc-only feature: the same Rust code is checked, but torch-sys's build script
 # skips its C++ wrapper, which cargo would otherwise compile twice (check and build runs of a
@@ -60,8 +61,8 @@ eval: build ## make eval WEIGHTS=... DATA=...
 demo: build ## synthetic data -> tiny training -> eval -> pred.npz -> comparison PNG (CPU, minutes)
 	bash scripts/demo.sh
 
-ablation: build ## rebuild the report's ablation table (ABLATION_SCALE=tiny|paper)
-	bash scripts/ablation.sh
+ablation: build ## rebuild the report's ablation table (ABLATION_SCALE=tiny|paper, SEEDS=n runs each)
+	SEEDS=$(SEEDS) bash scripts/ablation.sh
 
 tensorboard: setup ## TensorBoard on logs/
 	.venv/bin/tensorboard --logdir logs --bind_all

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The report's ablation (`make ablation`): trains L1 only, the combined loss (patch 224 / batch 2)
 # and patch 160 / batch 4, evaluates each and the ensemble of the last two with and without TTA,
-# then writes results/ablation.md, results/ablation.json and results/curves.png.
+# then writes results/ablation.md, results/ablation.json and the figures results/fig{1,2,3}_*.png.
 #
 #   ABLATION_SCALE=tiny   tiny network, short schedule, synthetic data: minutes on a laptop CPU
 #                         (the default when `promptir doctor` finds no CUDA)
@@ -11,6 +11,11 @@
 # auto for paper), EVAL_SPLIT (test when $DATA/test/clean exists, else val), ABLATION_VGG=0
 # (tiny: leave the VGG term off even when weights/vgg16.safetensors exists), ABLATION_SET (extra
 # space-separated key=value overrides for every training, e.g. "train.epochs=12"), PROMPTIR (binary).
+#
+#   SEEDS=n   trains and evaluates every experiment n times, with seeds SEED0, SEED0+1, ...
+#             (`--set seed=N`; SEED0 default 42, base.yaml's seed) as runs <experiment>_s<seed>;
+#             the report shows mean ± sample std. The ensemble is of the first seed's runs.
+#             Default 1: one run per experiment with its file's seed, named <experiment>.
 #
 # Every call makes a new session folder results/ablation/<scale>-<UTC time>/ (logs, weights,
 # evals, report) and never writes into an earlier one; results/ablation.md etc. are then
@@ -24,6 +29,11 @@ die() { echo "ablation: $*" >&2; exit 2; }
 for cmd in train eval report; do
     "$BIN" "$cmd" --help >/dev/null 2>&1 || die "this promptir has no '$cmd' command; rebuild from an up-to-date main"
 done
+
+SEEDS=${SEEDS:-1}
+SEED0=${SEED0:-42}
+[[ "$SEEDS" =~ ^[1-9][0-9]*$ ]] || die "SEEDS must be a positive whole number, got '$SEEDS'"
+[[ "$SEED0" =~ ^[0-9]+$ ]] || die "SEED0 must be a whole number >= 0, got '$SEED0'"
 
 doctor=$("$BIN" doctor)
 if grep -Eq '^cuda available +true' <<<"$doctor"; then has_cuda=1; else has_cuda=0; fi
@@ -110,19 +120,38 @@ evaluate() { # output-stem weights...
     done
 }
 
-train "${L1[@]}"
-train "${COMBINED[@]}" "${extra[@]}"
-train "${PATCH[@]}" "${extra[@]}"
-for name in "${L1[0]}" "${COMBINED[0]}" "${PATCH[0]}"; do
-    evaluate "$LOGS/$name/eval" "$WEIGHTS/$name/best.safetensors"
-done
-evaluate "$SESSION/evals/ensemble" "$WEIGHTS/${COMBINED[0]}/best.safetensors" "$WEIGHTS/${PATCH[0]}/best.safetensors"
+seeds=()
+for ((k = 0; k < SEEDS; k++)); do seeds+=($((SEED0 + k))); done
+# With one seed the runs keep the experiment's name and its file's seed (as before SEEDS).
+run_name() { if [ "$SEEDS" = 1 ]; then echo "$1"; else echo "$1_s$2"; fi; }
+if [ "$SEEDS" != 1 ]; then
+    notes+=("Seeds: $SEEDS per experiment (${seeds[*]}, \`--set seed=N\`), runs named <experiment>_s<seed>; the ensemble is of the first seed's runs.")
+fi
 
-runs=("$LOGS/${L1[0]}" "$LOGS/${COMBINED[0]}" "$LOGS/${PATCH[0]}")
+# Seed by seed, so that an interrupted session still holds whole ablations.
+for s in "${seeds[@]}"; do
+    seed=()
+    [ "$SEEDS" = 1 ] || seed=(--set "seed=$s")
+    train "$(run_name "${L1[0]}" "$s")" "${L1[1]}" "${seed[@]}"
+    train "$(run_name "${COMBINED[0]}" "$s")" "${COMBINED[1]}" "${extra[@]}" "${seed[@]}"
+    train "$(run_name "${PATCH[0]}" "$s")" "${PATCH[1]}" "${extra[@]}" "${seed[@]}"
+done
+runs=()
+for exp in "${L1[0]}" "${COMBINED[0]}" "${PATCH[0]}"; do
+    for s in "${seeds[@]}"; do
+        name=$(run_name "$exp" "$s")
+        evaluate "$LOGS/$name/eval" "$WEIGHTS/$name/best.safetensors"
+        runs+=("$LOGS/$name")
+    done
+done
+c0=$(run_name "${COMBINED[0]}" "${seeds[0]}")
+p0=$(run_name "${PATCH[0]}" "${seeds[0]}")
+evaluate "$SESSION/evals/ensemble" "$WEIGHTS/$c0/best.safetensors" "$WEIGHTS/$p0/best.safetensors"
+
 note_args=()
 for n in "${notes[@]}"; do note_args+=(--note "$n"); done
 note_args+=(--note "Session: $SESSION ($((SECONDS - t0)) s).")
 for out in "$SESSION/report" results; do
     "$BIN" report "${runs[@]}" --evals "$SESSION/evals" --split "$EVAL_SPLIT" --output "$out" "${note_args[@]}"
 done
-stamp "done: results/ablation.md, results/curves.png (this session's copy: $SESSION/report)"
+stamp "done: results/ablation.md, results/fig{1,2,3}_*.png (this session's copy: $SESSION/report)"

@@ -40,7 +40,7 @@ enum Command {
     Eval(eval::EvalCmd),
     /// Save degraded | restored | clean panels (PSNR in the file name) and an overview.png.
     Visualize(eval::VisualizeCmd),
-    /// Ablation table (ablation.md/.json) and validation curves (curves.png) from finished runs.
+    /// Ablation table (ablation.md/.json) and the three figures (fig1..3_*.png) from finished runs.
     Report(report::ReportCmd),
     /// Time training steps and inference, images/s and peak memory (each row in a fresh process).
     Bench(bench::BenchCmd),

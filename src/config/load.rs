@@ -180,6 +180,35 @@ mod tests {
     }
 
     #[test]
+    fn published_parses_strictly_and_is_not_written_when_absent() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "p.yaml",
+            "published: {psnr: 32.64, label: \"course report, public test\"}\n",
+        );
+        let e = Experiment::load(&p, &[]).unwrap();
+        let got = e.published.as_ref().unwrap();
+        assert_eq!((got.psnr, got.label.as_str()), (32.64, "course report, public test"));
+        assert_eq!(Experiment::from_yaml_str(&e.to_yaml(), &p).unwrap(), e);
+        let p = write(d.path(), "q.yaml", "published: {psnr: 32.0, label: x, split: test}\n");
+        let e = Experiment::load(&p, &[]).unwrap_err().to_string();
+        assert!(e.contains("q.yaml") && e.contains("unknown key at `published.split`"), "{e}");
+        let p = write(d.path(), "r.yaml", "published: {psnr: 32.0}\n");
+        let e = Experiment::load(&p, &[]).unwrap_err().to_string();
+        assert!(e.contains("r.yaml") && e.contains("label"), "{e}");
+        for (set, needle) in
+            [("published.psnr=-1", "published.psnr"), ("published.label=' '", "published.label")]
+        {
+            let p = write(d.path(), "s.yaml", "published: {psnr: 32.0, label: x}\n");
+            let e = Experiment::load(&p, &[set.into()]).unwrap_err().to_string();
+            assert!(e.contains(needle), "{set}: {e}");
+        }
+        let plain = Experiment::load(&write(d.path(), "t.yaml", "seed: 3\n"), &[]).unwrap();
+        assert!(plain.published.is_none() && !plain.to_yaml().contains("published"));
+    }
+
+    #[test]
     fn ranges_are_validated() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "v.yaml", "seed: 3\n");

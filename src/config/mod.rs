@@ -26,6 +26,20 @@ pub struct Experiment {
     pub train: TrainConfig,
     pub loss: LossConfig,
     pub augment: AugmentConfig,
+    /// The course report's published number for this recipe, shown by `promptir report` in its
+    /// own column (a different image set from ours, so never mixed into our columns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<Published>,
+}
+
+/// A published result to set our numbers against: `published: {psnr: 32.64, label: "..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Published {
+    /// PSNR in dB.
+    pub psnr: f64,
+    /// Where the number comes from and on which images (shown in the report's notes).
+    pub label: String,
 }
 
 impl Default for Experiment {
@@ -39,6 +53,7 @@ impl Default for Experiment {
             train: TrainConfig::default(),
             loss: LossConfig::default(),
             augment: AugmentConfig::default(),
+            published: None,
         }
     }
 }

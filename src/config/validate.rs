@@ -26,6 +26,14 @@ impl Experiment {
         if n.is_empty() || n.contains(['/', '\\']) || n == "." || n == ".." {
             return Err(format!("name {n:?} must be a plain folder name (no `/`, not `..`)"));
         }
+        if let Some(p) = &self.published {
+            if !(p.psnr > 0.0 && p.psnr.is_finite()) {
+                return Err(format!("published.psnr must be a PSNR in dB (> 0), got {}", p.psnr));
+            }
+            if p.label.trim().is_empty() {
+                return Err("published.label must say where the number comes from".into());
+            }
+        }
         if !crate::device::is_valid_device_name(&self.device) {
             return Err(format!("device {:?}: use auto, cpu, cuda or cuda:N", self.device));
         }

@@ -68,6 +68,16 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn run_script(repo: &Path, stub: &Path, log: &Path, sets: &str) -> std::process::Output {
+    run_seeds(repo, stub, log, sets, "1")
+}
+
+fn run_seeds(
+    repo: &Path,
+    stub: &Path,
+    log: &Path,
+    sets: &str,
+    seeds: &str,
+) -> std::process::Output {
     Command::new("bash")
         .arg(repo.join("scripts/ablation.sh"))
         .env("PROMPTIR", stub)
@@ -76,32 +86,42 @@ fn run_script(repo: &Path, stub: &Path, log: &Path, sets: &str) -> std::process:
         .env("STUB_LOG", log)
         .env("ABLATION_SCALE", "tiny")
         .env("ABLATION_SET", sets)
+        .env("SEEDS", seeds)
+        .env_remove("SEED0")
         .output()
         .unwrap()
+}
+
+/// A copy of the repository's scripts and experiments, the stub binary and its call log.
+fn setup(d: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let repo = d.join("repo");
+    copy_dir(&crate::common::repo().join("scripts"), &repo.join("scripts"));
+    copy_dir(&crate::common::repo().join("experiments"), &repo.join("experiments"));
+    let stub = d.join("promptir");
+    std::fs::write(&stub, STUB).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (repo, stub, d.join("calls.log"))
+}
+
+fn table_rows(md: &str) -> Vec<Vec<&str>> {
+    md.lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect()
 }
 
 #[test]
 fn tiny_ablation_trains_evaluates_and_reports() {
     let d = tempfile::tempdir().unwrap();
-    let repo = d.path().join("repo");
-    copy_dir(&crate::common::repo().join("scripts"), &repo.join("scripts"));
-    copy_dir(&crate::common::repo().join("experiments"), &repo.join("experiments"));
-    let stub = d.path().join("promptir");
-    std::fs::write(&stub, STUB).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let log = d.path().join("calls.log");
+    let (repo, stub, log) = setup(d.path());
     let out = run_script(&repo, &stub, &log, "train.epochs=1 data.workers=1");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
 
     let md = std::fs::read_to_string(repo.join("results/ablation.md")).unwrap();
-    let rows: Vec<Vec<&str>> = md
-        .lines()
-        .filter(|l| l.starts_with('|'))
-        .skip(2)
-        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
-        .collect();
+    let rows = table_rows(&md);
     let cells =
         |r: &Vec<&str>| [r[0], r[1], r[2], r[3], r[4], r[6], r[7], r[8]].map(String::from).to_vec();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -153,9 +173,9 @@ fn tiny_ablation_trains_evaluates_and_reports() {
     assert!(rows[0][5].ends_with("(ep 1)"), "{md}");
     assert!(md.contains("without the paper's 0.05 VGG16 perceptual term"), "{md}");
     assert!(md.contains("Overrides for every run: train.epochs=1 data.workers=1."), "{md}");
-    assert!(
-        repo.join("results/curves.png").is_file() && repo.join("results/ablation.json").is_file()
-    );
+    for f in ["ablation.json", "fig1_train_loss.png", "fig2_val_loss.png", "fig3_val_psnr.png"] {
+        assert!(repo.join("results").join(f).is_file(), "{f}");
+    }
 
     let calls = std::fs::read_to_string(&log).unwrap();
     let trains = calls.lines().filter(|l| l.starts_with("train --config")).count();
@@ -188,4 +208,57 @@ fn tiny_ablation_trains_evaluates_and_reports() {
     assert_eq!(sessions(&repo).len(), 2);
     assert_eq!(std::fs::read(&first_md).unwrap(), before);
     assert_eq!(std::fs::read_to_string(repo.join("results/ablation.md")).unwrap(), md);
+}
+
+#[test]
+fn seeds_train_every_experiment_per_seed_and_report_mean_and_std() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, stub, log) = setup(d.path());
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let out = run_seeds(&repo, &stub, &log, "train.epochs=1 data.workers=1", "x");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("SEEDS must be a positive whole number"));
+    let out = run_seeds(&repo, &stub, &log, "train.epochs=1 data.workers=1", "2");
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let trains: Vec<&str> = calls.lines().filter(|l| l.starts_with("train --config")).collect();
+    // Three experiments x two seeds, each with its own name and seed; 6 x 2 + 2 evals.
+    assert_eq!(trains.len(), 6, "{calls}");
+    for (name, seed) in
+        [("tiny_l1_only_s42", 42), ("tiny_combined_s43", 43), ("tiny_patch48_bs16_s43", 43)]
+    {
+        let t = trains.iter().find(|l| l.contains(&format!("--name {name} "))).expect(name);
+        assert!(t.ends_with(&format!("--set seed={seed}")), "{t}");
+    }
+    assert_eq!(calls.lines().filter(|l| l.starts_with("eval --weights")).count(), 14);
+    let ens = calls.lines().find(|l| l.contains("ensemble_test.json")).unwrap();
+    assert!(ens.contains("tiny_combined_s42/best") && ens.contains("tiny_patch48_bs16_s42/best"));
+
+    let md = std::fs::read_to_string(repo.join("results/ablation.md")).unwrap();
+    let rows = table_rows(&md);
+    assert_eq!(rows.len(), 4, "{md}");
+    // The stub's evals do not depend on the seed: 20.1 and 20.4 for both, sample std 0.
+    assert_eq!(
+        [rows[0][0], rows[0][6], rows[0][7]],
+        ["tiny_l1_only (2 seeds)", "20.10 ± 0.00", "20.40 ± 0.00 (+0.30)"],
+        "{md}"
+    );
+    assert_eq!(rows[1][0], "tiny_combined (2 seeds)");
+    assert_eq!(rows[2][0], "tiny_patch48_bs16 (2 seeds)");
+    assert_eq!(rows[3][0], "ensemble: tiny_combined_s42 + tiny_patch48_bs16_s42");
+    // Tiny scale carries no published number, so there is no reference column.
+    assert_eq!(rows[0].len(), 9, "{md}");
+    assert!(md.contains("Seeds: 2 per experiment (42 43"), "{md}");
+    // Real training: each seed's own validation, its mean and std in the best-val column.
+    assert!(rows[0][5].contains(" ± "), "{md}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.join("results/ablation.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["experiments"][0]["seeds"], serde_json::json!([42, 43]));
+    assert_eq!(
+        j["experiments"][0]["runs"],
+        serde_json::json!(["tiny_l1_only_s42", "tiny_l1_only_s43"])
+    );
+    assert_eq!(j["runs"][1]["config"]["seed"], 43);
 }

@@ -97,3 +97,20 @@ fn the_tiny_ablation_mirrors_the_report_rows() {
     let px = |e: &Experiment| (e.train.patch_size.pow(2) * e.train.batch_size) as f64;
     assert!((px(&p) / px(&t) - 1.0).abs() < 0.15);
 }
+
+#[test]
+fn only_the_paper_scale_report_rows_carry_the_published_numbers() {
+    let psnr = |name: &str| load(name).published.map(|p| (p.psnr, p.label));
+    let (l1, l1_label) = psnr("l1_only.yaml").unwrap();
+    let (comb, comb_label) = psnr("combined_loss.yaml").unwrap();
+    assert_eq!((l1, comb), (32.02, 32.64));
+    assert!(l1_label.contains("public test") && l1_label.contains("L1 + TTA"), "{l1_label}");
+    assert!(comb_label.contains("public test") && comb_label.contains("combined"), "{comb_label}");
+    // Both extend base.yaml, which must not carry a number for them to inherit.
+    for other in ["base.yaml", "patch160_bs4.yaml", "heavy_augment.yaml", "tiny.yaml"] {
+        assert_eq!(psnr(other), None, "{other}");
+    }
+    for other in ["tiny_l1_only.yaml", "tiny_patch48_bs16.yaml"] {
+        assert_eq!(psnr(other), None, "{other}");
+    }
+}

@@ -1,8 +1,9 @@
 //! `promptir report` on fabricated run folders: exact table rows, `-` for missing evals, the
-//! JSON, and the curves PNG (size, and lines in both panels).
+//! JSON, seeds grouped into mean ± sample std, the published column, and the three figures
+//! (size, and a line per experiment in each).
 
-use promptir::config::Experiment;
-use promptir::tools::report::{self, ReportOptions, CURVES_SIZE};
+use promptir::config::{Experiment, Published};
+use promptir::tools::report::{self, ReportOptions, FIGURE_SIZE};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -36,8 +37,18 @@ fn eval_json(weights: &[String], tta: bool, split: &str, all: f64) -> String {
 }
 
 fn fabricate(root: &Path, f: &Fake) -> PathBuf {
+    fabricate_seeded(root, f, 42, None)
+}
+
+/// The training loss fabricated for an epoch whose validation loss is `loss`.
+fn train_loss(loss: f64) -> f64 {
+    1.25 * loss
+}
+
+fn fabricate_seeded(root: &Path, f: &Fake, seed: u64, published: Option<(f64, &str)>) -> PathBuf {
     let dir = root.join("logs").join(f.name);
-    let mut e = Experiment { name: f.name.into(), ..Experiment::default() };
+    let mut e = Experiment { name: f.name.into(), seed, ..Experiment::default() };
+    e.published = published.map(|(psnr, label)| Published { psnr, label: label.into() });
     e.train.patch_size = f.patch;
     e.train.batch_size = f.batch;
     e.train.epochs = f.epochs;
@@ -49,7 +60,7 @@ fn fabricate(root: &Path, f: &Fake) -> PathBuf {
         .curve
         .iter()
         .map(|&(epoch, psnr, loss)| {
-            json!({"epoch": epoch, "step": epoch * 10, "lr": 1e-3,
+            json!({"epoch": epoch, "step": epoch * 10, "lr": 1e-3, "train_loss": train_loss(loss),
                    "val": {"count": 4, "psnr": {"all": psnr, "rain": psnr, "snow": psnr},
                            "ssim": {"all": 0.8}, "loss": loss},
                    "epoch_seconds": 1.5})
@@ -153,7 +164,11 @@ fn table_rows_and_numbers_are_exact() {
         "| patch160_bs4                           | L1 + 0.2 SSIM + 0.05 VGG |     160 |     4 |   9/12 |  23.04 (ep 9) |     23.10 | 23.38 (+0.28) | 23.61 (+0.23) |",
         "| ensemble: combined_loss + patch160_bs4 | L1 + 0.2 SSIM + 0.05 VGG | 224/160 |   2/4 |     12 |             - |     23.40 | 23.61 (+0.21) |             - |",
     ]);
-    assert!(md.contains("![validation curves](curves.png)"));
+    for fig in ["fig1_train_loss.png", "fig2_val_loss.png", "fig3_val_psnr.png"] {
+        assert!(md.contains(&format!("]({fig})")), "{fig}");
+    }
+    // No row carries a published number, so there is no column for it.
+    assert!(!md.contains("report's public test"), "{md}");
     assert!(md.contains("- Network: the paper's PromptIR (dim 48, blocks [4, 6, 6, 8]).\n"));
     assert!(md.contains("- test set: 20 images; the degraded inputs themselves score 18.00 dB.\n- A note from the script.\n"));
 }
@@ -182,9 +197,11 @@ fn missing_evals_and_curves_show_a_dash() {
         table(&md)[2],
         "| fresh      | L1 + 0.2 SSIM |    64 |     8 |    0/6 |             - |         - |    - |         - |"
     );
-    // Curves with no data still render (a "no data" panel), at the full size.
-    let png = image::open(d.path().join("results/curves.png")).unwrap();
-    assert_eq!((png.width() as usize, png.height() as usize), CURVES_SIZE);
+    // Figures with no data still render (a "no data" panel), at the full size.
+    for fig in ["fig1_train_loss.png", "fig2_val_loss.png", "fig3_val_psnr.png"] {
+        let png = image::open(d.path().join("results").join(fig)).unwrap();
+        assert_eq!((png.width() as usize, png.height() as usize), FIGURE_SIZE, "{fig}");
+    }
 }
 
 #[test]
@@ -225,24 +242,157 @@ fn count_color(img: &image::RgbImage, x0: u32, x1: u32, c: [u8; 3], tol: i32) ->
 }
 
 #[test]
-fn curves_have_a_line_per_run_in_each_panel() {
+fn each_figure_has_a_line_per_run() {
     let d = tempfile::tempdir().unwrap();
     let runs = ablation(d.path());
     report::report(&opts(d.path(), runs)).unwrap();
-    let img = image::open(d.path().join("results/curves.png")).unwrap().to_rgb8();
-    let (w, h) = CURVES_SIZE;
-    assert_eq!((img.width() as usize, img.height() as usize), (w, h));
-    let half = w as u32 / 2;
-    for (x0, x1) in [(0, half), (half, w as u32)] {
+    let (w, h) = FIGURE_SIZE;
+    for fig in ["fig1_train_loss.png", "fig2_val_loss.png", "fig3_val_psnr.png"] {
+        let img = image::open(d.path().join("results").join(fig)).unwrap().to_rgb8();
+        assert_eq!((img.width() as usize, img.height() as usize), (w, h), "{fig}");
         for c in &promptir::tools::plot::PALETTE[..3] {
-            // A legend entry alone is ~150 pixels; a 12-point line across the panel is thousands.
-            let n = count_color(&img, x0, x1, *c, 8);
-            assert!(n > 1000, "colour {c:?} in columns {x0}..{x1}: {n} pixels");
+            // A legend entry alone is ~150 pixels; a 9- or 12-point line across the panel is
+            // thousands.
+            let n = count_color(&img, 0, w as u32, *c, 8);
+            assert!(n > 1000, "{fig}: colour {c:?}: {n} pixels");
         }
         // Colours of runs that do not exist are absent.
-        assert_eq!(count_color(&img, x0, x1, promptir::tools::plot::PALETTE[3], 8), 0);
-        // Text: dark pixels in the panel (title, ticks, labels).
-        assert!(count_color(&img, x0, x1, promptir::tools::plot::BLACK, 40) > 500);
+        assert_eq!(count_color(&img, 0, w as u32, promptir::tools::plot::PALETTE[3], 8), 0);
+        // Text: dark pixels (title, ticks, labels).
+        assert!(count_color(&img, 0, w as u32, promptir::tools::plot::BLACK, 40) > 500, "{fig}");
+    }
+}
+
+/// l1_only over seeds 42..44 and combined_loss over 42, 43 (the second without evals), both
+/// carrying their published numbers; patch160_bs4 once, without; the ensemble of
+/// combined_loss_s42 and patch160_bs4.
+fn seeded(root: &Path) -> Vec<PathBuf> {
+    let l1 = "course report, public test set (Codabench), L1 + TTA";
+    let comb = "course report, public test set (Codabench), combined loss";
+    let mut dirs = Vec::new();
+    for (k, (name, test, tta)) in
+        [("l1_only_s42", 22.7, 23.0), ("l1_only_s43", 22.9, 23.1), ("l1_only_s44", 23.2, 23.5)]
+            .into_iter()
+            .enumerate()
+    {
+        let f = Fake {
+            name,
+            patch: 224,
+            batch: 2,
+            epochs: 12,
+            ssim: 0.0,
+            perceptual: 0.0,
+            curve: curve(23.0 + 0.1 * k as f64, 0.06, 12),
+            test: Some(test),
+            tta: Some(tta),
+        };
+        dirs.push(fabricate_seeded(root, &f, 42 + k as u64, Some((32.02, l1))));
+    }
+    for (k, name) in ["combined_loss_s42", "combined_loss_s43"].into_iter().enumerate() {
+        let f = Fake {
+            name,
+            patch: 224,
+            batch: 2,
+            epochs: 12,
+            ssim: 0.2,
+            perceptual: 0.05,
+            curve: curve(23.5, 0.1, 12),
+            test: (k == 0).then_some(23.25),
+            tta: (k == 0).then_some(23.5),
+        };
+        dirs.push(fabricate_seeded(root, &f, 42 + k as u64, Some((32.64, comb))));
+    }
+    let f = Fake {
+        name: "patch160_bs4",
+        patch: 160,
+        batch: 4,
+        epochs: 12,
+        ssim: 0.2,
+        perceptual: 0.05,
+        curve: curve(23.3, 0.12, 12),
+        test: Some(23.1),
+        tta: Some(23.38),
+    };
+    dirs.push(fabricate(root, &f));
+    let members = vec![
+        "w/combined_loss_s42/best.safetensors".into(),
+        "w/patch160_bs4/best.safetensors".into(),
+    ];
+    write(&root.join("evals/ensemble_test.json"), &eval_json(&members, false, "test", 23.4));
+    write(&root.join("evals/ensemble_test_tta.json"), &eval_json(&members, true, "test", 23.61));
+    dirs
+}
+
+#[test]
+fn seeds_of_one_experiment_share_a_row_with_mean_and_sample_std() {
+    let d = tempfile::tempdir().unwrap();
+    let runs = seeded(d.path());
+    let s = report::report(&opts(d.path(), runs)).unwrap();
+    let md = std::fs::read_to_string(d.path().join("results/ablation.md")).unwrap();
+    // l1_only (python, statistics.mean / stdev): best val 22.8364 + 0.1 k at epoch 12 -> 22.9364
+    // ± 0.1; test 22.7, 22.9, 23.2 -> 22.9333 ± 0.2517; TTA 23.0, 23.1, 23.5 -> 23.2 ± 0.2646,
+    // gains 0.3, 0.2, 0.3 -> +0.2667. combined_loss: one seed of two has evals ([n=1]); its
+    // +ensemble compares with the member's own TTA (23.61 - 23.5).
+    assert_eq!(table(&md), [
+        "| experiment                                 | loss                     |   patch | batch | epochs | best val PSNR |    test PSNR |                 +TTA |     +ensemble | report's public test (other split) |",
+        "| :----------------------------------------- | :----------------------- | ------: | ----: | -----: | ------------: | -----------: | -------------------: | ------------: | ---------------------------------: |",
+        "| l1_only (3 seeds)                          | L1                       |     224 |     2 |     12 |  22.94 ± 0.10 | 22.93 ± 0.25 | 23.20 ± 0.26 (+0.27) |             - |                              32.02 |",
+        "| combined_loss (2 seeds)                    | L1 + 0.2 SSIM + 0.05 VGG |     224 |     2 |     12 |  23.34 ± 0.00 |  23.25 [n=1] |  23.50 [n=1] (+0.25) | 23.61 (+0.11) |                              32.64 |",
+        "| patch160_bs4                               | L1 + 0.2 SSIM + 0.05 VGG |     160 |     4 |     12 | 23.14 (ep 12) |        23.10 |        23.38 (+0.28) | 23.61 (+0.23) |                                    |",
+        "| ensemble: combined_loss_s42 + patch160_bs4 | L1 + 0.2 SSIM + 0.05 VGG | 224/160 |   2/4 |     12 |             - |        23.40 |        23.61 (+0.21) |             - |                              32.73 |",
+    ]);
+    assert!(md.contains("mean ± sample standard deviation over the seeds"), "{md}");
+    assert!(md.contains("l1_only: 32.02 dB (course report, public test set (Codabench), L1 + TTA)"));
+    assert!(md.contains(
+        "ensemble: 32.73 dB (course report, public test set (Codabench), two-model ensemble)"
+    ));
+
+    let x = &s.ablation.experiments;
+    assert_eq!(x.len(), 3);
+    assert_eq!(x[0].runs, ["l1_only_s42", "l1_only_s43", "l1_only_s44"]);
+    let text = std::fs::read_to_string(d.path().join("results/ablation.json")).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let l1 = &j["experiments"][0];
+    assert_eq!(l1["name"], "l1_only");
+    assert_eq!(l1["seeds"], json!([42, 43, 44]));
+    assert_eq!(l1["eval_psnr"]["values"], json!([22.7, 22.9, 23.2]));
+    assert_eq!(l1["eval_psnr"]["n"], 3);
+    let close = |v: &serde_json::Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-9;
+    assert!(close(&l1["eval_psnr"]["mean"], 22.933333333333334), "{l1}");
+    assert!(close(&l1["eval_psnr"]["std"], 0.25166114784235877), "{l1}");
+    assert!(close(&l1["eval_tta_psnr"]["std"], 0.2645751311064586), "{l1}");
+    assert!(close(&l1["tta_gain"]["mean"], 0.26666666666666666), "{l1}");
+    assert_eq!(l1["published"]["psnr"], 32.02);
+    let comb = &j["experiments"][1];
+    assert_eq!(comb["eval_psnr"]["values"], json!([23.25, null]));
+    assert_eq!(
+        (comb["eval_psnr"]["n"].as_u64(), comb["eval_psnr"]["std"].is_null()),
+        (Some(1), true)
+    );
+    assert!(j["experiments"][2]["published"].is_null());
+    assert_eq!(j["runs"].as_array().unwrap().len(), 6);
+    assert_eq!(j["runs"][1]["config"]["seed"], 43);
+
+    // One line per experiment (not per run) in each figure, the mean over the seeds.
+    let figs = report::figures(&s.ablation);
+    let psnr = &figs[2].1.series;
+    assert_eq!(psnr.len(), 3);
+    assert_eq!(psnr[0].name, "l1_only (mean of 3 seeds)");
+    let (e, v) = psnr[0].points[11];
+    assert_eq!(e, 12.0);
+    // Mean of 23.0 + 0.1 k - 6 exp(-4) + 0.1 sin(12) over k = 0, 1, 2.
+    let want = 23.1 - 6.0 * (-4.0f64).exp() + 0.1 * 12f64.sin();
+    assert!((v - want).abs() < 1e-9, "{v} {want}");
+    // Training loss: 1.25 x the validation loss of the same epoch.
+    let (_, tl) = figs[0].1.series[2].points[0];
+    assert!((tl - 1.25 * 0.12 * (1.0 + 2.0 * (-1.0f64 / 3.0).exp())).abs() < 1e-12, "{tl}");
+    for (fig, _) in &figs {
+        let img = image::open(d.path().join("results").join(fig)).unwrap().to_rgb8();
+        let w = img.width();
+        for c in &promptir::tools::plot::PALETTE[..3] {
+            assert!(count_color(&img, 0, w, *c, 8) > 1000, "{fig}: colour {c:?}");
+        }
+        assert_eq!(count_color(&img, 0, w, promptir::tools::plot::PALETTE[3], 8), 0, "{fig}");
     }
 }
 
@@ -284,7 +434,13 @@ fn the_cli_writes_the_report_and_rejects_weights_folders() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("3 run(s), 1 ensemble(s): wrote "), "{stdout}");
-    for f in ["ablation.md", "ablation.json", "curves.png"] {
+    for f in [
+        "ablation.md",
+        "ablation.json",
+        "fig1_train_loss.png",
+        "fig2_val_loss.png",
+        "fig3_val_psnr.png",
+    ] {
         assert!(d.path().join("out").join(f).is_file(), "{f}");
     }
     let bad = d.path().join("weights/l1_only");

@@ -1,5 +1,6 @@
-//! `promptir report`: the ablation table (`ablation.md`, `ablation.json`) and validation curves
-//! (`curves.png`) from finished runs and their eval files.
+//! `promptir report`: the ablation table (`ablation.md`, `ablation.json`) and the report's three
+//! figures (`fig1_train_loss.png`, `fig2_val_loss.png`, `fig3_val_psnr.png`) from finished runs
+//! and their eval files. Runs that differ only in their seed share one row (mean ± sample std).
 //!
 //! What it reads (`scripts/ablation.sh` writes them), each through the type its writer uses:
 //! - a run is its log folder `logs/<run>/`: `config.yaml` and `metrics.jsonl` ([`MetricsLine`]);
@@ -10,11 +11,13 @@
 //!
 //! Each eval file's `setup.split` and `setup.tta` must agree with its name.
 
+mod seeds;
 mod table;
 
+pub use seeds::{ExperimentRecord, SeedStat};
 use table::{loss_label, markdown};
 
-use crate::config::Experiment;
+use crate::config::{Experiment, Published};
 use crate::eval::{EvalFile, SplitName};
 use crate::model::ModelConfig;
 use crate::tools::plot::{self, Panel, Series, PALETTE};
@@ -30,7 +33,7 @@ use table::unique;
 pub struct ReportOptions {
     /// Run log folders (`logs/<run>`), in table order.
     pub runs: Vec<PathBuf>,
-    /// Folder for ablation.md, ablation.json and curves.png (created if missing).
+    /// Folder for ablation.md, ablation.json and the figures (created if missing).
     pub output: PathBuf,
     /// Folder with `ensemble*_<split>[_tta].json` (default: `output`).
     pub evals: Option<PathBuf>,
@@ -141,8 +144,30 @@ impl EnsembleRecord {
 pub struct Ablation {
     pub split: SplitName,
     pub runs: Vec<RunRecord>,
+    /// The table's rows: runs grouped by experiment over seeds, in `runs` order.
+    pub experiments: Vec<ExperimentRecord>,
     pub ensembles: Vec<EnsembleRecord>,
     pub notes: Vec<String>,
+}
+
+/// The course report's two-model ensemble (combined loss at patch 224 / batch 2 averaged with
+/// patch 160 / batch 4), from the same report as the experiments' `published` numbers. Shown
+/// on an ensemble row only when it is that ensemble at paper scale, see [`ensemble_published`].
+pub const REPORT_ENSEMBLE: (f64, &str) =
+    (32.73, "course report, public test set (Codabench), two-model ensemble");
+
+/// The report's ensemble number for `e` when `e` is the report's ensemble: two runs of the
+/// paper network with the same loss, one of them a report recipe (carrying `published`), the
+/// other differing from it in patch/batch.
+pub fn ensemble_published(e: &EnsembleRecord, runs: &[RunRecord]) -> Option<Published> {
+    let m: Vec<&RunRecord> =
+        e.members.iter().filter_map(|n| runs.iter().find(|r| &r.name == n)).collect();
+    let [a, b] = m[..] else { return None };
+    let paper = |r: &RunRecord| r.exp.model == ModelConfig::paper();
+    let reported = a.exp.published.is_some() || b.exp.published.is_some();
+    let other_patch = (a.patch, a.batch) != (b.patch, b.batch);
+    (paper(a) && paper(b) && a.exp.loss == b.exp.loss && reported && other_patch)
+        .then(|| Published { psnr: REPORT_ENSEMBLE.0, label: REPORT_ENSEMBLE.1.to_string() })
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +325,7 @@ pub fn collect(opts: &ReportOptions) -> Result<Ablation> {
     for r in &mut runs {
         r.ensemble_psnr = best_ensemble(&ensembles, &r.name).map(|e| e.0);
     }
+    let experiments = seeds::group(&runs);
 
     let mut notes = vec![
         "PSNR in dB on the rounded 8-bit RGB output, averaged over images. \
@@ -337,58 +363,108 @@ pub fn collect(opts: &ReportOptions) -> Result<Ablation> {
             .map_or(String::new(), |p| format!("; the degraded inputs themselves score {p:.2} dB"));
         notes.push(format!("{split} set: {} images{input}.", e.count));
     }
+    if let Some(n) = experiments.iter().map(|x| x.runs.len()).filter(|&n| n > 1).max() {
+        notes.push(format!(
+            "Rows of several seeds (runs identical but for `seed`, up to {n}): mean ± sample \
+             standard deviation over the seeds, their number in the experiment column, `[n=k]` \
+             where only k seeds have the number; +TTA's bracket is the mean of the per-seed \
+             gains. Per-seed values: `ablation.json` (`experiments`, and `runs`). +ensemble and \
+             the ensemble rows: the ensembles as evaluated, of the runs they name (the first \
+             seed's in `scripts/ablation.sh`)."
+        ));
+    }
+    let refs: Vec<(String, Published)> = experiments
+        .iter()
+        .filter_map(|x| Some((x.name.clone(), x.published.clone()?)))
+        .chain(
+            ensembles.iter().filter_map(|e| Some((e.name.clone(), ensemble_published(e, &runs)?))),
+        )
+        .collect();
+    if !refs.is_empty() {
+        let each: Vec<String> =
+            refs.iter().map(|(n, p)| format!("{n}: {:.2} dB ({})", p.psnr, p.label)).collect();
+        notes.push(format!(
+            "{}: the PSNR published for the same recipe (`published` in its experiment file), \
+             measured on the course's public test set, a different image set from this table's \
+             {split} column, so the two columns are not a paired comparison. {}.",
+            table::PUBLISHED_HEADER,
+            each.join("; ")
+        ));
+    }
     notes.extend(opts.notes.iter().cloned());
-    Ok(Ablation { split, runs, ensembles, notes })
+    Ok(Ablation { split, runs, experiments, ensembles, notes })
 }
 
-/// Width and height of `curves.png`.
-pub const CURVES_SIZE: (usize, usize) = (1500, 560);
+/// Width and height of each figure.
+pub const FIGURE_SIZE: (usize, usize) = (900, 560);
 
-/// Two panels side by side: validation PSNR and validation loss per epoch, one colour per run.
-pub fn curves(runs: &[RunRecord]) -> Vec<Panel> {
+/// The report's three figures: file name and panel (one line per experiment, the mean over its
+/// seeds at each epoch).
+pub fn figures(a: &Ablation) -> Vec<(&'static str, Panel)> {
     let series = |f: &dyn Fn(&ValPoint) -> Option<f64>| -> Vec<Series> {
-        runs.iter()
+        a.experiments
+            .iter()
             .enumerate()
-            .map(|(i, r)| Series {
-                name: r.name.clone(),
-                color: PALETTE[i % PALETTE.len()],
-                points: r
-                    .curve
-                    .iter()
-                    .map(|p| (p.epoch as f64, f(p).unwrap_or(f64::NAN)))
-                    .collect(),
+            .map(|(i, x)| {
+                let members: Vec<&RunRecord> =
+                    x.runs.iter().filter_map(|n| a.runs.iter().find(|r| &r.name == n)).collect();
+                let mut by_epoch: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+                for p in members.iter().flat_map(|r| &r.curve) {
+                    let v = by_epoch.entry(p.epoch).or_default();
+                    v.extend(f(p).filter(|v| v.is_finite()));
+                }
+                let name = match x.runs.len() {
+                    1 => x.name.clone(),
+                    n => format!("{} (mean of {n} seeds)", x.name),
+                };
+                let points = by_epoch
+                    .into_iter()
+                    .map(|(e, v)| {
+                        let mean = if v.is_empty() {
+                            f64::NAN
+                        } else {
+                            v.iter().sum::<f64>() / v.len() as f64
+                        };
+                        (e as f64, mean)
+                    })
+                    .collect();
+                Series { name, color: PALETTE[i % PALETTE.len()], points }
             })
             .collect()
     };
+    let panel = |title: &str, y: &str, f: &dyn Fn(&ValPoint) -> Option<f64>| Panel {
+        title: title.into(),
+        x_label: "epoch".into(),
+        y_label: y.into(),
+        series: series(f),
+    };
     vec![
-        Panel {
-            title: "validation PSNR".into(),
-            x_label: "epoch".into(),
-            y_label: "PSNR (dB)".into(),
-            series: series(&|p| p.psnr),
-        },
-        Panel {
-            title: "validation loss (own objective)".into(),
-            x_label: "epoch".into(),
-            y_label: "loss".into(),
-            series: series(&|p| p.loss),
-        },
+        (
+            "fig1_train_loss.png",
+            panel("training loss (own objective)", "mean loss over the epoch", &|p| p.train_loss),
+        ),
+        ("fig2_val_loss.png", panel("validation loss (own objective)", "loss", &|p| p.loss)),
+        ("fig3_val_psnr.png", panel("validation PSNR", "PSNR (dB)", &|p| p.psnr)),
     ]
 }
 
-/// Writes `ablation.md`, `ablation.json` and `curves.png` into `opts.output`.
+/// Writes `ablation.md`, `ablation.json` and the three figures into `opts.output`.
 pub fn report(opts: &ReportOptions) -> Result<ReportSummary> {
     let ablation = collect(opts)?;
     std::fs::create_dir_all(&opts.output).map_err(|e| Error::io(&opts.output, e))?;
     let md = opts.output.join("ablation.md");
     let json = opts.output.join("ablation.json");
-    let png = opts.output.join("curves.png");
     crate::io::write_atomic_bytes(&md, markdown(&ablation).as_bytes())?;
     let text = serde_json::to_string_pretty(&ablation).expect("ablation serialises");
     crate::io::write_atomic_bytes(&json, text.as_bytes())?;
-    let (w, h) = CURVES_SIZE;
-    plot::save_png(&curves(&ablation.runs), w, h, &png)?;
-    Ok(ReportSummary { ablation, files: vec![md, json, png] })
+    let mut files = vec![md, json];
+    let (w, h) = FIGURE_SIZE;
+    for (name, panel) in figures(&ablation) {
+        let png = opts.output.join(name);
+        plot::save_png(std::slice::from_ref(&panel), w, h, &png)?;
+        files.push(png);
+    }
+    Ok(ReportSummary { ablation, files })
 }
 
 #[cfg(test)]
