@@ -100,9 +100,10 @@ impl VisualizeCmd {
             eprintln!("note: {n}");
         }
         println!(
-            "wrote {} panels and {} (mean PSNR {:.2} dB, input {:.2} dB)",
+            "wrote {} panels and {} (TTA {}, mean PSNR {:.2} dB, input {:.2} dB)",
             s.panels.len(),
             s.overview.display(),
+            s.run.setup.tta_text(),
             s.run.report.mean_psnr(),
             s.run.report.psnr_input.overall().mean().unwrap_or(f64::NAN)
         );

@@ -68,10 +68,8 @@ impl EvalRun {
 
     /// `--tta-compare`: PSNR per degradation type for each view set, with its gain over `off`.
     fn tta_table(&self) -> String {
-        let groups: Vec<&String> =
-            self.tta_compare[0].psnr.keys().filter(|k| *k != "all").collect();
-        let all = "all".to_string();
-        let groups: Vec<&String> = groups.into_iter().chain([&all]).collect();
+        let types = self.tta_compare[0].psnr.keys().map(String::as_str).filter(|k| *k != "all");
+        let groups: Vec<&str> = types.chain(["all"]).collect();
         let mut out = format!("\nTTA views: PSNR (gain over off)\n{:<10}", "views");
         for g in &groups {
             out += &format!(" {g:>16}");
