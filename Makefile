@@ -52,7 +52,7 @@ endif
 
 predict: build ## make predict WEIGHTS="a.safetensors b.safetensors" INPUT=dir OUTPUT=pred.npz
 	@test -n "$(WEIGHTS)" || { echo "set WEIGHTS=path/to/best.safetensors (several for an ensemble)"; exit 2; }
-	$(BIN) predict $(foreach w,$(WEIGHTS),--weights $(w)) --input $(INPUT) --output $(OUTPUT) --tta --device $(DEVICE) $(ARGS)
+	$(BIN) predict $(foreach w,$(WEIGHTS),--weights $(w)) --input $(INPUT) --output $(OUTPUT) --tta auto --device $(DEVICE) $(ARGS)
 
 eval: build ## make eval WEIGHTS=... DATA=...
 	@test -n "$(WEIGHTS)" || { echo "set WEIGHTS=path/to/best.safetensors"; exit 2; }

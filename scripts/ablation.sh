@@ -116,7 +116,7 @@ evaluate() { # output-stem weights...
     for tta in "" _tta; do
         stamp "eval ${out}_${EVAL_SPLIT}${tta}.json"
         "$BIN" eval "${w[@]}" --data "$DATA" --split "$EVAL_SPLIT" --device "$DEVICE" \
-            ${tta:+--tta} --format json --output "${out}_${EVAL_SPLIT}${tta}.json"
+            ${tta:+--tta auto} --format json --output "${out}_${EVAL_SPLIT}${tta}.json"
     done
 }
 

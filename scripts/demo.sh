@@ -28,8 +28,8 @@ step "3/5 PSNR before (input) and after (restored) on the synthetic test set"
 "$BIN" eval --weights "$W" --data "$OUT/data" --split test --device cpu --quiet \
   --output "$OUT/eval_test.json"
 
-step "4/5 pred.npz with 8-way TTA ($OUT/pred.npz)"
-"$BIN" predict --weights "$W" --input "$OUT/data/test/degraded" --output "$OUT/pred.npz" --tta \
+step "4/5 pred.npz with TTA over the views training used ($OUT/pred.npz)"
+"$BIN" predict --weights "$W" --input "$OUT/data/test/degraded" --output "$OUT/pred.npz" --tta auto \
   --png-dir "$OUT/pred" --device cpu
 .venv/bin/python scripts/check_pred.py "$OUT/pred.npz" --png-dir "$OUT/pred" >"$OUT/pred_check.json"
 .venv/bin/python - "$OUT/pred_check.json" <<'PY'
@@ -51,7 +51,7 @@ Done in $(( $(date +%s) - t0 )) s. Where things are:
   data          $OUT/data            (promptir synth; course layout + test ground truth)
   weights       $OUT/weights/demo/   (best/last .safetensors, train_state.json)
   curves        $OUT/logs/demo/      (open with: .venv/bin/tensorboard --logdir $OUT/logs)
-  scores        $OUT/eval_test.json  (promptir eval ... --tta for the TTA row)
+  scores        $OUT/eval_test.json  (promptir eval ... --tta-compare for TTA per type)
   submission    $OUT/pred.npz        (+ PNGs in $OUT/pred)
   panels        $OUT/panels/overview.png
 MSG

@@ -2,15 +2,17 @@
 
 use clap::Args;
 use promptir::device::parse_device;
+use promptir::infer::TtaMode;
 use promptir::io::EmaChoice;
 use tch::Device;
 
 /// How images go through the network: shared by predict, eval and visualize.
 #[derive(Args)]
 pub struct ForwardArgs {
-    /// 8-way flip/rotation test-time augmentation.
-    #[arg(long)]
-    pub tta: bool,
+    /// Test-time augmentation: off; 8 (all flips and quarter turns); flips (identity, hflip,
+    /// vflip, both); auto (the views the checkpoints' training augmentations covered).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = TtaMode::Off)]
+    pub tta: TtaMode,
     /// Restore in overlapping tiles of this size (for images too large for memory).
     #[arg(long)]
     pub tile: Option<i64>,

@@ -63,11 +63,15 @@ pub struct EvalCmd {
     /// Also write the JSON to this file.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Also score TTA off, flips, 8 and auto (when it differs) on the same images: PSNR per
+    /// degradation type with the gain over off (a table, and `tta_compare` in the JSON).
+    #[arg(long)]
+    tta_compare: bool,
 }
 
 impl EvalCmd {
     pub fn run(self) -> anyhow::Result<()> {
-        let run = run_eval(&self.args.options()?, self.output.as_deref())?;
+        let run = run_eval(&self.args.options()?, self.tta_compare, self.output.as_deref())?;
         match self.format {
             Format::Json => print!("{}", run.file().to_json()),
             Format::Table => print!("{}", run.table()),
@@ -93,10 +97,14 @@ impl VisualizeCmd {
         let opts =
             VisualizeOptions { eval: self.args.options()?, output: self.output, count: self.count };
         let s = visualize(&opts)?;
+        if let Some(n) = &s.run.setup.tta_notice {
+            eprintln!("note: {n}");
+        }
         println!(
-            "wrote {} panels and {} (mean PSNR {:.2} dB, input {:.2} dB)",
+            "wrote {} panels and {} (TTA {}, mean PSNR {:.2} dB, input {:.2} dB)",
             s.panels.len(),
             s.overview.display(),
+            s.run.setup.tta_text(),
             s.run.report.mean_psnr(),
             s.run.report.psnr_input.overall().mean().unwrap_or(f64::NAN)
         );

@@ -36,12 +36,15 @@ impl PredictCmd {
             png_dir: self.png_dir,
         };
         let s = predict(&opts)?;
+        if let Some(n) = &s.tta.notice {
+            eprintln!("note: {n}");
+        }
         println!(
             "wrote {} ({} images, {} model(s), tta {}, {:.1} s)",
             opts.output.display(),
             s.images,
             s.models,
-            if opts.tta { "on" } else { "off" },
+            s.tta.describe(),
             s.seconds
         );
         Ok(())

@@ -14,5 +14,5 @@ pub use run::run_eval;
 pub use score::{evaluate, EvalItem, EvalReport, ImageScore, LossFn};
 pub use session::{EvalOptions, EvalRun};
 pub use split::{SplitName, SplitParams};
-pub use summary::{EvalFile, EvalSetup, EvalSummary};
+pub use summary::{EvalFile, EvalSetup, EvalSummary, TtaScore};
 pub use visualize::{visualize, VisualizeOptions, VisualizeSummary};

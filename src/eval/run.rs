@@ -3,8 +3,11 @@
 
 use super::metrics::GroupMeans;
 use super::session::{load_items, prepare, score, EvalOptions, EvalRun};
+use super::summary::TtaScore;
+use crate::infer::{view_list, Dihedral, TtaMode, TtaPlan};
 use crate::io::check_output_file;
 use crate::{Error, Result};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 impl EvalRun {
@@ -18,7 +21,7 @@ impl EvalRun {
             "weights: {} ({})\nTTA {}, {}, device {}\n",
             names.join(", "),
             if s.models == 1 { "1 model".to_string() } else { format!("ensemble of {}", s.models) },
-            if s.tta { "on" } else { "off" },
+            s.tta_text(),
             s.tile.map_or("whole images".to_string(), |(t, o)| format!("tiles {t} overlap {o}")),
             s.device,
         );
@@ -30,7 +33,7 @@ impl EvalRun {
             None => s.split.to_string(),
         };
         out += &format!("data: {}, split {split}, {} images\n", s.data.display(), s.count);
-        if let Some(n) = &s.notice {
+        for n in [&s.notice, &s.tta_notice].into_iter().flatten() {
             out += &format!("note: {n}\n");
         }
         out += &format!(
@@ -57,12 +60,55 @@ impl EvalRun {
                 p - pi
             );
         }
+        if !self.tta_compare.is_empty() {
+            out += &self.tta_table();
+        }
+        out
+    }
+
+    /// `--tta-compare`: PSNR per degradation type for each view set, with its gain over `off`.
+    fn tta_table(&self) -> String {
+        let types = self.tta_compare[0].psnr.keys().map(String::as_str).filter(|k| *k != "all");
+        let groups: Vec<&str> = types.chain(["all"]).collect();
+        let mut out = format!("\nTTA views: PSNR (gain over off)\n{:<10}", "views");
+        for g in &groups {
+            out += &format!(" {g:>16}");
+        }
+        out += "\n";
+        for row in &self.tta_compare {
+            out += &format!("{:<10}", format!("{} ({})", row.mode, row.views.len()));
+            for g in &groups {
+                let p = row.psnr.get(*g).copied().unwrap_or(f64::NAN);
+                let d = row.psnr_gain.get(*g).copied().unwrap_or(f64::NAN);
+                out += &format!(" {p:>8.2} ({d:>+5.2})");
+            }
+            out += "\n";
+        }
+        for row in &self.tta_compare {
+            out += &format!("{}: {}\n", row.mode, view_list(&row.views));
+        }
         out
     }
 }
 
-/// Runs `promptir eval`; with `output`, also writes [`EvalRun::file`] there atomically.
-pub fn run_eval(opts: &EvalOptions, output: Option<&Path>) -> Result<EvalRun> {
+/// The view sets `--tta-compare` scores: off, flips, 8, and auto's when it is none of them.
+fn compare_sets(auto: Option<&TtaPlan>) -> Vec<(TtaMode, Vec<Dihedral>)> {
+    let mut sets: Vec<(TtaMode, Vec<Dihedral>)> = [TtaMode::Off, TtaMode::Flips, TtaMode::Eight]
+        .into_iter()
+        .map(|m| (m, m.fixed_views().expect("a fixed mode")))
+        .collect();
+    if let Some(a) = auto {
+        if sets.iter().all(|(_, v)| *v != a.views) {
+            sets.push((TtaMode::Auto, a.views.clone()));
+        }
+    }
+    sets
+}
+
+/// Runs `promptir eval`; with `output`, also writes [`EvalRun::file`] there atomically. With
+/// `tta_compare`, also scores the view sets of [`compare_sets`] on the same decoded images
+/// (the `--tta` one is not run twice).
+pub fn run_eval(opts: &EvalOptions, tta_compare: bool, output: Option<&Path>) -> Result<EvalRun> {
     if let Some(o) = output {
         if o.is_dir() {
             return Err(Error::data(o, "--output is a folder; give a file name such as eval.json"));
@@ -71,8 +117,23 @@ pub fn run_eval(opts: &EvalOptions, output: Option<&Path>) -> Result<EvalRun> {
     }
     let p = prepare(opts)?;
     let items = load_items(&p.pairs)?;
-    let report = score(&*p.restorer, &items, opts.device, 0, opts.progress);
-    let run = EvalRun { setup: p.setup, report };
+    let views = p.setup.views();
+    let report = score(&*p.restorer(&views), &items, opts.device, 0, opts.progress);
+    let mut rows = Vec::new();
+    if tta_compare {
+        let mut off: Option<BTreeMap<String, f64>> = None;
+        for (mode, set) in compare_sets(p.auto.as_ref()) {
+            let s = if set == views {
+                report.summary()
+            } else {
+                score(&*p.restorer(&set), &items, opts.device, 0, opts.progress).summary()
+            };
+            let base = off.get_or_insert_with(|| s.psnr.clone());
+            let psnr_gain = s.psnr.iter().map(|(k, v)| (k.clone(), v - base[k])).collect();
+            rows.push(TtaScore { mode, views: set, psnr: s.psnr, ssim: s.ssim, psnr_gain });
+        }
+    }
+    let run = EvalRun { setup: p.setup, report, tta_compare: rows };
     if let Some(o) = output {
         run.file().write(o)?;
     }

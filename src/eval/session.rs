@@ -3,9 +3,9 @@
 
 use super::score::{evaluate, EvalItem, EvalReport};
 use super::split::{split_pairs, split_params, SplitName};
-use super::summary::{EvalFile, EvalSetup};
+use super::summary::{EvalFile, EvalSetup, TtaScore};
 use crate::data::{PairPath, Store};
-use crate::infer::{build_restorer, load_models, Restore, Tiled};
+use crate::infer::{ensemble, load_models, with_views, Dihedral, Restore, Tiled, TtaMode, TtaPlan};
 use crate::io::EmaChoice;
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -24,7 +24,7 @@ pub struct EvalOptions {
     /// Overrides of the validation split (by default the checkpoints' own).
     pub seed: Option<u64>,
     pub val_fraction: Option<f64>,
-    pub tta: bool,
+    pub tta: TtaMode,
     /// Raw weights or their moving average.
     pub ema: EmaChoice,
     /// Tile size and overlap.
@@ -57,11 +57,22 @@ pub fn load_items(pairs: &[PairPath]) -> Result<Vec<EvalItem>> {
         .collect()
 }
 
-/// The chosen pairs (not decoded yet) and the restorer, ready to score.
+/// The chosen pairs (not decoded yet) and the networks, ready to score.
 pub struct Prepared {
     pub setup: EvalSetup,
     pub pairs: Vec<PairPath>,
-    pub restorer: Box<dyn Restore>,
+    /// The checkpoints averaged, without TTA or tiles ([`Self::restorer`] adds them).
+    pub base: Box<dyn Restore>,
+    /// What `--tta auto` resolves to for these checkpoints (`None` if it cannot tell).
+    pub auto: Option<TtaPlan>,
+    tile: Option<(i64, i64)>,
+}
+
+impl Prepared {
+    /// The forward path with `views` averaged and the session's tiling.
+    pub fn restorer(&self, views: &[Dihedral]) -> Box<dyn Restore + '_> {
+        with_views(&*self.base, views, self.tile).expect("tiling was checked in prepare")
+    }
 }
 
 /// Every check a user can fail, before any image is decoded: flags, weights, split, data.
@@ -79,11 +90,15 @@ pub fn prepare(opts: &EvalOptions) -> Result<Prepared> {
         _ => Some(split_params(&checkpoints, opts.seed, opts.val_fraction)?),
     };
     let (pairs, notice) = split_pairs(&opts.data, opts.split, params.as_ref(), &checkpoints)?;
+    let tta = TtaPlan::resolve(opts.tta, &checkpoints)?;
+    let auto = TtaPlan::resolve(TtaMode::Auto, &checkpoints).ok();
     let setup = EvalSetup {
         weights: opts.weights.clone(),
         runs: models.iter().map(|m| m.meta.run().map(String::from)).collect(),
         models: models.len(),
-        tta: opts.tta,
+        tta: tta.mode,
+        tta_views: tta.views,
+        tta_notice: tta.notice,
         tile: opts.tile,
         data: opts.data.clone(),
         split: opts.split,
@@ -92,8 +107,7 @@ pub fn prepare(opts: &EvalOptions) -> Result<Prepared> {
         count: pairs.len(),
         device: format!("{:?}", opts.device),
     };
-    let restorer = build_restorer(models, opts.tta, opts.tile)?;
-    Ok(Prepared { setup, pairs, restorer })
+    Ok(Prepared { setup, pairs, base: Box::new(ensemble(models)), auto, tile: opts.tile })
 }
 
 /// [`evaluate`] with a progress bar on a terminal.
@@ -123,6 +137,8 @@ pub fn score(
 pub struct EvalRun {
     pub setup: EvalSetup,
     pub report: EvalReport,
+    /// `--tta-compare`'s rows (empty without it).
+    pub tta_compare: Vec<TtaScore>,
 }
 
 impl EvalRun {
@@ -132,6 +148,7 @@ impl EvalRun {
             summary: self.report.summary(),
             images: self.report.images.clone(),
             setup: self.setup.clone(),
+            tta_compare: self.tta_compare.clone(),
         }
     }
 }

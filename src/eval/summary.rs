@@ -3,6 +3,7 @@
 
 use super::score::ImageScore;
 use super::split::{SplitName, SplitParams};
+use crate::infer::{view_list, Dihedral, TtaMode};
 use crate::io::write_atomic_bytes;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,14 @@ pub struct EvalSetup {
     /// Ensemble size.
     #[serde(default)]
     pub models: usize,
-    pub tta: bool,
+    /// The `--tta` mode (older files: `true` for the 8 views, `false` for none).
+    pub tta: TtaMode,
+    /// The views averaged, the mode resolved (empty in older files: see [`Self::views`]).
+    #[serde(default)]
+    pub tta_views: Vec<Dihedral>,
+    /// Why `auto` chose its views, when it had to assume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tta_notice: Option<String>,
     #[serde(default)]
     pub tile: Option<(i64, i64)>,
     #[serde(default)]
@@ -62,6 +70,41 @@ pub struct EvalSetup {
     pub device: String,
 }
 
+impl EvalSetup {
+    /// The views averaged; files written before `tta_views` existed imply them by the mode.
+    pub fn views(&self) -> Vec<Dihedral> {
+        if !self.tta_views.is_empty() {
+            return self.tta_views.clone();
+        }
+        self.tta.fixed_views().unwrap_or_else(|| Dihedral::ALL.to_vec())
+    }
+
+    /// Whether TTA was asked for (the `_tta` in an eval file's name), whatever `auto` chose.
+    pub fn tta_on(&self) -> bool {
+        self.tta != TtaMode::Off
+    }
+
+    /// "off", or "auto (id, hflip)".
+    pub fn tta_text(&self) -> String {
+        match self.tta {
+            TtaMode::Off => "off".into(),
+            m => format!("{m} ({})", view_list(&self.views())),
+        }
+    }
+}
+
+/// One view set's means in `promptir eval --tta-compare`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TtaScore {
+    pub mode: TtaMode,
+    pub views: Vec<Dihedral>,
+    /// `"all"` and each degradation type.
+    pub psnr: BTreeMap<String, f64>,
+    pub ssim: BTreeMap<String, f64>,
+    /// PSNR minus the `off` row's, per group.
+    pub psnr_gain: BTreeMap<String, f64>,
+}
+
 /// `promptir eval --format json`: the means, one row per image, and the setup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalFile {
@@ -70,6 +113,9 @@ pub struct EvalFile {
     #[serde(default)]
     pub images: Vec<ImageScore>,
     pub setup: EvalSetup,
+    /// `--tta-compare`: off, flips, 8 and (when it differs) auto, scored on the same images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tta_compare: Vec<TtaScore>,
 }
 
 impl EvalFile {
@@ -125,7 +171,9 @@ mod tests {
                 weights: vec!["w/r/best.safetensors".into()],
                 runs: vec![Some("r".into())],
                 models: 1,
-                tta: true,
+                tta: TtaMode::Auto,
+                tta_views: vec![Dihedral::IDENTITY, Dihedral::HFLIP],
+                tta_notice: None,
                 tile: Some((128, 32)),
                 data: "data".into(),
                 split: SplitName::Val,
@@ -138,6 +186,13 @@ mod tests {
                 count: 1,
                 device: "Cpu".into(),
             },
+            tta_compare: vec![TtaScore {
+                mode: TtaMode::Flips,
+                views: TtaMode::Flips.fixed_views().unwrap(),
+                psnr: [("all".to_string(), 30.7)].into(),
+                ssim: [("all".to_string(), 0.91)].into(),
+                psnr_gain: [("all".to_string(), 0.2)].into(),
+            }],
         };
         file.write(&p).unwrap();
         assert_eq!(EvalFile::read(&p).unwrap(), file);
@@ -145,6 +200,17 @@ mod tests {
         v["setup"].as_object_mut().unwrap().remove("runs");
         std::fs::write(&p, v.to_string()).unwrap();
         assert!(EvalFile::read(&p).unwrap().setup.runs.is_empty());
+        // Files from before TTA modes: `tta` was a boolean, and no views or comparison.
+        for (old, mode, n) in [(true, TtaMode::Eight, 8), (false, TtaMode::Off, 1)] {
+            let setup = v["setup"].as_object_mut().unwrap();
+            setup.insert("tta".into(), old.into());
+            setup.remove("tta_views");
+            v.as_object_mut().unwrap().remove("tta_compare");
+            std::fs::write(&p, v.to_string()).unwrap();
+            let f = EvalFile::read(&p).unwrap();
+            assert_eq!((f.setup.tta, f.setup.views().len(), f.setup.tta_on()), (mode, n, old));
+            assert!(f.tta_compare.is_empty());
+        }
         std::fs::write(&p, "{\"psnr\": {}}").unwrap();
         assert!(EvalFile::read(&p).unwrap_err().to_string().contains("promptir eval"));
     }

@@ -72,7 +72,13 @@ pub fn visualize(opts: &VisualizeOptions) -> Result<VisualizeSummary> {
     let pairs = take_by_kind(&p.pairs, opts.count);
     p.setup.count = pairs.len();
     let items = load_items(&pairs)?;
-    let report = score(&*p.restorer, &items, opts.eval.device, items.len(), opts.eval.progress);
+    let report = score(
+        &*p.restorer(&p.setup.views()),
+        &items,
+        opts.eval.device,
+        items.len(),
+        opts.eval.progress,
+    );
 
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut panels = Vec::with_capacity(items.len());
@@ -89,7 +95,11 @@ pub fn visualize(opts: &VisualizeOptions) -> Result<VisualizeSummary> {
     }
     let overview = dir.join("overview.png");
     stack(&images).save_png(&overview)?;
-    Ok(VisualizeSummary { panels, overview, run: EvalRun { setup: p.setup, report } })
+    Ok(VisualizeSummary {
+        panels,
+        overview,
+        run: EvalRun { setup: p.setup, report, tta_compare: Vec::new() },
+    })
 }
 
 #[cfg(test)]

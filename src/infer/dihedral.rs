@@ -2,12 +2,18 @@
 //! augmentation. (Training augmentation flips and turns raw buffers on loader threads; its tests
 //! check those against the same `flip`/`rot90` ops used here.)
 
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 /// Element `k` of D4 acting on the last two dims: rotate by `k % 4` quarter turns
 /// (counter-clockwise, `torch.rot90` convention), then flip horizontally when `k >= 4`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Files name elements ([`Dihedral::name`]) rather than number them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub struct Dihedral(pub u8);
+
+const NAMES: [&str; 8] =
+    ["id", "rot90", "rot180", "rot270", "hflip", "antitranspose", "vflip", "transpose"];
 
 impl Dihedral {
     pub const ALL: [Dihedral; 8] = [
@@ -20,6 +26,15 @@ impl Dihedral {
         Dihedral(6),
         Dihedral(7),
     ];
+    pub const IDENTITY: Dihedral = Dihedral(0);
+    /// A quarter turn counter-clockwise.
+    pub const ROT90: Dihedral = Dihedral(1);
+    /// Also hflip followed by vflip.
+    pub const ROT180: Dihedral = Dihedral(2);
+    /// Mirror left-right (`flip(-1)`).
+    pub const HFLIP: Dihedral = Dihedral(4);
+    /// Mirror top-bottom (`flip(-2)`): a half turn, then hflip.
+    pub const VFLIP: Dihedral = Dihedral(6);
 
     pub fn is_identity(self) -> bool {
         self.0 == 0
@@ -28,6 +43,41 @@ impl Dihedral {
     /// Whether the transform swaps height and width.
     pub fn swaps_axes(self) -> bool {
         self.0 % 2 == 1
+    }
+
+    /// "id", "rot90", "rot180", "rot270", "hflip", "antitranspose", "vflip", "transpose".
+    pub fn name(self) -> &'static str {
+        NAMES[usize::from(self.0 % 8)]
+    }
+
+    pub fn from_name(name: &str) -> Option<Dihedral> {
+        NAMES.iter().position(|n| *n == name).map(|i| Dihedral(i as u8))
+    }
+
+    /// The element that applies `b`, then `self`. With r a quarter turn and s the hflip,
+    /// element k is s^(k>=4) r^(k%4), and r s = s r^-1 moves `self`'s turns past `b`'s flip.
+    pub fn after(self, b: Dihedral) -> Dihedral {
+        let (ka, fa) = (self.0 % 4, self.0 >= 4);
+        let (kb, fb) = (b.0 % 4, b.0 >= 4);
+        let ka = if fb { (4 - ka) % 4 } else { ka };
+        Dihedral((ka + kb) % 4 + if fa != fb { 4 } else { 0 })
+    }
+
+    /// The subgroup the `generators` generate, sorted (always contains the identity).
+    pub fn group(generators: &[Dihedral]) -> Vec<Dihedral> {
+        let mut set = vec![Dihedral::IDENTITY];
+        let mut i = 0;
+        while i < set.len() {
+            for &g in generators {
+                let e = g.after(set[i]);
+                if !set.contains(&e) {
+                    set.push(e);
+                }
+            }
+            i += 1;
+        }
+        set.sort();
+        set
     }
 
     pub fn apply(self, x: &Tensor) -> Tensor {
@@ -51,14 +101,43 @@ impl Dihedral {
     }
 }
 
+impl std::fmt::Display for Dihedral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<Dihedral> for &'static str {
+    fn from(d: Dihedral) -> Self {
+        d.name()
+    }
+}
+
+impl TryFrom<String> for Dihedral {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Dihedral::from_name(&s)
+            .ok_or_else(|| format!("unknown view {s:?}; expected one of {}", NAMES.join(", ")))
+    }
+}
+
+/// "id, hflip" (for messages).
+pub fn view_list(views: &[Dihedral]) -> String {
+    views.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tch::{Kind, Tensor};
 
+    fn x() -> Tensor {
+        Tensor::arange(2 * 3 * 4 * 5, (Kind::Float, tch::Device::Cpu)).view([2, 3, 4, 5])
+    }
+
     #[test]
     fn every_element_is_inverted_exactly_and_all_eight_differ() {
-        let x = Tensor::arange(2 * 3 * 4 * 5, (Kind::Float, tch::Device::Cpu)).view([2, 3, 4, 5]);
+        let x = x();
         let mut seen: Vec<Tensor> = Vec::new();
         for d in Dihedral::ALL {
             let y = d.apply(&x);
@@ -70,5 +149,39 @@ mod tests {
             );
             seen.push(y);
         }
+    }
+
+    #[test]
+    fn names_say_what_the_ops_do() {
+        let x = x();
+        assert!(Dihedral::HFLIP.apply(&x).equal(&x.flip([-1])));
+        assert!(Dihedral::VFLIP.apply(&x).equal(&x.flip([-2])));
+        assert!(Dihedral::ROT180.apply(&x).equal(&x.flip([-1]).flip([-2])));
+        assert!(Dihedral::ROT90.apply(&x).equal(&x.rot90(1, [-2, -1])));
+        assert!(Dihedral::from_name("transpose").unwrap().apply(&x).equal(&x.transpose(-2, -1)));
+        for d in Dihedral::ALL {
+            assert_eq!(Dihedral::from_name(d.name()), Some(d));
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(serde_json::from_str::<Dihedral>(&json).unwrap(), d);
+        }
+        assert!(serde_json::from_str::<Dihedral>("\"flop\"").is_err());
+    }
+
+    #[test]
+    fn composition_matches_applying_in_turn() {
+        let x = x();
+        for a in Dihedral::ALL {
+            for b in Dihedral::ALL {
+                assert!(a.after(b).apply(&x).equal(&a.apply(&b.apply(&x))), "{a} after {b}");
+            }
+        }
+        let d = |n: &str| Dihedral::from_name(n).unwrap();
+        assert_eq!(Dihedral::group(&[]), [d("id")]);
+        assert_eq!(Dihedral::group(&[Dihedral::HFLIP, Dihedral::VFLIP]).len(), 4);
+        assert_eq!(
+            Dihedral::group(&[Dihedral::ROT90]),
+            [d("id"), d("rot90"), d("rot180"), d("rot270")]
+        );
+        assert_eq!(Dihedral::group(&[Dihedral::ROT90, Dihedral::VFLIP]), Dihedral::ALL);
     }
 }

@@ -8,9 +8,11 @@ mod predict;
 mod restore;
 mod restorer;
 mod tile;
+mod tta;
 
-pub use dihedral::Dihedral;
+pub use dihedral::{view_list, Dihedral};
 pub use predict::{predict, PredictOptions, PredictSummary};
 pub use restore::{mean, padded, Ensemble, FnRestore, Restore, Tta};
-pub use restorer::{build_restorer, load_models};
+pub use restorer::{build_restorer, ensemble, load_models, with_views};
 pub use tile::Tiled;
+pub use tta::{trained_views, TtaMode, TtaPlan};

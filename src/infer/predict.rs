@@ -8,6 +8,7 @@
 use super::npz::{write_pred_npz, NpzImage};
 use super::restorer::{build_restorer, load_models, restore_image};
 use super::tile::Tiled;
+use super::tta::{TtaMode, TtaPlan};
 use crate::io::{self, EmaChoice, RgbImage};
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -22,8 +23,8 @@ pub struct PredictOptions {
     pub weights: Vec<PathBuf>,
     pub input: PathBuf,
     pub output: PathBuf,
-    /// 8-way dihedral test-time augmentation.
-    pub tta: bool,
+    /// Test-time augmentation: which views to average.
+    pub tta: TtaMode,
     /// Raw weights or their moving average.
     pub ema: EmaChoice,
     /// Also save each restored image here as `<stem>.png` (the npz bytes).
@@ -38,6 +39,8 @@ pub struct PredictOptions {
 pub struct PredictSummary {
     pub images: usize,
     pub models: usize,
+    /// The views averaged, and why when `auto` had to assume.
+    pub tta: TtaPlan,
     pub seconds: f64,
 }
 
@@ -71,7 +74,9 @@ pub fn predict(opts: &PredictOptions) -> Result<PredictSummary> {
     }
     let models = load_models(&opts.weights, opts.device, opts.ema)?;
     let n_models = models.len();
-    let restorer = build_restorer(models, opts.tta, opts.tile)?;
+    let checkpoints: Vec<(&Path, _)> = models.iter().map(|m| (m.path.as_path(), &m.meta)).collect();
+    let tta = TtaPlan::resolve(opts.tta, &checkpoints)?;
+    let restorer = build_restorer(models, &tta.views, opts.tile)?;
     // Decode everything first: an unreadable file fails in seconds, not after the inference.
     let images = files.iter().map(|f| RgbImage::load(f)).collect::<Result<Vec<_>>>()?;
 
@@ -98,6 +103,7 @@ pub fn predict(opts: &PredictOptions) -> Result<PredictSummary> {
     Ok(PredictSummary {
         images: preds.len(),
         models: n_models,
+        tta,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -62,12 +62,27 @@ pub fn mean(mut ts: Vec<Tensor>) -> Tensor {
     ts.pop().expect("one left") / n as f64
 }
 
-/// 8-way dihedral test-time augmentation: transform, restore, invert, average in float.
-pub struct Tta<R>(pub R);
+/// Dihedral test-time augmentation over a set of views: transform, restore, invert, average in
+/// float. Which views is [`super::TtaPlan`]'s choice.
+pub struct Tta<R> {
+    inner: R,
+    views: Vec<Dihedral>,
+}
+
+impl<R> Tta<R> {
+    pub fn new(inner: R, views: &[Dihedral]) -> Self {
+        assert!(!views.is_empty(), "TTA needs at least one view");
+        Tta { inner, views: views.to_vec() }
+    }
+
+    pub fn views(&self) -> &[Dihedral] {
+        &self.views
+    }
+}
 
 impl<R: Restore> Restore for Tta<R> {
     fn restore(&self, x: &Tensor) -> Tensor {
-        mean(Dihedral::ALL.iter().map(|d| d.invert(&self.0.restore(&d.apply(x)))).collect())
+        mean(self.views.iter().map(|d| d.invert(&self.inner.restore(&d.apply(x)))).collect())
     }
 }
 
@@ -93,6 +108,7 @@ impl<F: Fn(&Tensor) -> Tensor> Restore for FnRestore<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infer::TtaMode;
     use tch::{Device, Kind};
 
     fn rand(shape: &[i64]) -> Tensor {
@@ -105,8 +121,12 @@ mod tests {
     #[test]
     fn tta_of_identity_is_bit_exact() {
         let x = rand(&[1, 3, 10, 13]);
-        let y = Tta(FnRestore(|t: &Tensor| t.shallow_clone())).restore(&x);
-        assert!(y.equal(&x));
+        for views in
+            [&Dihedral::ALL[..], &TtaMode::Flips.fixed_views().unwrap(), &[Dihedral::HFLIP]]
+        {
+            let y = Tta::new(FnRestore(|t: &Tensor| t.shallow_clone()), views).restore(&x);
+            assert!(y.equal(&x));
+        }
     }
 
     #[test]
@@ -114,7 +134,7 @@ mod tests {
         // A model that adds a ramp along W is not equivariant: TTA must average the 8 views.
         let x = Tensor::zeros([1, 1, 4, 4], (Kind::Float, Device::Cpu));
         let ramp = |t: &Tensor| t + Tensor::arange(t.size()[3], (Kind::Float, Device::Cpu));
-        let y = Tta(FnRestore(ramp)).restore(&x);
+        let y = Tta::new(FnRestore(ramp), &Dihedral::ALL).restore(&x);
         // Each pixel averages its column index under the 4 transforms that keep W as W
         // (ramps j or 3-j) and its row index under the 4 that swap axes: the mean is 1.5 everywhere.
         assert!(y.allclose(
@@ -123,6 +143,25 @@ mod tests {
             1e-6,
             false
         ));
+    }
+
+    #[test]
+    fn flips_and_eight_differ_for_a_model_that_is_not_equivariant() {
+        // Adds j^2 along W (a linear ramp would average to a constant under flips alone).
+        let x = Tensor::zeros([1, 1, 4, 4], (Kind::Float, Device::Cpu));
+        let sq = |t: &Tensor| {
+            let j = Tensor::arange(t.size()[3], (Kind::Float, Device::Cpu));
+            t + &j * &j
+        };
+        let flips = Tta::new(FnRestore(sq), &TtaMode::Flips.fixed_views().unwrap()).restore(&x);
+        let eight = Tta::new(FnRestore(sq), &Dihedral::ALL).restore(&x);
+        // Flips: each column j averages j^2 and (3-j)^2; rows stay constant.
+        let col = Tensor::from_slice(&[4.5f32, 2.5, 2.5, 4.5]).view([1, 1, 1, 4]);
+        assert!(flips.allclose(&col.expand([1, 1, 4, 4], false), 1e-6, 1e-6, false));
+        // 8 views: half of them turn the ramp into one along H, so the mean is (col + row) / 2.
+        let want = (&col + col.view([1, 1, 4, 1])) / 2.0;
+        assert!(eight.allclose(&want, 1e-6, 1e-6, false));
+        assert!(!flips.allclose(&eight, 1e-3, 1e-3, false));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Checkpoints loaded into one [`Restore`]: the forward path `predict`, `eval` and `visualize`
 //! share, composed of an ensemble, TTA and tiling only when asked.
 
+use super::dihedral::Dihedral;
 use super::restore::{Ensemble, Restore, Tta};
 use super::tile::Tiled;
 use crate::io::{load_model_choosing, to_u8_chw, EmaChoice, LoadedModel, RgbImage};
@@ -30,17 +31,39 @@ pub fn load_models(
     Ok(models)
 }
 
-/// The single forward path: `Tiled(Tta(Ensemble(models)))`, each layer only when asked.
+/// The single forward path: `Tiled(Tta(Ensemble(models)))`, each layer only when asked
+/// (TTA when `views` holds more than the identity).
 pub fn build_restorer(
     models: Vec<LoadedModel>,
-    tta: bool,
+    views: &[Dihedral],
     tile: Option<(i64, i64)>,
 ) -> Result<Box<dyn Restore>> {
+    wrap(Box::new(ensemble(models)), views, tile)
+}
+
+/// The checkpoints averaged, without TTA or tiles.
+pub fn ensemble(models: Vec<LoadedModel>) -> Ensemble<PromptIr> {
     // The var stores can go: the modules hold their own handles to the loaded tensors.
-    let nets: Vec<PromptIr> = models.into_iter().map(|m| m.model).collect();
-    let mut r: Box<dyn Restore> = Box::new(Ensemble(nets));
-    if tta {
-        r = Box::new(Tta(r));
+    Ensemble(models.into_iter().map(|m| m.model).collect())
+}
+
+/// [`build_restorer`]'s layers around a borrowed network, so that several view sets can be
+/// scored with the networks loaded once (`eval --tta-compare`).
+pub fn with_views<'a>(
+    base: &'a dyn Restore,
+    views: &[Dihedral],
+    tile: Option<(i64, i64)>,
+) -> Result<Box<dyn Restore + 'a>> {
+    wrap(Box::new(base), views, tile)
+}
+
+fn wrap<'a>(
+    mut r: Box<dyn Restore + 'a>,
+    views: &[Dihedral],
+    tile: Option<(i64, i64)>,
+) -> Result<Box<dyn Restore + 'a>> {
+    if views.iter().any(|v| !v.is_identity()) {
+        r = Box::new(Tta::new(r, views));
     }
     if let Some((size, overlap)) = tile {
         r = Box::new(Tiled::new(r, size, overlap)?);

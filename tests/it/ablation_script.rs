@@ -44,7 +44,7 @@ eval)
         --weights) [ -f "$2" ] || { echo "no $2" >&2; exit 3; }; w+=("\"$2\""); shift 2 ;;
         --output) out=$2; shift 2 ;;
         --split) split=$2; shift 2 ;;
-        --tta) tta=true; shift ;;
+        --tta) [ "$2" = auto ] || { echo "tta $2" >&2; exit 3; }; tta=true; shift 2 ;;
         --data | --device | --format) shift 2 ;;
         *) echo "unexpected eval argument $1" >&2; exit 3 ;;
         esac

@@ -7,7 +7,7 @@ use promptir::data::{scan_pairs, split};
 use promptir::io::RgbImage;
 use promptir::io::{panel, stack};
 use promptir::train::{train, TrainArgs};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -103,7 +103,7 @@ fn test_split_numbers_equal_skimage_on_the_predict_pngs() {
         let png = t.path().join(format!("png{i}"));
         let mut common_args = weights_args(&weights);
         if tta {
-            common_args.push("--tta".into());
+            common_args.extend(["--tta", "8"].map(PathBuf::from));
         }
         let mut p = common_args.clone();
         p.extend([
@@ -169,7 +169,9 @@ fn test_split_numbers_equal_skimage_on_the_predict_pngs() {
         assert_eq!(setup["models"], weights.len());
         assert_eq!(setup["weights"].as_array().unwrap().len(), weights.len());
         assert_eq!(setup["weights"][0], a.to_str().unwrap());
-        assert_eq!((setup["tta"].as_bool(), setup["count"].as_u64()), (Some(tta), Some(5)));
+        let (mode, views) = if tta { ("8", 8) } else { ("off", 1) };
+        assert_eq!((setup["tta"].as_str(), setup["count"].as_u64()), (Some(mode), Some(5)));
+        assert_eq!(setup["tta_views"].as_array().unwrap().len(), views);
         assert_eq!((&setup["split"], &setup["split_params"]), (&Value::from("test"), &Value::Null));
 
         if tta {
@@ -204,15 +206,16 @@ fn test_split_numbers_equal_skimage_on_the_predict_pngs() {
     eprintln!("max |promptir eval - scikit-image| = {max_diff:e}");
 }
 
-/// The tiny experiment with a non-default seed and fraction, trained for one epoch.
-fn trained_run(t: &Path, root: &Path) -> PathBuf {
+/// The tiny experiment with a non-default seed and fraction (and `extra` YAML lines), trained
+/// for one epoch.
+fn trained_run(t: &Path, root: &Path, extra: &str) -> PathBuf {
     let exp = t.join("exp.yaml");
     let tiny = crate::common::repo().join("experiments/tiny.yaml");
     std::fs::write(
         &exp,
         format!(
             "extends: {}\nname: t\nseed: 7\ndata: {{val_fraction: 0.25, workers: 1}}\n\
-             train: {{epochs: 1, batch_size: 2, patch_size: 24, val_every: 1, log_every: 1}}\n",
+             train: {{epochs: 1, batch_size: 2, patch_size: 24, val_every: 1, log_every: 1}}\n{extra}",
             tiny.display()
         ),
     )
@@ -234,7 +237,7 @@ fn val_split_is_exactly_what_training_held_out() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("data");
     crate::common::paired_dataset(&root);
-    let best = trained_run(t.path(), &root);
+    let best = trained_run(t.path(), &root, "");
     let logs = t.path().join("logs");
     let pairs = scan_pairs(&root).unwrap();
     let kinds: Vec<&str> = pairs.iter().map(|p| p.kind.as_str()).collect();
@@ -285,6 +288,63 @@ fn val_split_is_exactly_what_training_held_out() {
     }
     let notice = eval_json(&args)["setup"]["notice"].as_str().unwrap().to_string();
     assert!(notice.contains("run t trained on 12 pairs"), "{notice}");
+}
+
+#[test]
+fn tta_auto_uses_the_trained_views_and_compare_scores_each_set() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("data");
+    crate::common::paired_dataset(&root);
+    // Horizontal flips only: auto is {id, hflip}, none of off / flips / 8.
+    let best = trained_run(t.path(), &root, "augment: {hflip: 0.5, vflip: 0.0, rot90: 0.0}\n");
+    let mut args = weights_args(&[&best]);
+    args.extend(["--data".into(), root.clone(), "--tta".into(), "auto".into()]);
+    let mut cmp = args.clone();
+    cmp.push("--tta-compare".into());
+    let got = eval_json(&cmp);
+    let setup = &got["setup"];
+    assert_eq!((&setup["tta"], &setup["tta_views"]), (&json!("auto"), &json!(["id", "hflip"])));
+    assert!(setup["tta_notice"].is_null(), "{setup}");
+    let rows = got["tta_compare"].as_array().unwrap();
+    let modes: Vec<&str> = rows.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["off", "flips", "8", "auto"]);
+    assert_eq!(rows[1]["views"], json!(["id", "rot180", "hflip", "vflip"]));
+    assert_eq!(rows[2]["views"].as_array().unwrap().len(), 8);
+    // The main numbers are auto's row; the off row is a plain eval; gains are against it.
+    assert_eq!(rows[3]["psnr"], got["psnr"]);
+    let mut off_args = weights_args(&[&best]);
+    off_args.extend(["--data".into(), root.clone()]);
+    let off = eval_json(&off_args);
+    assert_eq!(rows[0]["psnr"], off["psnr"]);
+    for r in rows {
+        for g in ["all", "rain", "snow"] {
+            let gain = r["psnr"][g].as_f64().unwrap() - off["psnr"][g].as_f64().unwrap();
+            assert!((r["psnr_gain"][g].as_f64().unwrap() - gain).abs() < 1e-12, "{r}");
+        }
+    }
+    // A network that is not equivariant: the view sets give different numbers.
+    let all: Vec<f64> = rows.iter().map(|r| r["psnr"]["all"].as_f64().unwrap()).collect();
+    assert!(all[1] != all[2] && all[3] != all[2], "{all:?}");
+    eprintln!("PSNR all by TTA set (off, flips, 8, auto): {all:?}");
+
+    // The table names the views and has a row per set, with the gains.
+    let table = ok(promptir("eval", &refs(&cmp)));
+    assert!(table.contains("TTA auto (id, hflip)"), "{table}");
+    for (m, n) in [("off", 1), ("flips", 4), ("8", 8), ("auto", 2)] {
+        let label = format!("{m} ({n})");
+        let row =
+            table.lines().find(|l| l.starts_with(&label)).unwrap_or_else(|| panic!("{table}"));
+        assert_eq!(row.matches('(').count(), 4, "label and 3 gains (rain, snow, all): {row}");
+    }
+
+    // Without provenance (a plain saved checkpoint) auto is all 8, and says why.
+    let plain = checkpoint_at(t.path(), "plain.safetensors", 1);
+    let mut pa = weights_args(&[&plain]);
+    pa.extend(["--data".into(), root.clone(), "--tta".into(), "auto".into()]);
+    let j = eval_json(&pa);
+    assert_eq!(j["setup"]["tta_views"].as_array().unwrap().len(), 8);
+    let n = j["setup"]["tta_notice"].as_str().unwrap();
+    assert!(n.contains("plain.safetensors") && n.contains("all 8"), "{n}");
 }
 
 /// Runs a command that must fail with a user error (exit 2, one line); returns stderr.

@@ -221,3 +221,98 @@ fn vgg_loading_is_strict_but_drops_the_classifier() {
     let e = Vgg16Features::load(&write("w.safetensors", wrong), Device::Cpu, &[3]).unwrap_err();
     assert!(e.to_string().contains("features.0.bias (file [1], model [64])"), "{e}");
 }
+
+/// Runs `scripts/export_vgg16.py` with `args`; returns (exit code, stderr).
+fn export_vgg(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(crate::common::python())
+        .arg(crate::common::repo().join("scripts/export_vgg16.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn vgg_export_from_a_torchvision_state_dict_equals_the_direct_export() {
+    let t = tempfile::tempdir().unwrap();
+    let p = |n: &str| t.path().join(n).to_str().unwrap().to_string();
+    let (direct, converted, pth) = (p("direct.safetensors"), p("conv.safetensors"), p("vgg16.pth"));
+    // The random-init model, exported directly and saved whole with torch.save(state_dict()).
+    let (code, err) =
+        export_vgg(&["--random-init", "--seed", "3", "--output", &direct, "--save-pth", &pth]);
+    assert_eq!(code, Some(0), "{err}");
+    // torchvision's cached file has this layout: an OrderedDict of all 32 tensors.
+    let probe =
+        "import sys, torch; sd = torch.load(sys.argv[1], map_location='cpu', weights_only=True); \
+                 print(type(sd).__name__, len(sd), 'classifier.6.weight' in sd)";
+    assert_eq!(crate::common::run_python(&["-c", probe, &pth]).trim(), "OrderedDict 32 True");
+    let (code, err) = export_vgg(&["--from-pth", &pth, "--output", &converted]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let (a, b) =
+        (TensorFile::open(direct.as_ref()).unwrap(), TensorFile::open(converted.as_ref()).unwrap());
+    assert_eq!(a.header(), b.header(), "same keys, dtypes and shapes");
+    assert_eq!(a.header().len(), 26, "features.* only");
+    for k in a.header().keys() {
+        let (x, y) = (a.tensor(k).unwrap(), b.tensor(k).unwrap());
+        assert!(x.equal(&y), "{k} differs");
+        // The random-init path draws biases (torchvision's are 0), so a dropped bias would show.
+        if k.ends_with(".bias") {
+            assert!(scalar(&x.abs().max()) > 0.0, "{k} is zero");
+        }
+    }
+    let layers = [3, 8, 15];
+    let load = |f: &str| Vgg16Features::load(f.as_ref(), Device::Cpu, &layers).unwrap();
+    let (va, vb) = (load(&direct), load(&converted));
+    let x = promptir::model::with_global_rng(|| {
+        tch::manual_seed(0);
+        Tensor::rand([1, 3, 32, 32], tch::kind::FLOAT_CPU)
+    });
+    let (fa, fb) = tch::no_grad(|| (va.forward(&x), vb.forward(&x)));
+    assert_eq!(fa.len(), 3);
+    for (u, v) in fa.iter().zip(&fb) {
+        assert!(u.equal(v));
+    }
+
+    // Bad input: one line naming the file and what is wrong, exit 2, nothing written.
+    let out = p("bad.safetensors");
+    let write = |name: &str, code: &str| {
+        crate::common::run_python(&[
+            "-c",
+            &format!("import sys, torch, torchvision; {code}"),
+            &p(name),
+        ]);
+        p(name)
+    };
+    let garbage = p("garbage.pth");
+    std::fs::write(&garbage, b"not a pickle").unwrap();
+    let cases = [
+        (p("missing.pth"), vec!["missing.pth", "no such file", "~/.cache/torch/hub/checkpoints/"]),
+        (garbage, vec!["garbage.pth", "not a torch.save'd state dict"]),
+        (write("list.pth", "torch.save([1, 2], sys.argv[1])"), vec!["list.pth", "holds a list"]),
+        (
+            write(
+                "partial.pth",
+                "torch.save({'features.0.weight': torch.zeros(64, 3, 3, 3)}, sys.argv[1])",
+            ),
+            vec!["partial.pth", "25 features.* keys missing (features.0.bias"],
+        ),
+        (
+            write(
+                "shape.pth",
+                "f = torchvision.models.vgg16(weights=None).features.to('meta'); \
+                 sd = {f'features.{k}': torch.zeros(v.shape) for k, v in f.state_dict().items()}; \
+                 sd['features.2.weight'] = torch.zeros(64, 64, 5, 5); torch.save(sd, sys.argv[1])",
+            ),
+            vec!["shape.pth", "mis-shaped features.2.weight (64, 64, 5, 5) (want (64, 64, 3, 3))"],
+        ),
+    ];
+    for (src, needles) in cases {
+        let (code, err) = export_vgg(&["--from-pth", &src, "--output", &out]);
+        assert_eq!((code, err.trim_end().lines().count()), (Some(2), 1), "{err}");
+        for n in needles {
+            assert!(err.contains(n), "{n:?} not in {err:?}");
+        }
+        assert!(!std::path::Path::new(&out).exists());
+    }
+}

@@ -1,9 +1,9 @@
 //! `promptir predict` end to end: the binary on tiny random checkpoints, its pred.npz read back
 //! by numpy (scripts/check_pred.py) and compared with PNGs and with the library's own numbers.
 
-use promptir::infer::Dihedral;
 use promptir::infer::Restore;
 use promptir::infer::Tiled;
+use promptir::infer::{Dihedral, Tta, TtaMode};
 use promptir::io as checkpoint;
 use promptir::io::{to_u8_chw, RgbImage};
 use promptir::model::PromptIr;
@@ -150,7 +150,9 @@ fn tta_is_the_mean_over_the_eight_transforms() {
     images_at(&inp, &SPECS[1..2]); // 25x37: non-square, so transposed views are padded differently
     let w = checkpoint_at(t.path(), "a.st", 3);
     let npz = t.path().join("pred.npz");
-    assert_ok(&promptir(&[&"--weights", &w, &"--input", &inp, &"--output", &npz, &"--tta"]));
+    let out = promptir(&[&"--weights", &w, &"--input", &inp, &"--output", &npz, &"--tta", &"8"]);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tta 8: id, rot90, rot180"));
     let (_, bytes) = numpy_read(&npz, None);
     let got = &bytes["1.png"];
 
@@ -161,7 +163,7 @@ fn tta_is_the_mean_over_the_eight_transforms() {
         for d in Dihedral::ALL {
             sum += d.invert(&model.restore(&d.apply(&x)));
         }
-        (model.restore(&x), sum / 8.0, promptir::infer::Tta(&model).restore(&x))
+        (model.restore(&x), sum / 8.0, Tta::new(&model, &Dihedral::ALL).restore(&x))
     });
     assert!(f64::try_from((&lib - &explicit).abs().max()).unwrap() < 1e-6);
     // The binary runs the library path exactly; the independently summed mean can only differ
@@ -171,6 +173,58 @@ fn tta_is_the_mean_over_the_eight_transforms() {
     assert!(got.iter().zip(&e).all(|(a, b)| a.abs_diff(*b) <= 1));
     let changed = got.iter().zip(quantise(&plain)).filter(|(a, b)| **a != *b).count();
     assert!(changed * 10 > got.len(), "TTA changed only {changed} of {} values", got.len());
+}
+
+#[test]
+fn tta_modes_average_their_views_and_parse() {
+    let t = tempfile::tempdir().unwrap();
+    let inp = t.path().join("in");
+    images_at(&inp, &SPECS[1..2]);
+    let w = checkpoint_at(t.path(), "a.st", 3);
+    let run = |mode: &str| {
+        let npz = t.path().join(format!("pred_{mode}.npz"));
+        let out =
+            promptir(&[&"--weights", &w, &"--input", &inp, &"--output", &npz, &"--tta", &mode]);
+        assert_ok(&out);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (numpy_read(&npz, None).1.remove("1.png").unwrap(), text(&out.stdout), text(&out.stderr))
+    };
+    let model = load(&w);
+    let x = input(&inp, "1.png");
+    let flips_views = TtaMode::Flips.fixed_views().unwrap();
+    let (lib_flips, lib_eight) = tch::no_grad(|| {
+        (Tta::new(&model, &flips_views).restore(&x), Tta::new(&model, &Dihedral::ALL).restore(&x))
+    });
+    let (flips, out, _) = run("flips");
+    assert!(out.contains("tta flips: id, rot180, hflip, vflip"), "{out}");
+    assert!(flips == quantise(&lib_flips));
+    let (eight, _, _) = run("8");
+    // A random network is not equivariant: 4 views and 8 views give different images.
+    let differ = flips.iter().zip(&eight).filter(|(a, b)| a != b).count();
+    assert!(differ * 10 > flips.len(), "flips and 8 differ in only {differ} values");
+    assert!(eight == quantise(&lib_eight));
+    // A checkpoint without a training record: auto is the 8 views, with a note why.
+    let (auto, out, err) = run("auto");
+    assert!(auto == eight && out.contains("tta auto: id, rot90"), "{out}");
+    assert!(err.contains("note: ") && err.contains("a.st: no record"), "{err}");
+    let (off, out, _) = run("off");
+    assert!(off == quantise(&tch::no_grad(|| model.restore(&x))) && out.contains("tta off: id"));
+
+    // The mode is required, and named.
+    let npz = t.path().join("bad.npz");
+    for (args, needle) in [
+        (vec!["--tta"], "a value is required for '--tta <MODE>'"),
+        (vec!["--tta", "on"], "invalid value 'on' for '--tta <MODE>'"),
+    ] {
+        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--weights", &w, &"--input", &inp];
+        a.extend([&"--output" as &dyn AsRef<std::ffi::OsStr>, &npz]);
+        a.extend(args.iter().map(|s| s as &dyn AsRef<std::ffi::OsStr>));
+        let o = promptir(&a);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!((o.status.code(), e.lines().count()), (Some(2), 1), "{e}");
+        assert!(e.contains(needle) && e.contains("off, 8, flips, auto"), "{e}");
+        assert!(!npz.exists());
+    }
 }
 
 #[test]

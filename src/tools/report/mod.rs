@@ -197,8 +197,11 @@ pub fn read_eval(path: &Path, split: SplitName, tta: bool) -> Result<EvalScore> 
             f.setup.split
         )));
     }
-    if f.setup.tta != tta {
-        return Err(bad(format!("setup.tta is {}, but the file name says {tta}", f.setup.tta)));
+    if f.setup.tta_on() != tta {
+        return Err(bad(format!(
+            "setup.tta is {}, but the file name says {tta}",
+            f.setup.tta_on()
+        )));
     }
     let members = if f.setup.runs.len() == f.setup.weights.len() {
         let named = f.setup.runs.iter().zip(&f.setup.weights);
@@ -335,7 +338,7 @@ pub fn collect(opts: &ReportOptions) -> Result<Ablation> {
             .to_string(),
         format!(
             "{split} PSNR: `promptir eval` of the checkpoint in the run's `eval_{split}.json`; \
-             +TTA: the same with 8-way flip/rotation averaging (`eval_{split}_tta.json`), \
+             +TTA: the same with test-time augmentation (`eval_{split}_tta.json`, its `setup.tta`), \
              in brackets its gain over {split} PSNR; +ensemble: the ensemble row containing \
              the run (with TTA when measured), in brackets its gain over the run's +TTA. \
              `-`: not measured."
