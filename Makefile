@@ -18,7 +18,7 @@ export CARGO_TERM_COLOR ?= never
 # build script are separate units; ~3 minutes each on 2 cores).
 CLIPPY   := cargo clippy --all-targets --features doc-only -- -D warnings
 
-.PHONY: help setup build test lint fmt doctor train predict eval demo ablation tensorboard bench bench-dist gpu-check clean
+.PHONY: help setup build test lint fmt doctor train predict eval demo ablation tools-ablation tensorboard bench bench-dist gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ demo: build ## synthetic data -> tiny training -> eval -> pred.npz -> comparison
 
 ablation: build ## rebuild the report's ablation table (ABLATION_SCALE=tiny|paper, SEEDS=n runs each)
 	SEEDS=$(SEEDS) bash scripts/ablation.sh
+
+tools-ablation: build ## EMA, augmentations, losses, progressive patches at the tiny scale (SEEDS=n, default 2)
+	SEEDS=$(SEEDS) bash scripts/tools_ablation.sh
 
 tensorboard: setup ## TensorBoard on logs/
 	.venv/bin/tensorboard --logdir logs --bind_all

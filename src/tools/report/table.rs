@@ -6,11 +6,19 @@ use crate::config::LossConfig;
 
 /// "L1 + 0.2 SSIM + 0.05 VGG": the weighted terms, a weight of 1 left out.
 pub fn loss_label(l: &LossConfig) -> String {
-    let terms: Vec<String> = [(l.l1, "L1"), (l.ssim, "SSIM"), (l.perceptual, "VGG")]
-        .into_iter()
-        .filter(|(w, _)| *w > 0.0)
-        .map(|(w, n)| if w == 1.0 { n.to_string() } else { format!("{w} {n}") })
-        .collect();
+    let terms: Vec<String> = [
+        (l.l1, "L1"),
+        (l.ssim, "SSIM"),
+        (l.perceptual, "VGG"),
+        (l.charbonnier, "Charbonnier"),
+        (l.edge, "edge"),
+        (l.fft, "FFT"),
+        (l.psnr, "PSNR"),
+    ]
+    .into_iter()
+    .filter(|(w, _)| *w > 0.0)
+    .map(|(w, n)| if w == 1.0 { n.to_string() } else { format!("{w} {n}") })
+    .collect();
     terms.join(" + ")
 }
 
@@ -226,5 +234,7 @@ mod tests {
         assert_eq!(loss_label(&l), "L1 + 0.2 SSIM");
         l = LossConfig { l1: 0.5, ssim: 1.0, ..LossConfig::default() };
         assert_eq!(loss_label(&l), "0.5 L1 + SSIM");
+        l = LossConfig { ssim: 0.0, edge: 0.05, psnr: 0.01, ..LossConfig::default() };
+        assert_eq!(loss_label(&l), "L1 + 0.05 edge + 0.01 PSNR");
     }
 }
