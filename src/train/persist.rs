@@ -100,6 +100,26 @@ impl Trainer {
 }
 
 impl Trainer {
+    /// `train.keep_best`: when validation PSNR `psnr` of `epoch` (1-based) is among the best
+    /// kept, adds its `best_epoch_N` to `copies`; returns the entries it pushed out.
+    pub(super) fn rank_best(
+        &mut self,
+        epoch: usize,
+        psnr: f64,
+        copies: &mut Vec<String>,
+    ) -> Vec<(usize, f64)> {
+        let keep = self.exp.train.keep_best;
+        let kept = &mut self.state.kept_best;
+        kept.retain(|&(e, _)| e != epoch); // an epoch redone after a resume
+        if keep == 0 || (kept.len() >= keep && kept.last().is_some_and(|&(_, p)| psnr <= p)) {
+            return Vec::new();
+        }
+        copies.push(format!("best_epoch_{epoch}"));
+        kept.push((epoch, psnr));
+        kept.sort_by(|a, b| b.1.total_cmp(&a.1));
+        kept.split_off(keep.min(kept.len()))
+    }
+
     /// Checkpoint retention, after a save: the `best_epoch_N` that left the best
     /// `train.keep_best`, and all but the newest `train.keep_last` `epoch_N` (0: keep all).
     pub(super) fn prune(&self, dropped_best: &[(usize, f64)]) -> Result<()> {

@@ -515,19 +515,10 @@ impl Trainer {
         if save_every > 0 && done == bpe && self.state.epoch.is_multiple_of(save_every) {
             copies.push(format!("epoch_{}", self.state.epoch));
         }
-        let keep_best = self.exp.train.keep_best;
-        let mut dropped = Vec::new();
-        if let Some(r) = report.filter(|_| keep_best > 0) {
-            let psnr = r.mean_psnr();
-            let kept = &mut self.state.kept_best;
-            kept.retain(|&(e, _)| e != epoch + 1); // an epoch redone after a resume
-            if kept.len() < keep_best || kept.last().is_some_and(|&(_, p)| psnr > p) {
-                copies.push(format!("best_epoch_{}", epoch + 1));
-                kept.push((epoch + 1, psnr));
-                kept.sort_by(|a, b| b.1.total_cmp(&a.1));
-                dropped = kept.split_off(keep_best.min(kept.len()));
-            }
-        }
+        let dropped = match report {
+            Some(r) => self.rank_best(epoch + 1, r.mean_psnr(), &mut copies),
+            None => Vec::new(),
+        };
         let copies: Vec<&str> = copies.iter().map(String::as_str).collect();
         self.save(report.map(val_scores).as_ref(), &copies)?;
         self.prune(&dropped)

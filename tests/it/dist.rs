@@ -141,6 +141,37 @@ fn two_ranks_with_batch_2_equal_one_process_with_batch_4_also_across_a_resume() 
     );
 }
 
+#[test]
+fn accumulation_and_the_moving_average_compose_with_two_ranks() {
+    let d = setup();
+    let dir = d.path();
+    let ema = ["--set", "train.ema.decay=0.5", "--set", "train.ema.start_step=1"];
+    ok(promptir(dir)
+        .args(["train", "--config", "exp.yaml", "--name", "one", "--quiet"])
+        .args(["--set", "train.batch_size=4"])
+        .args(ema)
+        .output()
+        .unwrap());
+    // 2 ranks x 2 micro-batches of 1: the same 4 pairs per step as one batch of 4.
+    let sets = ["--set", "train.batch_size=1", "--set", "train.accumulate=2"];
+    let out =
+        ok(torchrun(dir, &[&["--config", "exp.yaml", "--name", "two"][..], &sets, &ema].concat()));
+    assert!(out.contains("finished run two after 2 epochs / 4 steps"), "{out}");
+    let (a, b) = (
+        weights(&dir.join("weights/one/last.safetensors")),
+        weights(&dir.join("weights/two/last.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().any(|(k, _)| k.starts_with("ema.")), "the average is saved");
+    let mut worst = 0.0f64;
+    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        worst = worst.max(f64::try_from((ta - tb).abs().max()).unwrap());
+    }
+    eprintln!("2 ranks x 2 x batch 1 vs 1 process x batch 4, with EMA: max |diff| = {worst:e}");
+    assert!(worst < 1e-4, "{worst}");
+}
+
 /// Rank `rank` of 2 training run `name` for ever, launched by hand (rank 0 serves the
 /// rendezvous store), as a Slurm job script would.
 fn spawn_rank(dir: &Path, port: u16, rank: &str, name: &str) -> Child {
