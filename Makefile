@@ -11,7 +11,6 @@ OUTPUT   ?= pred.npz
 DEVICE   ?= auto
 NPROC    ?= 1
 ARGS     ?=
-SEEDS    ?= 1
 export CARGO_TERM_COLOR ?= never
 # Lints with tch's doc-only feature: the same Rust code is checked, but torch-sys's build script
 # skips its C++ wrapper, which cargo would otherwise compile twice (check and build runs of a
@@ -62,10 +61,10 @@ demo: build ## synthetic data -> tiny training -> eval -> pred.npz -> comparison
 	bash scripts/demo.sh
 
 ablation: build ## rebuild the report's ablation table (ABLATION_SCALE=tiny|paper, SEEDS=n runs each)
-	SEEDS=$(SEEDS) bash scripts/ablation.sh
+	$(if $(SEEDS),SEEDS=$(SEEDS)) bash scripts/ablation.sh
 
 tools-ablation: build ## EMA, augmentations, losses, progressive patches at the tiny scale (SEEDS=n, default 2)
-	SEEDS=$(SEEDS) bash scripts/tools_ablation.sh
+	$(if $(SEEDS),SEEDS=$(SEEDS)) bash scripts/tools_ablation.sh
 
 tensorboard: setup ## TensorBoard on logs/
 	.venv/bin/tensorboard --logdir logs --bind_all

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use promptir::io::{import_official, is_weight_key, CheckpointMeta, TensorFile};
+use promptir::io::{import_official, is_weight_key, CheckpointMeta, TensorFile, EMA_PREFIX};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -55,6 +55,12 @@ impl InspectCmd {
             self.weights.display(),
             weights.count()
         );
+        let ema = header.keys().filter(|k| k.starts_with(EMA_PREFIX)).count();
+        if ema > 0 {
+            println!(
+                "moving average of the weights: {ema} tensors (used by default; --ema off: raw)"
+            );
+        }
         println!("model: {}", serde_json::to_string(&meta.model)?);
         if let Some(p) = &meta.provenance {
             println!(

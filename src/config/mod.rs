@@ -89,8 +89,8 @@ pub enum ScheduleUnit {
     /// Once per epoch: epoch e trains at the closed form's lr(e).
     Epoch,
     /// Once per epoch as upstream PromptIR steps it (Lightning's epoch-end hook calls
-    /// `scheduler.step(current_epoch)`): epoch e trains at lr(e - 1), epochs 0 and 1 at the
-    /// start rate.
+    /// `scheduler.step(current_epoch)`): epoch e >= 1 trains at lr(e - 1) and epoch 0 at
+    /// `warmup_start_lr` (so with a warmup, epochs 0 and 1 both at the start rate).
     EpochLagged,
     /// Every optimiser step, with fractional epochs.
     Step,
@@ -174,8 +174,8 @@ pub struct TrainConfig {
     pub save_every: usize,
     /// Keep only the newest N `epoch_N` checkpoints (0 = all of them).
     pub keep_last: usize,
-    /// Also keep the K best validated checkpoints as `best_epoch_N` (0 = none; `best` is always
-    /// kept).
+    /// Also keep the K best validated checkpoints as `best_epoch_N` (0 = none are made, and
+    /// existing ones are left alone; `best` is always kept).
     pub keep_best: usize,
     /// Log training scalars every N steps.
     pub log_every: usize,
@@ -217,8 +217,9 @@ impl Default for TrainConfig {
     }
 }
 
-/// One stage of a progressive patch schedule: epochs up to `until_epoch` (exclusive, counted
-/// from the previous stage's end) train on `patch_size` crops in batches of `batch_size`.
+/// One stage of a progressive patch schedule: the epochs from the previous stage's `until_epoch`
+/// (0 for the first) up to this `until_epoch` (0-based, exclusive: `until_epoch: 1` is the first
+/// epoch alone) train on `patch_size` crops in batches of `batch_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {

@@ -16,6 +16,8 @@ use tch::Tensor;
 /// How a [`Loader`] cuts batches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoaderConfig {
+    /// The experiment key its sizes come from (`train`, or `train.stages[i]`), for messages.
+    pub key: String,
     pub batch_size: usize,
     pub patch_size: usize,
     pub augment: AugmentConfig,
@@ -36,6 +38,7 @@ impl LoaderConfig {
     /// The training loader of an experiment (`train.*`, `augment`, `seed`, `data.*`).
     pub fn from_experiment(e: &Experiment) -> Self {
         LoaderConfig {
+            key: "train".into(),
             batch_size: e.train.batch_size,
             patch_size: e.train.patch_size,
             augment: e.augment.clone(),
@@ -73,7 +76,8 @@ impl Loader {
     pub fn new(store: Arc<Store>, indices: Vec<usize>, cfg: LoaderConfig) -> Result<Self> {
         let p = cfg.patch_size;
         if p == 0 || cfg.batch_size == 0 {
-            return Err(Error::Usage("train.patch_size and train.batch_size must be >= 1".into()));
+            let k = &cfg.key;
+            return Err(Error::Usage(format!("{k}.patch_size and {k}.batch_size must be >= 1")));
         }
         let global = cfg.batch_size * cfg.world.max(1);
         if indices.len() < global {
@@ -82,9 +86,10 @@ impl Loader {
                 n => format!(" x {n} processes = a global batch of {global}"),
             };
             return Err(Error::Usage(format!(
-                "{} training pairs but train.batch_size is {}{procs}; lower train.batch_size or add pairs",
+                "{} training pairs but {k}.batch_size is {}{procs}; lower {k}.batch_size or add pairs",
                 indices.len(),
-                cfg.batch_size
+                cfg.batch_size,
+                k = cfg.key
             )));
         }
         for &i in &indices {
@@ -93,8 +98,10 @@ impl Loader {
                 return Err(Error::data(
                     &s.path,
                     format!(
-                        "image is {}x{}, smaller than train.patch_size {p}; lower train.patch_size or remove the pair",
-                        s.width, s.height
+                        "image is {}x{}, smaller than {k}.patch_size {p}; lower {k}.patch_size or remove the pair",
+                        s.width,
+                        s.height,
+                        k = cfg.key
                     ),
                 ));
             }

@@ -18,9 +18,14 @@ impl EvalRun {
         let r = &self.report;
         let names: Vec<String> = s.weights.iter().map(|w| w.display().to_string()).collect();
         let mut out = format!(
-            "weights: {} ({})\nTTA {}, {}, device {}\n",
+            "weights: {} ({}{})\nTTA {}, {}, device {}\n",
             names.join(", "),
             if s.models == 1 { "1 model".to_string() } else { format!("ensemble of {}", s.models) },
+            match s.ema.iter().filter(|&&e| e).count() {
+                0 => "",
+                n if n == s.ema.len() => "; moving average of the weights",
+                _ => "; moving average where a checkpoint has one",
+            },
             s.tta_text(),
             s.tile.map_or("whole images".to_string(), |(t, o)| format!("tiles {t} overlap {o}")),
             s.device,

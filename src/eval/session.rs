@@ -96,6 +96,7 @@ pub fn prepare(opts: &EvalOptions) -> Result<Prepared> {
         weights: opts.weights.clone(),
         runs: models.iter().map(|m| m.meta.run().map(String::from)).collect(),
         models: models.len(),
+        ema: models.iter().map(|m| m.ema).collect(),
         tta: tta.mode,
         tta_views: tta.views,
         tta_notice: tta.notice,

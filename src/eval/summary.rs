@@ -44,6 +44,10 @@ pub struct EvalSetup {
     /// Ensemble size.
     #[serde(default)]
     pub models: usize,
+    /// Per checkpoint: its moving average was scored, not the raw weights (`--ema`; empty in
+    /// older files).
+    #[serde(default)]
+    pub ema: Vec<bool>,
     /// The `--tta` mode (older files: `true` for the 8 views, `false` for none).
     pub tta: TtaMode,
     /// The views averaged, the mode resolved (empty in older files: see [`Self::views`]).
@@ -171,6 +175,7 @@ mod tests {
                 weights: vec!["w/r/best.safetensors".into()],
                 runs: vec![Some("r".into())],
                 models: 1,
+                ema: vec![true],
                 tta: TtaMode::Auto,
                 tta_views: vec![Dihedral::IDENTITY, Dihedral::HFLIP],
                 tta_notice: None,

@@ -358,7 +358,7 @@ pub fn load_model_choosing(path: &Path, device: Device, ema: EmaChoice) -> Resul
             EmaChoice::On if has_ema => true,
             EmaChoice::On => return Err(Error::weights(
                 path,
-                "holds no moving average of the weights (trained without train.ema); use --ema off",
+                "holds no moving average of the weights (no ema.* tensors); use --ema off or auto",
             )),
         };
     let vs = nn::VarStore::new(device);

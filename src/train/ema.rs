@@ -4,6 +4,10 @@
 //! `start_step`. When on, it is what validation scores (so `best` is chosen by it), it is saved
 //! in every checkpoint under [`EMA_PREFIX`] beside the raw weights and restored on resume, and
 //! `predict`/`eval` use it by default (`--ema`).
+//!
+//! In fp16 a step whose gradients overflowed changes no weight; the reference optimizer skips
+//! the average's update too, while the fused one skips on the device unseen, so the average
+//! then moves towards the unchanged weights (a difference of one decay factor, now and then).
 
 use crate::config::EmaConfig;
 use crate::io::{load_strict_prefixed, TensorFile, EMA_PREFIX};
@@ -34,6 +38,8 @@ impl Ema {
             return None;
         }
         let vs = nn::VarStore::new(device);
+        // Its random init is overwritten below; the draws it takes from the global generator
+        // come after the network's seeded init, and training draws nothing from it later.
         let net = PromptIr::new(&vs.root(), model);
         let (mut mine, theirs) = (vs.variables(), weights.variables());
         let mut names: Vec<&String> = theirs.keys().collect();

@@ -101,46 +101,50 @@ impl Trainer {
 
 impl Trainer {
     /// `train.keep_best`: when validation PSNR `psnr` of `epoch` (1-based) is among the best
-    /// kept, adds its `best_epoch_N` to `copies`; returns the entries it pushed out.
-    pub(super) fn rank_best(
-        &mut self,
-        epoch: usize,
-        psnr: f64,
-        copies: &mut Vec<String>,
-    ) -> Vec<(usize, f64)> {
+    /// kept, adds its `best_epoch_N` to `copies` ([`Self::prune`] removes what left the list).
+    pub(super) fn rank_best(&mut self, epoch: usize, psnr: f64, copies: &mut Vec<String>) {
         let keep = self.exp.train.keep_best;
         let kept = &mut self.state.kept_best;
         kept.retain(|&(e, _)| e != epoch); // an epoch redone after a resume
         if keep == 0 || (kept.len() >= keep && kept.last().is_some_and(|&(_, p)| psnr <= p)) {
-            return Vec::new();
+            kept.truncate(keep);
+            return;
         }
         copies.push(format!("best_epoch_{epoch}"));
         kept.push((epoch, psnr));
         kept.sort_by(|a, b| b.1.total_cmp(&a.1));
-        kept.split_off(keep.min(kept.len()))
+        kept.truncate(keep);
     }
 
-    /// Checkpoint retention, after a save: the `best_epoch_N` that left the best
-    /// `train.keep_best`, and all but the newest `train.keep_last` `epoch_N` (0: keep all).
-    pub(super) fn prune(&self, dropped_best: &[(usize, f64)]) -> Result<()> {
+    /// Checkpoint retention, after a save: every `best_epoch_N` not among the best
+    /// `train.keep_best` (when it is on), and all but the newest `train.keep_last` `epoch_N`
+    /// (0: keep all). Decided from the folder, so a run killed between a save and its prune,
+    /// or resumed with a smaller `keep_best`, still ends with what the keys say.
+    pub(super) fn prune(&self) -> Result<()> {
         if !self.writes() {
             return Ok(());
         }
-        let mut gone: Vec<std::path::PathBuf> = dropped_best
-            .iter()
-            .map(|(e, _)| self.run.checkpoint(&format!("best_epoch_{e}")))
+        let dir = &self.run.weights;
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .collect();
+        let numbered = |prefix: &str| -> Vec<usize> {
+            let stems =
+                names.iter().filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(".safetensors"));
+            let mut v: Vec<usize> = stems.filter_map(|e| e.parse().ok()).collect();
+            v.sort_unstable();
+            v
+        };
+        let mut gone = Vec::new();
+        if self.exp.train.keep_best > 0 {
+            let kept: Vec<usize> = self.state.kept_best.iter().map(|k| k.0).collect();
+            let stale = numbered("best_epoch_").into_iter().filter(|e| !kept.contains(e));
+            gone.extend(stale.map(|e| self.run.checkpoint(&format!("best_epoch_{e}"))));
+        }
         let keep = self.exp.train.keep_last;
         if keep > 0 {
-            let dir = &self.run.weights;
-            let mut epochs: Vec<usize> = std::fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, e))?
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter_map(|n| {
-                    n.strip_prefix("epoch_")?.strip_suffix(".safetensors")?.parse().ok()
-                })
-                .collect();
-            epochs.sort_unstable();
+            let epochs = numbered("epoch_");
             let old = &epochs[..epochs.len().saturating_sub(keep)];
             gone.extend(old.iter().map(|e| self.run.checkpoint(&format!("epoch_{e}"))));
         }
@@ -166,7 +170,8 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Loads the resume point of `run` into `step` (every rank reads it: the run's folder must be
-/// shared); returns the state to continue from. With the run's number of processes, that is
+/// shared); returns the state to continue from, and the file (its moving average is the
+/// trainer's to load). With the run's number of processes, that is
 /// exactly where it stopped; with another (`world`), the global batch changes, so the position
 /// in the epoch is converted to the same number of pairs seen and `say` tells what changed.
 /// Everything is checked before anything is changed on disk.
@@ -176,7 +181,7 @@ pub(super) fn load_resume(
     plan: &EpochPlan,
     scaling: LrScaling,
     say: &dyn Fn(String),
-) -> Result<TrainState> {
+) -> Result<(TrainState, TensorFile)> {
     let world = plan.world();
     let (path, legacy) = (run.checkpoint("last"), run.legacy_resume_path());
     let current = if path.is_file() { Some(TensorFile::open(&path)?) } else { None };
@@ -215,11 +220,21 @@ pub(super) fn load_resume(
     let theirs = plan.with_world(resume.world);
     let (expected, before) = (theirs.steps(state.epoch), theirs.steps_before(state.epoch));
     if old != expected || state.step < before || state.step > before + old {
+        let gives = if old != expected {
+            format!(
+                "the run has {old} steps in epoch {}, this config gives {expected}",
+                state.epoch + 1
+            )
+        } else {
+            format!(
+                "the run stopped at step {} in epoch {}, but this config has {before} steps before that epoch",
+                state.step,
+                state.epoch + 1
+            )
+        };
         return Err(Error::Usage(format!(
-            "--resume {}: the run has {old} steps in epoch {} and stopped at step {}, this config gives {expected}; resume with the run's train.batch_size, accumulate, stages and data",
-            run.name,
-            state.epoch + 1,
-            state.step
+            "--resume {}: {gives}; resume with the run's train.batch_size, accumulate, stages and data",
+            run.name
         )));
     }
     if resume.world != world {
@@ -232,7 +247,7 @@ pub(super) fn load_resume(
             LrScaling::Linear => "weights and optimizer state carry over, and the learning rate follows the new count (train.lr_scaling: linear)",
         };
         say(format!(
-            "--resume {}: trained with {} process(es), now {world}: the global batch is train.batch_size x {world} instead of x {}, an epoch has {bpe} steps instead of {old}, and step {from} continues as step {} (same epoch, same pairs seen); {lr}",
+            "--resume {}: trained with {} process(es), now {world}: the global batch is the batch size x {world} instead of x {}, an epoch has {bpe} steps instead of {old}, and step {from} continues as step {} (same epoch, same pairs seen); {lr}",
             run.name,
             resume.world,
             resume.world,
@@ -246,7 +261,7 @@ pub(super) fn load_resume(
     load_strict(&step.vs, &file, &skip)?;
     step.opt.load_state(&file, prefix)?;
     step.resume_scaler(state.scaler.clone());
-    Ok(state)
+    Ok((state, file))
 }
 
 /// An AdamW entry name without its prefix: `exp_avg.<p>`, `exp_avg_sq.<p>` or `step.<p>`.

@@ -142,13 +142,19 @@ impl Trainer {
         let mut loaders = Vec::new();
         for (i, st) in plan.stages().iter().enumerate() {
             let (patch_size, batch_size) = (st.patch_size, st.batch_size);
-            let cfg = LoaderConfig { patch_size, batch_size, ..cfg.clone() };
+            let key = if exp.train.stages.is_empty() {
+                "train".into()
+            } else {
+                format!("train.stages[{i}]")
+            };
+            let cfg = LoaderConfig { key: key.clone(), patch_size, batch_size, ..cfg.clone() };
             loaders.push(Loader::new(store.clone(), split.train.clone(), cfg)?);
             let first = if i == 0 { 0 } else { plan.stages()[i - 1].until_epoch };
             let acc = exp.train.accumulate;
             if plan.steps(first) == 0 {
+                let procs = if world > 1 { format!(" x {world} processes") } else { String::new() };
                 return Err(Error::Usage(format!(
-                    "train.accumulate is {acc} but an epoch has only {} batches of {batch_size}; lower train.accumulate or the batch size",
+                    "train.accumulate is {acc} but an epoch has only {} batches of {key}.batch_size {batch_size}{procs}; lower train.accumulate or the batch size",
                     plan.batches(first)
                 )));
             }
@@ -165,22 +171,25 @@ impl Trainer {
                 eprintln!("{s}")
             }
         };
-        let (run, state) = match start {
+        let (run, state, resumed) = match start {
             Plan::New if rank == 0 => {
-                (RunDir::create(&exp, &args.logs_dir, &args.weights_dir)?, TrainState::default())
+                let run = RunDir::create(&exp, &args.logs_dir, &args.weights_dir)?;
+                (run, TrainState::default(), None)
             }
             Plan::New => {
-                (RunDir::named("", &args.logs_dir, &args.weights_dir), TrainState::default())
+                let run = RunDir::named("", &args.logs_dir, &args.weights_dir);
+                (run, TrainState::default(), None)
             }
             Plan::Resume(run) => {
-                let state = load_resume(&run, &mut step, &plan, exp.train.lr_scaling, &say)?;
+                let (state, file) =
+                    load_resume(&run, &mut step, &plan, exp.train.lr_scaling, &say)?;
                 if rank == 0 {
                     // Temp files of a process killed while saving are garbage now.
                     remove_stale_temps(&run.weights);
                     remove_stale_temps(&run.logs);
                     write_atomic_bytes(&run.config_path(), exp.to_yaml().as_bytes())?;
                 }
-                (run, state)
+                (run, state, Some(file))
             }
         };
         let run = match &group {
@@ -195,10 +204,8 @@ impl Trainer {
         }
         // After the join, so every rank starts from rank 0's weights.
         let ema = Ema::new(&exp.train.ema, &exp.model, &step.vs, device);
-        if let (Some(ema), true) = (&ema, state.step > 0) {
-            let last = run.checkpoint("last");
-            let had = last.is_file() && ema.load(&crate::io::TensorFile::open(&last)?)?;
-            if !had {
+        if let (Some(ema), Some(file)) = (&ema, &resumed) {
+            if !ema.load(file)? {
                 say(format!(
                     "--resume {}: the resume point has no moving average (train.ema was off); it starts from the resumed weights",
                     run.name
@@ -225,7 +232,9 @@ impl Trainer {
                 LrScaling::None => String::new(),
                 LrScaling::Linear => format!(", lr {:e} = {world} x train.lr", schedule.lr),
             };
-            format!(" x {world} processes (global batch {}{lr})", exp.train.batch_size * world)
+            let batch = plan.stages()[0].batch_size * exp.train.accumulate * world;
+            let first = if plan.stages().len() > 1 { " in the first stage" } else { "" };
+            format!(" x {world} processes (global batch {batch}{first}{lr})")
         } else {
             String::new()
         };
@@ -515,12 +524,11 @@ impl Trainer {
         if save_every > 0 && done == bpe && self.state.epoch.is_multiple_of(save_every) {
             copies.push(format!("epoch_{}", self.state.epoch));
         }
-        let dropped = match report {
-            Some(r) => self.rank_best(epoch + 1, r.mean_psnr(), &mut copies),
-            None => Vec::new(),
-        };
+        if let Some(r) = report {
+            self.rank_best(epoch + 1, r.mean_psnr(), &mut copies);
+        }
         let copies: Vec<&str> = copies.iter().map(String::as_str).collect();
         self.save(report.map(val_scores).as_ref(), &copies)?;
-        self.prune(&dropped)
+        self.prune()
     }
 }

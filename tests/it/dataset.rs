@@ -199,6 +199,7 @@ fn loader_cfg(workers: usize, prefetch: usize) -> LoaderConfig {
     augment.blur.prob = 0.5;
     augment.erase.prob = 0.5;
     LoaderConfig {
+        key: "train".into(),
         batch_size: 3,
         patch_size: 16,
         augment,

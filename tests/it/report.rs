@@ -404,7 +404,7 @@ fn eval_files_must_match_their_names() {
     // A TTA file that says it ran without TTA.
     write(&runs[0].join("eval_test_tta.json"), &eval_json(&w, false, "test", 22.9));
     let e = report::report(&opts(d.path(), runs.clone())).unwrap_err().to_string();
-    assert!(e.contains("eval_test_tta.json") && e.contains("setup.tta is false"), "{e}");
+    assert!(e.contains("eval_test_tta.json") && e.contains("setup.tta is off"), "{e}");
     write(&runs[0].join("eval_test_tta.json"), &eval_json(&w, true, "val", 22.9));
     let e = report::report(&opts(d.path(), runs.clone())).unwrap_err().to_string();
     assert!(e.contains("setup.split is \"val\""), "{e}");

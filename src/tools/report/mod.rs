@@ -199,8 +199,9 @@ pub fn read_eval(path: &Path, split: SplitName, tta: bool) -> Result<EvalScore> 
     }
     if f.setup.tta_on() != tta {
         return Err(bad(format!(
-            "setup.tta is {}, but the file name says {tta}",
-            f.setup.tta_on()
+            "setup.tta is {}, but the file name says TTA {}",
+            f.setup.tta,
+            if tta { "on" } else { "off" }
         )));
     }
     let members = if f.setup.runs.len() == f.setup.weights.len() {
@@ -254,8 +255,9 @@ pub fn load_run(dir: &Path, split: SplitName) -> Result<RunRecord> {
         name,
         dir: dir.to_path_buf(),
         loss: loss_label(&exp.loss),
-        patch: exp.train.patch_size,
-        batch: exp.train.batch_size,
+        // Progressive runs show their last stage; the batch is per optimizer step.
+        patch: exp.train.stage_list().last().map_or(0, |s| s.patch_size),
+        batch: exp.train.stage_list().last().map_or(0, |s| s.batch_size) * exp.train.accumulate,
         epochs: exp.train.epochs,
         epochs_done: curve.last().map_or(0, |p| p.epoch),
         best_val_psnr: best.map(|p| p.1),
