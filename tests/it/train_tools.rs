@@ -228,6 +228,27 @@ fn retention_keeps_the_newest_epochs_and_the_best_validations() {
         s.state.kept_best.iter().map(|k| k.0).collect::<Vec<_>>(),
         [by_psnr[0].1, by_psnr[1].1]
     );
+
+    // Resumed with keep_best 1: the ranking comes back from the resume point, and the folder
+    // ends with the best validation alone.
+    let r = train(&TrainArgs {
+        config: None,
+        resume: Some("keep".into()),
+        ..env.args(&["train.epochs=8", "train.keep_best=1"])
+    })
+    .unwrap();
+    let metrics = promptir::train::read_metrics(&r.run.logs.join("metrics.jsonl")).unwrap();
+    let top = metrics
+        .iter()
+        .map(|m| (m.val.as_ref().unwrap().psnr_all().unwrap(), m.epoch))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap();
+    let bests: Vec<String> = std::fs::read_dir(&r.run.weights)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("best_epoch_"))
+        .collect();
+    assert_eq!(bests, [format!("best_epoch_{}.safetensors", top.1)], "{metrics:?}");
 }
 
 #[test]
