@@ -3,7 +3,7 @@
 # steps, on the synthetic set `make ablation` uses, each variant of experiments/tiny.yaml is
 # trained with SEEDS seeds (default 2) and scored on the test split without TTA; the table
 # (results/tools/ablation.md, mean ± std over the seeds) and the TTA comparison of two runs
-# (results/tools/tta_*.txt) are what the README quotes.
+# (results/tools/tta_*.txt) are what the README's "Training tools at the tiny scale" quotes.
 #
 # Variants: the reference (tiny.yaml: the report's augmentations, L1 + 0.2 SSIM); + EMA (decay
 # 0.99: a horizon of ~100 of the 270 steps); flips and quarter turns instead of the report's
@@ -56,13 +56,14 @@ for ((k = 0; k < SEEDS; k++)); do
         IFS='|' read -r name exp overrides <<<"$v"
         run=${name}_s$seed
         sets=(--set "seed=$seed")
-        for kv in $overrides; do sets+=(--set "$kv"); done
+        read -ra kvs <<<"$overrides" # split on spaces only: no glob expansion of [...]
+        for kv in "${kvs[@]}"; do sets+=(--set "$kv"); done
         stamp "train $run"
         "$BIN" train --config "$exp" --data "$DATA" --device cpu --name "$run" \
             --logs-dir "$SESSION/logs" --weights-dir "$SESSION/weights" --quiet "${sets[@]}"
         stamp "eval $run"
         "$BIN" eval --weights "$SESSION/weights/$run/best.safetensors" --data "$DATA" --split test \
-            --device cpu --tta off --format json --output "$SESSION/logs/$run/eval_test.json"
+            --device cpu --tta off --format json --output "$SESSION/logs/$run/eval_test.json" >/dev/null
         runs+=("$SESSION/logs/$run")
     done
 done
