@@ -218,7 +218,7 @@ fn seeds_train_every_experiment_per_seed_and_report_mean_and_std() {
     let out = run_seeds(&repo, &stub, &log, "train.epochs=1 data.workers=1", "x");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("SEEDS must be a positive whole number"));
-    let out = run_seeds(&repo, &stub, &log, "train.epochs=1 data.workers=1", "2");
+    let out = run_seeds(&repo, &stub, &log, "train.epochs=1 train.max_steps=1 data.workers=1", "2");
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
 
     let calls = std::fs::read_to_string(&log).unwrap();
