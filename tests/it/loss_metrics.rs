@@ -276,43 +276,42 @@ fn vgg_export_from_a_torchvision_state_dict_equals_the_direct_export() {
 
     // Bad input: one line naming the file and what is wrong, exit 2, nothing written.
     let out = p("bad.safetensors");
-    let write = |name: &str, code: &str| {
-        crate::common::run_python(&[
-            "-c",
-            &format!("import sys, torch, torchvision; {code}"),
-            &p(name),
-        ]);
-        p(name)
-    };
+    // The bad files, written by one python (each start costs seconds).
+    crate::common::run_python(&[
+        "-c",
+        "import sys, torch, torchvision; d = sys.argv[1]; \
+         torch.save([1, 2], f'{d}/list.pth'); \
+         torch.save({'features.0.weight': torch.zeros(64, 3, 3, 3)}, f'{d}/partial.pth'); \
+         f = torchvision.models.vgg16(weights=None).features.to('meta'); \
+         sd = {f'features.{k}': torch.zeros(v.shape) for k, v in f.state_dict().items()}; \
+         sd['features.2.weight'] = torch.zeros(64, 64, 5, 5); torch.save(sd, f'{d}/shape.pth')",
+        t.path().to_str().unwrap(),
+    ]);
     let garbage = p("garbage.pth");
     std::fs::write(&garbage, b"not a pickle").unwrap();
     let cases = [
         (p("missing.pth"), vec!["missing.pth", "no such file", "~/.cache/torch/hub/checkpoints/"]),
         (garbage, vec!["garbage.pth", "not a torch.save'd state dict"]),
-        (write("list.pth", "torch.save([1, 2], sys.argv[1])"), vec!["list.pth", "holds a list"]),
+        (p("list.pth"), vec!["list.pth", "holds a list"]),
+        (p("partial.pth"), vec!["partial.pth", "25 features.* keys missing (features.0.bias"]),
         (
-            write(
-                "partial.pth",
-                "torch.save({'features.0.weight': torch.zeros(64, 3, 3, 3)}, sys.argv[1])",
-            ),
-            vec!["partial.pth", "25 features.* keys missing (features.0.bias"],
-        ),
-        (
-            write(
-                "shape.pth",
-                "f = torchvision.models.vgg16(weights=None).features.to('meta'); \
-                 sd = {f'features.{k}': torch.zeros(v.shape) for k, v in f.state_dict().items()}; \
-                 sd['features.2.weight'] = torch.zeros(64, 64, 5, 5); torch.save(sd, sys.argv[1])",
-            ),
+            p("shape.pth"),
             vec!["shape.pth", "mis-shaped features.2.weight (64, 64, 5, 5) (want (64, 64, 3, 3))"],
         ),
     ];
-    for (src, needles) in cases {
-        let (code, err) = export_vgg(&["--from-pth", &src, "--output", &out]);
+    // Side by side: each is a python start of a few seconds.
+    let outcomes: Vec<(Option<i32>, String)> = std::thread::scope(|s| {
+        let runs: Vec<_> = cases
+            .iter()
+            .map(|(src, _)| s.spawn(|| export_vgg(&["--from-pth", src, "--output", &out])))
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((_, needles), (code, err)) in cases.iter().zip(outcomes) {
         assert_eq!((code, err.trim_end().lines().count()), (Some(2), 1), "{err}");
         for n in needles {
             assert!(err.contains(n), "{n:?} not in {err:?}");
         }
-        assert!(!std::path::Path::new(&out).exists());
     }
+    assert!(!std::path::Path::new(&out).exists());
 }

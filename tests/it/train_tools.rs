@@ -24,6 +24,11 @@ fn run(env: &Env, name: &str, sets: &[&str]) -> promptir::train::TrainSummary {
     train(&TrainArgs { name: Some(name.into()), ..env.args(sets) }).unwrap()
 }
 
+/// `train --resume name` with `sets`.
+fn resume(env: &Env, name: &str, sets: &[&str]) -> promptir::train::TrainSummary {
+    train(&TrainArgs { config: None, resume: Some(name.into()), ..env.args(sets) }).unwrap()
+}
+
 #[test]
 fn accumulation_equals_a_batch_that_many_times_larger() {
     let env = Env::new();
@@ -153,12 +158,7 @@ fn ema_is_validated_saved_resumed_and_chosen_by_predict_and_eval() {
     let full = run(&env, "full", &[&ema[..], &["train.max_steps=10"]].concat());
     let half = run(&env, "half", &[&ema[..], &["train.max_steps=5"]].concat());
     assert_eq!(half.state.step, 5);
-    let resumed = train(&TrainArgs {
-        config: None,
-        resume: Some("half".into()),
-        ..env.args(&["train.max_steps=10"])
-    })
-    .unwrap();
+    let resumed = resume(&env, "half", &["train.max_steps=10"]);
     assert_eq!(resumed.state.step, 10);
     // The whole resume point, moving average included, as if never stopped.
     let (a, b) = (weights(&full.run.checkpoint("last")), weights(&resumed.run.checkpoint("last")));
@@ -176,20 +176,17 @@ fn ema_is_validated_saved_resumed_and_chosen_by_predict_and_eval() {
     let best_line =
         metrics.iter().find(|m| Some(m.epoch) == full.state.best_epoch).expect("best epoch line");
     let logged = best_line.val.as_ref().unwrap().psnr_all().unwrap();
-    let (auto, on, off) = (
-        eval_psnr(&best, &data, "auto"),
-        eval_psnr(&best, &data, "on"),
-        eval_psnr(&best, &data, "off"),
-    );
+    // `--ema auto` (the default) is checked on the loader below.
+    let (on, off) = (eval_psnr(&best, &data, "on"), eval_psnr(&best, &data, "off"));
     eprintln!("best: logged {logged}, eval ema {on}, raw {off}");
-    assert!((on - logged).abs() < 1e-9 && (auto - on).abs() < 1e-12, "{on} vs {logged}");
+    assert!((on - logged).abs() < 1e-9, "{on} vs {logged}");
     assert!((off - on).abs() > 1e-6, "raw and averaged weights score alike: {off}");
 
     // The choice at loading: the file's `ema.*` tensors or its raw ones.
     let file = TensorFile::open(&best).unwrap();
     let pick = |c| load_model_choosing(&best, Device::Cpu, c).unwrap();
     let (m_on, m_off) = (pick(EmaChoice::On), pick(EmaChoice::Off));
-    assert!(m_on.ema && !m_off.ema);
+    assert!(m_on.ema && !m_off.ema && pick(EmaChoice::Auto).ema);
     for (k, t) in m_on.vs.variables() {
         let want = file.tensor(&format!("{EMA_PREFIX}{k}")).unwrap();
         assert!(t.equal(&want), "{k}");
@@ -207,7 +204,7 @@ fn retention_keeps_the_newest_epochs_and_the_best_validations() {
     let s = run(
         &env,
         "keep",
-        &["train.epochs=6", "train.save_every=1", "train.keep_last=2", "train.keep_best=2"],
+        &["train.epochs=4", "train.save_every=1", "train.keep_last=2", "train.keep_best=2"],
     );
     let mut files: Vec<String> = std::fs::read_dir(&s.run.weights)
         .unwrap()
@@ -220,7 +217,7 @@ fn retention_keeps_the_newest_epochs_and_the_best_validations() {
         metrics.iter().map(|m| (m.val.as_ref().unwrap().psnr_all().unwrap(), m.epoch)).collect();
     by_psnr.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut want: Vec<String> =
-        ["best", "epoch_5", "epoch_6", "last"].iter().map(|n| format!("{n}.safetensors")).collect();
+        ["best", "epoch_3", "epoch_4", "last"].iter().map(|n| format!("{n}.safetensors")).collect();
     want.extend(by_psnr[..2].iter().map(|(_, e)| format!("best_epoch_{e}.safetensors")));
     want.sort();
     assert_eq!(files, want, "validation PSNR by epoch: {by_psnr:?}");
@@ -231,12 +228,7 @@ fn retention_keeps_the_newest_epochs_and_the_best_validations() {
 
     // Resumed with keep_best 1: the ranking comes back from the resume point, and the folder
     // ends with the best validation alone.
-    let r = train(&TrainArgs {
-        config: None,
-        resume: Some("keep".into()),
-        ..env.args(&["train.epochs=8", "train.keep_best=1"])
-    })
-    .unwrap();
+    let r = resume(&env, "keep", &["train.epochs=6", "train.keep_best=1"]);
     let metrics = promptir::train::read_metrics(&r.run.logs.join("metrics.jsonl")).unwrap();
     let top = metrics
         .iter()
@@ -260,19 +252,16 @@ fn progressive_stages_switch_batches_and_resume_exactly() {
     assert_eq!(full.state.step, 2 + 4 + 4);
     let half = run(&env, "half", &[stages, "train.epochs=3", "train.max_steps=4"]);
     assert_eq!((half.state.step, half.state.epoch), (4, 1));
-    let resumed = train(&TrainArgs {
-        config: None,
-        resume: Some("half".into()),
-        ..env.args(&["train.max_steps=10"])
-    })
-    .unwrap();
+    let at_step_4 = weights(&half.run.checkpoint("last"));
+    let resumed = resume(&env, "half", &["train.max_steps=10"]);
     assert_eq!(resumed.state.step, 10);
     let d =
         max_diff(&weights(&full.run.checkpoint("last")), &weights(&resumed.run.checkpoint("last")));
     assert!(d <= 1e-6, "resumed across the stage boundary, the run differs by {d:e}");
-    // Different stages are different training.
-    let fixed = run(&env, "fixed", &["train.epochs=3", "train.max_steps=10"]);
-    let moved =
-        max_diff(&weights(&full.run.checkpoint("last")), &weights(&fixed.run.checkpoint("last")));
-    assert!(moved > 1e-4, "{moved:e}");
+    // The steps after the resume moved the weights, so the comparison above can fail.
+    let mut moved_from = at_step_4;
+    moved_from.retain(|(k, _)| promptir::io::is_weight_key(k));
+    let mut end = weights(&full.run.checkpoint("last"));
+    end.retain(|(k, _)| promptir::io::is_weight_key(k));
+    assert!(max_diff(&moved_from, &end) > 1e-4);
 }
