@@ -61,19 +61,15 @@ fn epoch_steppings_match_the_scheduler_stepped_like_upstream() {
         n += 1;
     }
     assert!(n > 1000 && lagged_differs > n / 2, "{n} values, {lagged_differs} differ");
-    // Upstream's own numbers: epochs 0 and 1 at 0, the peak at epochs 15 and 16.
-    let up = |e| {
-        Schedule {
-            lr: 2e-4,
-            warmup_start_lr: 0.0,
-            eta_min: 0.0,
-            warmup_epochs: 15.0,
-            max_epochs: 150.0,
-            unit: ScheduleUnit::EpochLagged,
-            steps_per_epoch: 1,
-        }
-        .lr_at(e, 0)
-    };
+    // experiments/upstream.yaml's schedule: epochs 0 and 1 at 0, the peak at epochs 15 and 16.
+    let exp = promptir::config::Experiment::load(
+        &crate::common::repo().join("experiments/upstream.yaml"),
+        &[],
+    )
+    .unwrap();
+    let schedule = Schedule::from_config(&exp, 1, 1);
+    assert_eq!(schedule.unit, ScheduleUnit::EpochLagged);
+    let up = |e| schedule.lr_at(e, 0);
     assert_eq!((up(0), up(1), up(15), up(16)), (0.0, 0.0, 2e-4, 2e-4));
     assert!((up(2) - 2e-4 / 14.0).abs() < 1e-18 && up(17) < 2e-4);
 }

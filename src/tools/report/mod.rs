@@ -251,13 +251,14 @@ pub fn load_run(dir: &Path, split: SplitName) -> Result<RunRecord> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| exp.name.clone());
+    let last_stage = *exp.train.stage_list().last().expect("at least one stage");
     Ok(RunRecord {
         name,
         dir: dir.to_path_buf(),
         loss: loss_label(&exp.loss),
         // Progressive runs show their last stage; the batch is per optimizer step.
-        patch: exp.train.stage_list().last().map_or(0, |s| s.patch_size),
-        batch: exp.train.stage_list().last().map_or(0, |s| s.batch_size) * exp.train.accumulate,
+        patch: last_stage.patch_size,
+        batch: last_stage.batch_size * exp.train.accumulate,
         epochs: exp.train.epochs,
         epochs_done: curve.last().map_or(0, |p| p.epoch),
         best_val_psnr: best.map(|p| p.1),
