@@ -337,6 +337,12 @@ fn tta_auto_uses_the_trained_views_and_compare_scores_each_set() {
         assert_eq!(row.matches('(').count(), 4, "label and 3 gains (rain, snow, all): {row}");
     }
 
+    // Forcing views the training did not show is allowed, with a note naming them.
+    let mut forced = weights_args(&[&best]);
+    forced.extend(["--data".into(), root.clone(), "--tta".into(), "flips".into()]);
+    let n = eval_json(&forced)["setup"]["tta_notice"].as_str().unwrap().to_string();
+    assert!(n.contains("(rot180, vflip)") && n.contains("--tta auto"), "{n}");
+
     // Without provenance (a plain saved checkpoint) auto is all 8, and says why.
     let plain = checkpoint_at(t.path(), "plain.safetensors", 1);
     let mut pa = weights_args(&[&plain]);
