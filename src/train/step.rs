@@ -143,9 +143,15 @@ impl TrainStep {
         let grad_norm = self.grad_clip.map(|c| self.opt.clip_grad_norm(c));
         // With a scaler, overflowing gradients are expected now and then: the scaler skips
         // them, so only the loss is checked.
-        let nonfinite = check_finite
+        let mut nonfinite = check_finite
             && (!is_finite(&terms.total)
                 || (self.scaler.is_none() && grad_norm.as_ref().is_some_and(|n| !is_finite(n))));
+        // Each rank's loss is its own: a NaN on one must stop all of them at this step, or the
+        // others would apply the NaN-averaged gradients and wait for a rank that had stopped.
+        // (Every rank checks at the same steps, so they all take part.)
+        if let (true, Some((group, _))) = (check_finite, &self.sync) {
+            nonfinite = group.sum_f64(&[f64::from(u8::from(nonfinite))])?[0] > 0.0;
+        }
         if nonfinite {
             return Ok(StepOutcome { terms, grad_norm, skipped: false, nonfinite });
         }

@@ -175,9 +175,14 @@ fn accumulation_and_the_moving_average_compose_with_two_ranks() {
 /// Rank `rank` of 2 training run `name` for ever, launched by hand (rank 0 serves the
 /// rendezvous store), as a Slurm job script would.
 fn spawn_rank(dir: &Path, port: u16, rank: &str, name: &str) -> Child {
+    spawn_rank_with(dir, port, rank, name, &[])
+}
+
+fn spawn_rank_with(dir: &Path, port: u16, rank: &str, name: &str, sets: &[&str]) -> Child {
     promptir(dir)
         .args(["train", "--config", "exp.yaml", "--name", name, "--quiet"])
         .args(["--set", "train.epochs=1000", "--set", "train.val_every=1000"])
+        .args(sets.iter().flat_map(|s| ["--set", s]))
         .env("WORLD_SIZE", "2")
         .env("RANK", rank)
         .env("MASTER_ADDR", "127.0.0.1")
@@ -264,6 +269,33 @@ fn a_rank_that_dies_stops_the_others_within_a_minute_naming_it() {
     assert!(!out.status.success(), "{err}");
     assert!(took < Duration::from_secs(60), "{took:?}");
     assert!(err.contains("lost rank 1") && err.contains("resumed"), "{err}");
+}
+
+#[test]
+fn a_loss_that_turns_nan_on_one_rank_stops_every_rank_at_that_step() {
+    let d = setup();
+    let dir = d.path();
+    let port = free_port();
+    // Rank 1 alone steps with an absurd learning rate: its own weights overflow after its first
+    // update, so its loss turns NaN while rank 0's is still finite (no gradient clipping, the
+    // default). Without an agreement rank 0 would take the NaN-averaged step and wait for a
+    // rank that had already stopped.
+    let limit = "train.max_steps=40";
+    let r0 = spawn_rank_with(dir, port, "0", "nan", &[limit]);
+    let r1 = spawn_rank_with(dir, port, "1", "nan", &[limit, "train.lr=1e30"]);
+    let t0 = Instant::now();
+    let (o0, o1) = (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap());
+    let took = t0.elapsed();
+    let at_step = |o: &Output| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        let tail = err.split("became NaN/inf at step ").nth(1).unwrap_or_else(|| panic!("{err}"));
+        tail.split(' ').next().unwrap().to_string()
+    };
+    let (s0, s1) = (at_step(&o0), at_step(&o1));
+    eprintln!("both ranks stopped at step {s0} after {took:?}");
+    assert_eq!(s0, s1);
+    assert!(took < Duration::from_secs(30), "{took:?}");
 }
 
 #[test]
