@@ -91,7 +91,10 @@ pub fn prepare(opts: &EvalOptions) -> Result<Prepared> {
     };
     let (pairs, notice) = split_pairs(&opts.data, opts.split, params.as_ref(), &checkpoints)?;
     let tta = TtaPlan::resolve(opts.tta, &checkpoints)?;
-    let auto = TtaPlan::resolve(TtaMode::Auto, &checkpoints).ok();
+    let auto = match tta.mode {
+        TtaMode::Auto => Some(tta.clone()),
+        _ => TtaPlan::resolve(TtaMode::Auto, &checkpoints).ok(),
+    };
     let setup = EvalSetup {
         weights: opts.weights.clone(),
         runs: models.iter().map(|m| m.meta.run().map(String::from)).collect(),
