@@ -31,12 +31,12 @@ build: setup ## build the release binary
 # The test harness runs tests side by side (one per core), and most of them run libtorch, in
 # process or in the binary they start: one intra-op thread each keeps the cores busy with work
 # rather than with OpenMP threads spinning against each other (on 2 cores: 276 -> 133 s).
-TEST_THREADS ?= 1
+TORCH_THREADS_PER_TEST ?= 1
 # Clippy (doc-only) needs no libtorch, so `test` runs it while setup downloads torch (-j2):
 # on a clean clone that hides most of clippy's 3 minutes behind pip's.
 test: ## everything CI runs: fmt, clippy, ruff, all tests
 	$(MAKE) --no-print-directory -j2 lint
-	OMP_NUM_THREADS=$(TEST_THREADS) cargo test
+	OMP_NUM_THREADS=$(TORCH_THREADS_PER_TEST) cargo test
 
 lint: fmt-check clippy ruff ## fmt + clippy on the Rust, ruff on the Python in scripts/
 

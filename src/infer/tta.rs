@@ -120,6 +120,12 @@ fn provenance_augment(path: &Path, p: &Provenance) -> Result<AugmentConfig> {
     }
 }
 
+/// The views a checkpoint's recorded training covered; `None` when it has no record.
+fn recorded_views(path: &Path, meta: &CheckpointMeta) -> Option<Result<Vec<Dihedral>>> {
+    let p = meta.provenance.as_ref()?;
+    Some(provenance_augment(path, p).map(|a| trained_views(&a)))
+}
+
 /// For a forced mode: which of its views some checkpoint's recorded training never showed the
 /// network (the tiny ablation measured -0.98 dB on rain for 8 views after hflip-only training).
 /// Checkpoints without a readable record are not second-guessed here.
@@ -130,11 +136,7 @@ fn untrained_views_note(
 ) -> Option<String> {
     let mut untrained: Vec<Dihedral> = Vec::new();
     for (path, meta) in checkpoints {
-        let Some(aug) = meta.provenance.as_ref().and_then(|p| provenance_augment(path, p).ok())
-        else {
-            continue;
-        };
-        let own = trained_views(&aug);
+        let Some(Ok(own)) = recorded_views(path, meta) else { continue };
         untrained.extend(views.iter().filter(|v| !own.contains(v)));
     }
     untrained.sort();
@@ -168,8 +170,8 @@ impl TtaPlan {
         let mut views = Dihedral::ALL.to_vec();
         let mut notes = Vec::new();
         for (path, meta) in checkpoints {
-            let own = match &meta.provenance {
-                Some(p) => trained_views(&provenance_augment(path, p)?),
+            let own = match recorded_views(path, meta) {
+                Some(own) => own?,
                 None => {
                     let why = if meta.imported_from.is_some() {
                         "imported official weights, which upstream trained with all 8 flips/rotations"
