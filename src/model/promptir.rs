@@ -2,8 +2,8 @@
 
 use super::blocks::{blocks, run_blocks};
 use super::{
-    conv, to_channels_last, Downsample, Layout, ModelConfig, OverlapPatchEmbed, PromptGenBlock,
-    TransformerBlock, Upsample,
+    conv, pointwise, to_channels_last, Downsample, Layout, ModelConfig, OverlapPatchEmbed,
+    PromptGenBlock, TransformerBlock, Upsample,
 };
 use std::sync::{Mutex, MutexGuard};
 use tch::{nn, nn::Module, Tensor};
@@ -175,6 +175,7 @@ impl Module for PromptIr {
         } else {
             inp.shallow_clone()
         };
+        let conv1x1 = |c: &nn::Conv2D, x: &Tensor| pointwise(x, &c.ws, c.bs.as_ref());
         // 1. embed + encoder
         let e1 = run_blocks(&self.encoder_level1, self.patch_embed.forward(&x));
         let e2 = run_blocks(&self.encoder_level2, self.down1_2.forward(&e1));
@@ -182,17 +183,17 @@ impl Module for PromptIr {
         let latent = run_blocks(&self.latent, self.down3_4.forward(&e3));
         // 2. latent + prompt3 -> level 3 ([current, prompt] and [upsampled, skip] order matters)
         let l = Tensor::cat(&[&latent, &self.prompt3.forward(&latent)], 1);
-        let l = self.reduce_noise_level3.forward(&self.noise_level3.forward(&l));
+        let l = conv1x1(&self.reduce_noise_level3, &self.noise_level3.forward(&l));
         let d3 = Tensor::cat(&[self.up4_3.forward(&l), e3], 1);
-        let d3 = run_blocks(&self.decoder_level3, self.reduce_chan_level3.forward(&d3));
+        let d3 = run_blocks(&self.decoder_level3, conv1x1(&self.reduce_chan_level3, &d3));
         // 3. prompt2 -> level 2
         let d3 = Tensor::cat(&[&d3, &self.prompt2.forward(&d3)], 1);
-        let d3 = self.reduce_noise_level2.forward(&self.noise_level2.forward(&d3));
+        let d3 = conv1x1(&self.reduce_noise_level2, &self.noise_level2.forward(&d3));
         let d2 = Tensor::cat(&[self.up3_2.forward(&d3), e2], 1);
-        let d2 = run_blocks(&self.decoder_level2, self.reduce_chan_level2.forward(&d2));
+        let d2 = run_blocks(&self.decoder_level2, conv1x1(&self.reduce_chan_level2, &d2));
         // 4. prompt1 -> level 1
         let d2 = Tensor::cat(&[&d2, &self.prompt1.forward(&d2)], 1);
-        let d2 = self.reduce_noise_level1.forward(&self.noise_level1.forward(&d2));
+        let d2 = conv1x1(&self.reduce_noise_level1, &self.noise_level1.forward(&d2));
         let d1 = Tensor::cat(&[self.up2_1.forward(&d2), e1], 1);
         let d1 = run_blocks(&self.decoder_level1, d1);
         // 5. refinement + global residual
