@@ -1,6 +1,6 @@
 // The native layer: the few libtorch calls tch 0.24 does not bind, behind a C API: autocast with
-// a dtype, the fused AdamW, AMP unscale and multi-tensor lerp kernels, and torch.distributed's c10d (a TCPStore
-// rendezvous with a Gloo or NCCL process group).
+// a dtype, the fused AdamW, AMP unscale and multi-tensor lerp kernels, libtorch's profiler, and
+// torch.distributed's c10d (a TCPStore rendezvous with a Gloo or NCCL process group).
 //
 // Tensors cross as tch's handles, which are `at::Tensor*`. Every function returns nullptr on
 // success or an error message (allocated here, freed by promptir_free_error); no C++ exception
@@ -14,6 +14,7 @@
 #include <ATen/ops/_foreach_lerp.h>
 #include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_fused_adamw.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -97,6 +98,30 @@ char* promptir_autocast_exit(int device_type, bool prev_enabled, int prev_dtype)
 
 char* promptir_autocast_is_enabled(int device_type, bool* out) {
   return guarded([&] { *out = at::autocast::is_autocast_enabled(static_cast<c10::DeviceType>(device_type)); });
+}
+
+// Starts libtorch's profiler (Kineto, as torch.profiler.profile) with the ops' input shapes:
+// CPU ops, and with `cuda` the CUDA kernels too. The autograd engine's threads inherit it.
+char* promptir_profiler_start(bool cuda) {
+  return guarded([&] {
+    using namespace torch::profiler::impl;
+    // Kineto asks CUDA for its devices even for a CPU trace and logs an ERROR line where there
+    // is no driver; a CPU trace needs no GPU, so its log is silenced (unless the user set one).
+    if (!cuda) setenv("KINETO_LOG_LEVEL", "5", /*overwrite=*/0);
+    ProfilerConfig config(ProfilerState::KINETO, /*report_input_shapes=*/true);
+    std::set<ActivityType> activities{ActivityType::CPU};
+    if (cuda) activities.insert(ActivityType::CUDA);
+    torch::autograd::profiler::prepareProfiler(config, activities);
+    torch::autograd::profiler::enableProfiler(config, activities);
+  });
+}
+
+// Stops the profiler; with a `path`, writes what it recorded there as a Chrome trace (JSON).
+char* promptir_profiler_stop(const char* path) {
+  return guarded([&] {
+    auto result = torch::autograd::profiler::disableProfiler();
+    if (path != nullptr && result) result->save(path);
+  });
 }
 
 // One AdamW step over n parameters with libtorch's fused kernel (CPU or CUDA), as

@@ -8,6 +8,9 @@
 #                       training step at 128x128 batch 8 in fp32, bf16 and fp16, the AdamW step
 #                       alone, inference at 256x256 (scripts/bench.sh rows)
 #   layouts.jsonl/.md   the Rust fp32 rows again in both activation layouts
+#   profile-train-bf16.json/.md  the first training row in bf16 under libtorch's profiler
+#                       (`bench --profile`): a Chrome trace, and its time per op and per GPU
+#                       kernel (scripts/profile_table.py)
 #   train-smoke.md      `promptir train` for SMOKE_STEPS steps (200) of the paper config at patch
 #                       128, batch 8, on `promptir synth` data, in fp32, bf16 and fp16: first and
 #                       last logged loss (finite, decreasing), train images/s beside PyTorch's
@@ -109,6 +112,14 @@ for r in rows:
 EOF
 cat "$OUTDIR/layouts.md"
 
+IFS=: read -r _ prof_size prof_batch _ <<<"${rows%% *}"
+step "profile: a bf16 training step at ${prof_size}x${prof_size}, batch $prof_batch"
+"$BIN" bench --config "$config" --mode train --size "$prof_size" --batch "$prof_batch" --precision bf16 \
+    --device "$device" --iters "$iters" --warmup "$warmup" "${thread_args[@]}" \
+    --profile "$OUTDIR/profile-train-bf16.json" --json >/dev/null
+"$PYTHON" scripts/profile_table.py "$OUTDIR/profile-train-bf16.json" --iters "$iters" --top 20 |
+    tee "$OUTDIR/profile-train-bf16.md"
+
 step "training smoke: $smoke_steps steps of $smoke_exp at patch $smoke_patch, batch $smoke_batch"
 "$BIN" synth --output "$OUTDIR/smoke-data" --train "$smoke_pairs" --test 2 --size "$smoke_size" \
     --seed 0 >/dev/null
@@ -181,6 +192,10 @@ tail -n 3 "$OUTDIR/dist-smoke.txt"
     echo
     echo "CUDA reserved = device memory in use after the row minus before the model was built"
     echo "(the caching allocator's peak reservation; tch does not expose max_memory_allocated)."
+    echo
+    echo "## Where a bf16 training step spends its time (profile-train-bf16.json in Perfetto for the timeline)"
+    echo
+    cat "$OUTDIR/profile-train-bf16.md"
     echo
     echo "## Training smoke"
     echo

@@ -1,10 +1,11 @@
 //! Safe wrappers over `csrc/native.cpp`: the libtorch calls tch does not bind (autocast with a
-//! dtype and a device type, the fused AdamW kernel, the AMP unscale kernel). Each C function
+//! dtype and a device type, the fused AdamW kernel, the AMP unscale kernel, the profiler). Each C function
 //! catches every C++ exception and returns its message, which becomes an `Error::Torch`-like
 //! [`Error::Native`].
 
 use crate::{Error, Result};
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// tch's tensor handle, which is an `at::Tensor*` in C++.
@@ -46,6 +47,8 @@ extern "C" {
         found_inf: CTensor,
         inv_scale: CTensor,
     ) -> *mut c_char;
+    fn promptir_profiler_start(cuda: bool) -> *mut c_char;
+    fn promptir_profiler_stop(path: *const c_char) -> *mut c_char;
     fn promptir_foreach_lerp(
         targets: *const CTensor,
         ends: *const CTensor,
@@ -264,5 +267,45 @@ mod tests {
         let inv = Tensor::ones([], (Kind::Float, Device::Cpu));
         let e = amp_unscale(&g, &found, &inv).unwrap_err().to_string();
         assert!(e.starts_with("libtorch (native layer):"), "{e}");
+    }
+}
+
+/// libtorch's profiler (what `torch.profiler.profile` drives) recording ops with their input
+/// shapes and strides from `start` to [`Profiler::save`]; dropped unsaved, the record is discarded.
+#[must_use = "the profiler stops when dropped"]
+pub struct Profiler {
+    running: bool,
+}
+
+impl Profiler {
+    /// Records CPU ops, and on a CUDA device the kernels too.
+    pub fn start(device: Device) -> Result<Self> {
+        // SAFETY: a plain value in.
+        check(unsafe { promptir_profiler_start(device.is_cuda()) })?;
+        Ok(Profiler { running: true })
+    }
+
+    /// Stops and writes the record to `path` as a Chrome trace (JSON: chrome://tracing,
+    /// Perfetto, `scripts/profile_table.py`), whole or not at all.
+    pub fn save(mut self, path: &Path) -> Result<()> {
+        self.running = false;
+        // libtorch writes the file itself: into a temp file that is then copied in whole.
+        let tmp = std::env::temp_dir().join(format!("promptir-trace-{}.json", std::process::id()));
+        let c_tmp = CString::new(tmp.to_string_lossy().as_bytes())
+            .map_err(|_| Error::Usage(format!("{}: a path with a NUL byte", tmp.display())))?;
+        // SAFETY: a NUL-terminated path that outlives the call.
+        check(unsafe { promptir_profiler_stop(c_tmp.as_ptr()) })?;
+        let trace = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e));
+        let _ = std::fs::remove_file(&tmp);
+        crate::io::atomic::write_atomic_bytes(path, &trace?)
+    }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        if self.running {
+            // SAFETY: a null path: stop without writing. Nothing to report from a drop.
+            let _ = check(unsafe { promptir_profiler_stop(std::ptr::null()) });
+        }
     }
 }

@@ -43,6 +43,11 @@ pub struct BenchCmd {
     /// One JSON object per row (the schema scripts/bench_torch.py also writes).
     #[arg(long)]
     json: bool,
+    /// Record the timed iterations with libtorch's profiler (as torch.profiler) and write them
+    /// as a Chrome trace (JSON); one row only. The row's times then include the profiler's
+    /// overhead. `scripts/profile_table.py FILE --iters N` sums it by op.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
 }
 
 impl BenchCmd {
@@ -60,6 +65,7 @@ impl BenchCmd {
             layout: self.layout,
             precision: self.precision,
             optimizer: self.optimizer,
+            profile: self.profile,
         };
         let rows = bench::run(&spec, &bench::current_exe()?)?;
         if self.json {

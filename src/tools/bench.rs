@@ -6,7 +6,9 @@
 //! memory back), so a run of several rows measures each row in a fresh child process.
 
 use crate::config::{Experiment, OptimizerKind, Precision};
+use crate::io::atomic::check_output_file;
 use crate::model::{with_global_rng, Layout, ModelConfig};
+use crate::native::Profiler;
 use crate::train::TrainStep;
 use crate::{Error, Result};
 use clap::ValueEnum;
@@ -80,6 +82,8 @@ pub struct BenchSpec {
     /// The forward pass's precision (autocast for bf16/fp16, as `train.precision`).
     pub precision: Precision,
     pub optimizer: OptimizerKind,
+    /// Where to write a profiler trace of the timed iterations (one row only).
+    pub profile: Option<PathBuf>,
 }
 
 /// One measured row; the same fields as `scripts/bench_torch.py` writes.
@@ -139,6 +143,11 @@ pub fn run(spec: &BenchSpec, exe: &Path) -> Result<Vec<BenchRow>> {
     if let [(size, mode)] = rows[..] {
         return Ok(vec![run_row(spec, mode, size)?]);
     }
+    if spec.profile.is_some() {
+        return Err(Error::Usage(
+            "--profile records one row: give one --size and one --mode".into(),
+        ));
+    }
     rows.iter().map(|&(size, mode)| run_child(spec, exe, mode, size)).collect()
 }
 
@@ -182,6 +191,9 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
         return Err(Error::Usage("--iters and --batch must be >= 1".into()));
     }
     let device = crate::device::parse_device(&spec.device)?;
+    if let Some(path) = &spec.profile {
+        check_output_file(path)?;
+    }
     if let Some(t) = spec.threads {
         tch::set_num_threads(t);
     }
@@ -200,7 +212,8 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
     });
     let base_rss_mib = proc_status_mib("VmRSS:").unwrap_or(f64::NAN);
 
-    let mut timer = Timer { times: Vec::with_capacity(spec.iters), faults: 0, cpu_ms: 0.0 };
+    let mut timer =
+        Timer { times: Vec::with_capacity(spec.iters), faults: 0, cpu_ms: 0.0, profiler: None };
     match mode {
         Mode::Infer => {
             let _guard = tch::no_grad_guard();
@@ -212,6 +225,9 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
             step.step(&x, &target, LR, false)?;
             timer.run(spec, device, || step.opt.step(LR, None))?;
         }
+    }
+    if let (Some(profiler), Some(path)) = (timer.profiler.take(), &spec.profile) {
+        profiler.save(path)?;
     }
     let times = timer.times;
     let page_faults_per_iter = (minor_faults() - timer.faults) as f64 / spec.iters as f64;
@@ -266,6 +282,8 @@ struct Timer {
     times: Vec<f64>,
     faults: u64,
     cpu_ms: f64,
+    /// Started with the first timed iteration when the spec asks for a trace.
+    profiler: Option<Profiler>,
 }
 
 impl Timer {
@@ -278,6 +296,9 @@ impl Timer {
         for i in 0..spec.warmup + spec.iters {
             if i == spec.warmup {
                 (self.faults, self.cpu_ms) = (minor_faults(), cpu_ms());
+                if spec.profile.is_some() {
+                    self.profiler = Some(Profiler::start(device)?);
+                }
             }
             let t0 = Instant::now();
             f()?;
@@ -442,6 +463,7 @@ mod tests {
             layout: Layout::Auto,
             precision: Precision::Bf16,
             optimizer: OptimizerKind::Fused,
+            profile: None,
         };
         let row = run_row(&spec, Mode::Train, 16).unwrap();
         assert_eq!((row.size, row.batch, row.threads, row.mode), (16, 2, 1, Mode::Train));

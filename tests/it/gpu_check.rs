@@ -73,6 +73,13 @@ fn gpu_check_script_runs_its_cpu_path() {
     let names: Vec<&str> = layouts.iter().map(|r| r["layout"].as_str().unwrap()).collect();
     assert_eq!(names, ["contiguous", "channels-last", "contiguous", "channels-last"]);
 
+    // The profile of the first training row in bf16: the trace and its table by op (one
+    // iteration here, so one fused AdamW call per iteration).
+    assert!(out.path().join("profile-train-bf16.json").is_file());
+    let profile = read("profile-train-bf16.md");
+    let adamw = profile.lines().find(|l| l.starts_with("| aten::_fused_adamw_ |"));
+    assert!(adamw.is_some_and(|l| l.ends_with("| 1 |")), "{profile}");
+
     // The training smoke: a row per precision, losses finite and decreasing, images/s beside
     // PyTorch's, a validation PSNR.
     let smoke = read("train-smoke.md");
@@ -89,4 +96,5 @@ fn gpu_check_script_runs_its_cpu_path() {
     let summary = read("summary.md");
     assert!(summary.contains("| train | 32x32 | 2 | bf16 | cpu |"), "{summary}");
     assert!(summary.contains("## Training smoke"), "{summary}");
+    assert!(summary.contains("self time of CPU ops"), "{summary}");
 }

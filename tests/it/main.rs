@@ -18,6 +18,7 @@ mod model;
 mod optim;
 mod parity;
 mod predict;
+mod profile;
 mod reliability;
 mod report;
 mod runtime;

@@ -1,0 +1,98 @@
+//! `promptir bench --profile` and `scripts/profile_table.py`: the trace holds the timed
+//! iterations' ops (forward, backward, one fused AdamW step each), and their self times add up
+//! to the step time the row measured.
+
+use crate::common::{python, repo};
+use serde_json::Value;
+use std::process::Command;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_promptir")).arg("bench").args(args).output().unwrap()
+}
+
+/// `profile_table.py --json` on a trace.
+fn table(trace: &std::path::Path, args: &[&str]) -> Value {
+    let out = Command::new(python())
+        .arg(repo().join("scripts/profile_table.py"))
+        .arg(trace)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_profiled_training_step_sums_to_its_measured_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.json");
+    let out = bench(&[
+        "--config",
+        "tiny",
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--mode",
+        "train",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        "--profile",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let row: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let times: Vec<f64> =
+        row["times_ms"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
+    let mean_ms = times.iter().sum::<f64>() / times.len() as f64;
+
+    let t = table(&trace, &["--iters", "3", "--top", "1000"]);
+    let calls = |op: &str| {
+        let ops = t["ops"].as_array().unwrap();
+        ops.iter().find(|o| o["key"] == op).map_or(0.0, |o| o["calls"].as_f64().unwrap())
+    };
+    // Only the timed iterations: one optimizer step each, and the backward of every conv.
+    assert_eq!(calls("aten::_fused_adamw_"), 1.0);
+    let convs = calls("aten::convolution");
+    assert!(convs > 10.0 && calls("aten::convolution_backward") >= convs / 2.0, "{t}");
+    // Self times partition the ops' time, which is all of the step but the gaps between ops.
+    let share = t["total_ms"].as_f64().unwrap() / mean_ms;
+    eprintln!("profiled self time {:.1} ms of a {mean_ms:.1} ms step", share * mean_ms);
+    assert!((0.5..=1.02).contains(&share), "self time is {share:.2} of the step");
+
+    // The breakdown of one op by shape adds up to that op's own total.
+    let by_shape = table(&trace, &["--iters", "3", "--top", "1000", "--shapes", "aten::mm"]);
+    let ops = t["ops"].as_array().unwrap();
+    let mm = ops.iter().find(|o| o["key"] == "aten::mm").expect("small 1x1 convs run as mm");
+    let parts: f64 =
+        by_shape["ops"].as_array().unwrap().iter().map(|o| o["self_ms"].as_f64().unwrap()).sum();
+    assert!((parts - mm["self_ms"].as_f64().unwrap()).abs() < 1e-6);
+}
+
+#[test]
+fn profile_takes_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.json");
+    let out = bench(&[
+        "--config",
+        "tiny",
+        "--size",
+        "16,32",
+        "--mode",
+        "infer",
+        "--iters",
+        "1",
+        "--profile",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--profile records one row"), "{err}");
+    assert!(!trace.exists());
+}
