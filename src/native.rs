@@ -227,6 +227,46 @@ pub fn foreach_lerp(targets: &[Tensor], ends: &[Tensor], weight: f64) -> Result<
     check(unsafe { promptir_foreach_lerp(t.as_ptr(), e.as_ptr(), t.len(), weight) })
 }
 
+/// libtorch's profiler (what `torch.profiler.profile` drives) recording ops with their input
+/// shapes and strides from `start` to [`Profiler::save`]; dropped unsaved, the record is discarded.
+#[must_use = "the profiler stops when dropped"]
+pub struct Profiler {
+    running: bool,
+}
+
+impl Profiler {
+    /// Records CPU ops, and on a CUDA device the kernels too.
+    pub fn start(device: Device) -> Result<Self> {
+        // SAFETY: a plain value in.
+        check(unsafe { promptir_profiler_start(device.is_cuda()) })?;
+        Ok(Profiler { running: true })
+    }
+
+    /// Stops and writes the record to `path` as a Chrome trace (JSON: chrome://tracing,
+    /// Perfetto, `scripts/profile_table.py`), whole or not at all.
+    pub fn save(mut self, path: &Path) -> Result<()> {
+        self.running = false;
+        // libtorch writes the file itself: into a temp file that is then copied in whole.
+        let tmp = std::env::temp_dir().join(format!("promptir-trace-{}.json", std::process::id()));
+        let c_tmp = CString::new(tmp.to_string_lossy().as_bytes())
+            .map_err(|_| Error::Usage(format!("{}: a path with a NUL byte", tmp.display())))?;
+        // SAFETY: a NUL-terminated path that outlives the call.
+        check(unsafe { promptir_profiler_stop(c_tmp.as_ptr()) })?;
+        let trace = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e));
+        let _ = std::fs::remove_file(&tmp);
+        crate::io::atomic::write_atomic_bytes(path, &trace?)
+    }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        if self.running {
+            // SAFETY: a null path: stop without writing. Nothing to report from a drop.
+            let _ = check(unsafe { promptir_profiler_stop(std::ptr::null()) });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,45 +307,5 @@ mod tests {
         let inv = Tensor::ones([], (Kind::Float, Device::Cpu));
         let e = amp_unscale(&g, &found, &inv).unwrap_err().to_string();
         assert!(e.starts_with("libtorch (native layer):"), "{e}");
-    }
-}
-
-/// libtorch's profiler (what `torch.profiler.profile` drives) recording ops with their input
-/// shapes and strides from `start` to [`Profiler::save`]; dropped unsaved, the record is discarded.
-#[must_use = "the profiler stops when dropped"]
-pub struct Profiler {
-    running: bool,
-}
-
-impl Profiler {
-    /// Records CPU ops, and on a CUDA device the kernels too.
-    pub fn start(device: Device) -> Result<Self> {
-        // SAFETY: a plain value in.
-        check(unsafe { promptir_profiler_start(device.is_cuda()) })?;
-        Ok(Profiler { running: true })
-    }
-
-    /// Stops and writes the record to `path` as a Chrome trace (JSON: chrome://tracing,
-    /// Perfetto, `scripts/profile_table.py`), whole or not at all.
-    pub fn save(mut self, path: &Path) -> Result<()> {
-        self.running = false;
-        // libtorch writes the file itself: into a temp file that is then copied in whole.
-        let tmp = std::env::temp_dir().join(format!("promptir-trace-{}.json", std::process::id()));
-        let c_tmp = CString::new(tmp.to_string_lossy().as_bytes())
-            .map_err(|_| Error::Usage(format!("{}: a path with a NUL byte", tmp.display())))?;
-        // SAFETY: a NUL-terminated path that outlives the call.
-        check(unsafe { promptir_profiler_stop(c_tmp.as_ptr()) })?;
-        let trace = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e));
-        let _ = std::fs::remove_file(&tmp);
-        crate::io::atomic::write_atomic_bytes(path, &trace?)
-    }
-}
-
-impl Drop for Profiler {
-    fn drop(&mut self) {
-        if self.running {
-            // SAFETY: a null path: stop without writing. Nothing to report from a drop.
-            let _ = check(unsafe { promptir_profiler_stop(std::ptr::null()) });
-        }
     }
 }
