@@ -22,7 +22,7 @@ fn main() {
 
 /// `csrc/native.cpp`, against the headers of the libtorch torch-sys links (and with its ABI).
 /// NCCL comes in when the venv holds CUDA's and NCCL's headers (pip's CUDA wheels do).
-/// The script also reruns whenever HEAD moves (the commit above); the C++ (about 40 s) is only
+/// The script also reruns whenever HEAD moves (the commit above); the C++ (about 13 s) is only
 /// recompiled when `csrc/`, this file or the flags changed since the archive was built.
 fn native() {
     println!("cargo:rerun-if-changed=csrc");
