@@ -106,7 +106,9 @@ char* promptir_profiler_start(bool cuda) {
   return guarded([&] {
     using namespace torch::profiler::impl;
     // Kineto asks CUDA for its devices even for a CPU trace and logs an ERROR line where there
-    // is no driver; a CPU trace needs no GPU, so its log is silenced (unless the user set one).
+    // is no driver; a CPU trace needs no GPU, so its log is silenced (5: above ERROR) unless the
+    // user set a level. It is read when Kineto first initialises, i.e. in prepareProfiler below.
+    // setenv: call this while no other thread reads the environment (bench's main thread does).
     if (!cuda) setenv("KINETO_LOG_LEVEL", "5", /*overwrite=*/0);
     ProfilerConfig config(ProfilerState::KINETO, /*report_input_shapes=*/true);
     std::set<ActivityType> activities{ActivityType::CPU};

@@ -113,11 +113,12 @@ EOF
 cat "$OUTDIR/layouts.md"
 
 IFS=: read -r _ prof_size prof_batch _ <<<"${rows%% *}"
+prof_iters=$((iters < 3 ? iters : 3)) # a trace of every op is large: a few steps tell it all
 step "profile: a bf16 training step at ${prof_size}x${prof_size}, batch $prof_batch"
 "$BIN" bench --config "$config" --mode train --size "$prof_size" --batch "$prof_batch" --precision bf16 \
-    --device "$device" --iters "$iters" --warmup "$warmup" "${thread_args[@]}" \
+    --device "$device" --iters "$prof_iters" --warmup "$warmup" "${thread_args[@]}" \
     --profile "$OUTDIR/profile-train-bf16.json" --json >/dev/null
-"$PYTHON" scripts/profile_table.py "$OUTDIR/profile-train-bf16.json" --iters "$iters" --top 20 |
+"$PYTHON" scripts/profile_table.py "$OUTDIR/profile-train-bf16.json" --iters "$prof_iters" --top 20 |
     tee "$OUTDIR/profile-train-bf16.md"
 
 step "training smoke: $smoke_steps steps of $smoke_exp at patch $smoke_patch, batch $smoke_batch"

@@ -1,7 +1,7 @@
 //! Safe wrappers over `csrc/native.cpp`: the libtorch calls tch does not bind (autocast with a
-//! dtype and a device type, the fused AdamW kernel, the AMP unscale kernel, the profiler). Each C function
-//! catches every C++ exception and returns its message, which becomes an `Error::Torch`-like
-//! [`Error::Native`].
+//! dtype and a device type, the fused AdamW kernel, the AMP unscale kernel, the profiler). Each C
+//! function catches every C++ exception and returns its message, which becomes an
+//! `Error::Torch`-like [`Error::Native`].
 
 use crate::{Error, Result};
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -229,9 +229,11 @@ pub fn foreach_lerp(targets: &[Tensor], ends: &[Tensor], weight: f64) -> Result<
 
 /// libtorch's profiler (what `torch.profiler.profile` drives) recording ops with their input
 /// shapes and strides from `start` to [`Profiler::save`]; dropped unsaved, the record is discarded.
+/// Its state belongs to the thread that started it, hence not `Send`.
 #[must_use = "the profiler stops when dropped"]
 pub struct Profiler {
     running: bool,
+    _this_thread: std::marker::PhantomData<*const ()>,
 }
 
 impl Profiler {
@@ -239,22 +241,44 @@ impl Profiler {
     pub fn start(device: Device) -> Result<Self> {
         // SAFETY: a plain value in.
         check(unsafe { promptir_profiler_start(device.is_cuda()) })?;
-        Ok(Profiler { running: true })
+        Ok(Profiler { running: true, _this_thread: std::marker::PhantomData })
     }
 
     /// Stops and writes the record to `path` as a Chrome trace (JSON: chrome://tracing,
     /// Perfetto, `scripts/profile_table.py`), whole or not at all.
     pub fn save(mut self, path: &Path) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        // libtorch writes the file itself: into a temp name beside `path`, renamed when whole.
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::Usage(format!("{}: not a file path", path.display())))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        let _ = std::fs::remove_file(&tmp); // a stale one must not pass for this trace
+        let c_tmp = CString::new(tmp.as_os_str().as_bytes());
         self.running = false;
-        // libtorch writes the file itself: into a temp file that is then copied in whole.
-        let tmp = std::env::temp_dir().join(format!("promptir-trace-{}.json", std::process::id()));
-        let c_tmp = CString::new(tmp.to_string_lossy().as_bytes())
-            .map_err(|_| Error::Usage(format!("{}: a path with a NUL byte", tmp.display())))?;
-        // SAFETY: a NUL-terminated path that outlives the call.
-        check(unsafe { promptir_profiler_stop(c_tmp.as_ptr()) })?;
-        let trace = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e));
-        let _ = std::fs::remove_file(&tmp);
-        crate::io::atomic::write_atomic_bytes(path, &trace?)
+        // SAFETY: a NUL-terminated path that outlives the call, or null (stop without writing).
+        let stopped = check(unsafe {
+            promptir_profiler_stop(c_tmp.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+        });
+        let c_tmp =
+            c_tmp.map_err(|_| Error::Usage(format!("{}: a path with a NUL byte", path.display())));
+        let result = stopped.and(c_tmp).and_then(|_| {
+            // libtorch logs, not throws, when it cannot write: a missing file is that failure.
+            if !tmp.is_file() {
+                return Err(Error::Usage(format!(
+                    "{}: the profiler could not write its trace there",
+                    path.display()
+                )));
+            }
+            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
     }
 }
 

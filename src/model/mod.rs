@@ -68,20 +68,27 @@ pub fn to_channels_last(x: &Tensor) -> Tensor {
 }
 
 /// Pixel rows (batch x height x width) up to which a channels-last 1x1 conv on the CPU runs as
-/// one matrix product. oneDNN's 1x1 conv, forward + backward, is slower there: 2.4 vs 0.9 ms at
-/// 1021x384 channels on 8x8, 1.1 vs 0.9 ms at 510x192 on 16x16, even at 1,024 rows (255x96
-/// on 32x32); from 2,048 rows on it wins some shapes (96x255 on 32x32 x2: 1.6 vs 1.9 ms).
+/// one matrix product. oneDNN's 1x1 conv, forward + backward at 2 threads, is slower there: 2.4
+/// vs 0.9 ms at 1021x384 channels on 8x8, 1.1 vs 0.9 ms at 510x192 on 16x16; about equal at
+/// 1,024 rows (255x96 on 32x32: 0.96 vs 0.92 ms); from 2,048 rows on it wins some shapes (96x255
+/// on 32x32 x2: 1.6 vs 1.9 ms).
 const POINTWISE_MATMUL_MAX_ROWS: i64 = 1024;
+
+/// Whether [`pointwise`] takes the matrix product for this input.
+fn pointwise_as_matmul(x: &Tensor) -> bool {
+    let (b, _, h, w) = x.size4().expect("a 1x1 conv takes a 4-D input");
+    x.device() == tch::Device::Cpu && is_channels_last(x) && b * h * w <= POINTWISE_MATMUL_MAX_ROWS
+}
 
 /// A 1x1 conv (`weight` (out, in, 1, 1)). Small channels-last maps on the CPU (the low-resolution
 /// levels, and every level of a small training patch) go through `addmm` on the (rows, in) view
 /// of the input; the values are the same conv, up to float rounding.
 pub(crate) fn pointwise(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
-    let (b, cin, h, w) = x.size4().expect("a 1x1 conv takes a 4-D input");
-    let rows = b * h * w;
-    if x.device() != tch::Device::Cpu || !is_channels_last(x) || rows > POINTWISE_MATMUL_MAX_ROWS {
+    if !pointwise_as_matmul(x) {
         return x.conv2d(weight, bias, [1, 1], [0, 0], [1, 1], 1);
     }
+    let (b, cin, h, w) = x.size4().expect("a 1x1 conv takes a 4-D input");
+    let rows = b * h * w;
     let cout = weight.size()[0];
     let xm = x.permute([0, 2, 3, 1]).reshape([rows, cin]);
     let wt = weight.view([cout, cin]).transpose(0, 1);
@@ -148,7 +155,7 @@ mod tests {
             );
             (y.detach(), g)
         };
-        const { assert!(2 * 8 * 8 <= POINTWISE_MATMUL_MAX_ROWS) };
+        assert!(pointwise_as_matmul(&x));
         let (y, g) = grads(pointwise(&x, &w, Some(&b)));
         let (y_ref, g_ref) = grads(x.conv2d(&w, Some(&b), [1, 1], [0, 0], [1, 1], 1));
         let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-4;
@@ -160,7 +167,10 @@ mod tests {
         let y = pointwise(&x, &w, None);
         assert!(close(&y, &x.conv2d(&w, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 1)));
         let nchw = x.contiguous();
-        assert!(!is_channels_last(&nchw));
+        assert!(!pointwise_as_matmul(&nchw));
         assert!(close(&pointwise(&nchw, &w, Some(&b)), &y_ref));
+        // Past the row limit (2 x 32 x 32 = 2,048 rows) the conv itself runs.
+        let large = to_channels_last(&Tensor::randn([2, 24, 32, 32], opts));
+        assert!(!pointwise_as_matmul(&large));
     }
 }

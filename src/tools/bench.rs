@@ -226,12 +226,14 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
             timer.run(spec, device, || step.opt.step(LR, None))?;
         }
     }
-    if let (Some(profiler), Some(path)) = (timer.profiler.take(), &spec.profile) {
-        profiler.save(path)?;
-    }
     let times = timer.times;
     let page_faults_per_iter = (minor_faults() - timer.faults) as f64 / spec.iters as f64;
     let cpu_ms_per_iter = (cpu_ms() - timer.cpu_ms) / spec.iters as f64;
+    let peak_rss_mib = proc_status_mib("VmHWM:").unwrap_or(f64::NAN);
+    // Written after the row's own measures, which the trace's writing must not count in.
+    if let (Some(profiler), Some(path)) = (timer.profiler, &spec.profile) {
+        profiler.save(path)?;
+    }
     let cuda_reserved_mib = match (cuda_before, cuda_used_mib(device)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -259,7 +261,7 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
         times_ms: times,
         cpu_ms_per_iter,
         page_faults_per_iter,
-        peak_rss_mib: proc_status_mib("VmHWM:").unwrap_or(f64::NAN),
+        peak_rss_mib,
         base_rss_mib,
         cuda_reserved_mib,
         model: spec.model.clone(),

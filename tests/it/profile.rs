@@ -61,17 +61,20 @@ fn a_profiled_training_step_sums_to_its_measured_time() {
     assert_eq!(calls("aten::_fused_adamw_"), 1.0);
     let convs = calls("aten::convolution");
     assert!(convs > 10.0 && calls("aten::convolution_backward") >= convs / 2.0, "{t}");
-    // Self times partition the ops' time, which is all of the step but the gaps between ops.
+    // Self times partition the ops' time, which is all of the step but the gaps between ops
+    // (0.85 of it on an idle machine; the gaps grow on a loaded one).
     let share = t["total_ms"].as_f64().unwrap() / mean_ms;
     eprintln!("profiled self time {:.1} ms of a {mean_ms:.1} ms step", share * mean_ms);
-    assert!((0.5..=1.02).contains(&share), "self time is {share:.2} of the step");
+    assert!((0.3..=1.02).contains(&share), "self time is {share:.2} of the step");
 
-    // The breakdown of one op by shape adds up to that op's own total.
+    // By shape: the 16x16 level's 1x1 convs (2 x 16 x 16 = 512 pixel rows) ran as matrix
+    // products, and the breakdown of an op adds up to that op's own total.
     let by_shape = table(&trace, &["--iters", "3", "--top", "1000", "--shapes", "aten::mm"]);
+    let shapes = by_shape["ops"].as_array().unwrap();
+    assert!(shapes.iter().any(|o| o["key"].as_str().unwrap().starts_with("[[512, ")), "{by_shape}");
     let ops = t["ops"].as_array().unwrap();
-    let mm = ops.iter().find(|o| o["key"] == "aten::mm").expect("small 1x1 convs run as mm");
-    let parts: f64 =
-        by_shape["ops"].as_array().unwrap().iter().map(|o| o["self_ms"].as_f64().unwrap()).sum();
+    let mm = ops.iter().find(|o| o["key"] == "aten::mm").unwrap();
+    let parts: f64 = shapes.iter().map(|o| o["self_ms"].as_f64().unwrap()).sum();
     assert!((parts - mm["self_ms"].as_f64().unwrap()).abs() < 1e-6);
 }
 
