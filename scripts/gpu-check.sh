@@ -115,11 +115,17 @@ cat "$OUTDIR/layouts.md"
 IFS=: read -r _ prof_size prof_batch _ <<<"${rows%% *}"
 prof_iters=$((iters < 3 ? iters : 3)) # a trace of every op is large: a few steps tell it all
 step "profile: a bf16 training step at ${prof_size}x${prof_size}, batch $prof_batch"
-"$BIN" bench --config "$config" --mode train --size "$prof_size" --batch "$prof_batch" --precision bf16 \
+# Diagnostic only: a profiler that cannot start (no CUPTI on the machine, say) must not cost the
+# smokes below their run.
+if "$BIN" bench --config "$config" --mode train --size "$prof_size" --batch "$prof_batch" --precision bf16 \
     --device "$device" --iters "$prof_iters" --warmup "$warmup" "${thread_args[@]}" \
-    --profile "$OUTDIR/profile-train-bf16.json" --json >/dev/null
-"$PYTHON" scripts/profile_table.py "$OUTDIR/profile-train-bf16.json" --iters "$prof_iters" --top 20 |
-    tee "$OUTDIR/profile-train-bf16.md"
+    --profile "$OUTDIR/profile-train-bf16.json" --json >/dev/null 2>"$OUTDIR/profile-train-bf16.log"; then
+    "$PYTHON" scripts/profile_table.py "$OUTDIR/profile-train-bf16.json" --iters "$prof_iters" --top 20 \
+        >"$OUTDIR/profile-train-bf16.md"
+else
+    { echo "profile FAILED:"; cat "$OUTDIR/profile-train-bf16.log"; } >"$OUTDIR/profile-train-bf16.md"
+fi
+cat "$OUTDIR/profile-train-bf16.md"
 
 step "training smoke: $smoke_steps steps of $smoke_exp at patch $smoke_patch, batch $smoke_batch"
 "$BIN" synth --output "$OUTDIR/smoke-data" --train "$smoke_pairs" --test 2 --size "$smoke_size" \
