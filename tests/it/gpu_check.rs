@@ -76,14 +76,7 @@ fn gpu_check_script_runs_its_cpu_path() {
     // The profile of the first training row in bf16: the trace (one fused AdamW call per
     // iteration in it) and its table by op.
     let trace = out.path().join("profile-train-bf16.json");
-    let table = crate::common::run_python(&[
-        crate::common::repo().join("scripts/profile_table.py").to_str().unwrap(),
-        trace.to_str().unwrap(),
-        "--top",
-        "1000",
-        "--json",
-    ]);
-    let table: Value = serde_json::from_str(&table).unwrap();
+    let table = crate::profile::table(&trace, &["--top", "1000"]);
     let ops = table["ops"].as_array().unwrap();
     let adamw = ops.iter().find(|o| o["key"] == "aten::_fused_adamw_");
     assert!(adamw.is_some_and(|o| o["calls"] == 1.0), "{table}");

@@ -2,50 +2,35 @@
 //! iterations' ops (forward, backward, one fused AdamW step each), and their self times add up
 //! to the step time the row measured.
 
-use crate::common::{python, repo};
+use crate::common::{repo, run_python};
 use serde_json::Value;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
-fn bench(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_promptir")).arg("bench").args(args).output().unwrap()
+/// `promptir bench ARGS --profile TRACE`, ARGS split at spaces.
+fn bench_profiled(args: &str, trace: &Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptir"));
+    cmd.arg("bench").args(args.split(' ')).arg("--profile").arg(trace);
+    cmd.output().unwrap()
 }
 
-/// `profile_table.py --json` on a trace.
-fn table(trace: &std::path::Path, args: &[&str]) -> Value {
-    let out = Command::new(python())
-        .arg(repo().join("scripts/profile_table.py"))
-        .arg(trace)
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+/// `profile_table.py TRACE ARGS --json` (gpu-check's test reads its trace with it too).
+pub fn table(trace: &Path, args: &[&str]) -> Value {
+    let script = repo().join("scripts/profile_table.py");
+    let mut argv = vec![script.to_str().unwrap(), trace.to_str().unwrap()];
+    argv.extend(args);
+    argv.push("--json");
+    serde_json::from_str(&run_python(&argv)).unwrap()
 }
 
 #[test]
 fn a_profiled_training_step_sums_to_its_measured_time() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.json");
-    let out = bench(&[
-        "--config",
-        "tiny",
-        "--size",
-        "32",
-        "--batch",
-        "2",
-        "--mode",
-        "train",
-        "--iters",
-        "3",
-        "--warmup",
-        "1",
-        "--threads",
-        "1",
-        "--json",
-        "--profile",
-        trace.to_str().unwrap(),
-    ]);
+    let out = bench_profiled(
+        "--config tiny --size 32 --batch 2 --mode train --iters 3 --warmup 1 --threads 1 --json",
+        &trace,
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let row: Value = serde_json::from_slice(&out.stdout).unwrap();
     let times: Vec<f64> =
@@ -82,18 +67,7 @@ fn a_profiled_training_step_sums_to_its_measured_time() {
 fn profile_takes_one_row() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.json");
-    let out = bench(&[
-        "--config",
-        "tiny",
-        "--size",
-        "16,32",
-        "--mode",
-        "infer",
-        "--iters",
-        "1",
-        "--profile",
-        trace.to_str().unwrap(),
-    ]);
+    let out = bench_profiled("--config tiny --size 16,32 --mode infer --iters 1", &trace);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--profile records one row"), "{err}");
