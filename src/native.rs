@@ -249,13 +249,7 @@ impl Profiler {
     pub fn save(mut self, path: &Path) -> Result<()> {
         use std::os::unix::ffi::OsStrExt;
         // libtorch writes the file itself: into a temp name beside `path`, renamed when whole.
-        let name = path
-            .file_name()
-            .ok_or_else(|| Error::Usage(format!("{}: not a file path", path.display())))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
+        let tmp = crate::io::atomic::temp_beside(path)?;
         let _ = std::fs::remove_file(&tmp); // a stale one must not pass for this trace
         let c_tmp = CString::new(tmp.as_os_str().as_bytes());
         self.running = false;
