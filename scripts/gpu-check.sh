@@ -17,7 +17,11 @@
 #                       (bench rows), final validation PSNR
 #   dist-smoke.txt      `promptir train` under torchrun in a process group of one (NCCL on CUDA,
 #                       Gloo on CPU), 4 steps
-#   summary.md          all of the above in one page
+#   stages.md           each stage: ok or FAILED, and its seconds
+#   summary.md          all of the above in one page, rewritten after each stage
+# The stages run in that order of need (bench, training smoke, data-parallel smoke, profile,
+# layouts), each even when one before it failed; the exit status is 1 if any failed. A run
+# stopped by a time limit (`timeout`) leaves summary.md with the stages it finished.
 # TORCH_LIB is the `lib` folder of a torch 2.11.0 install; it goes first on LD_LIBRARY_PATH and
 # its python (the venv around it, or $PYTHON) runs the PyTorch rows.
 #
@@ -84,67 +88,36 @@ thread_args=()
 [[ -n $threads ]] && thread_args=(--threads "$threads")
 echo "device: $device, config: $config, rows: $rows, iters: $iters, warmup: $warmup, reps: $reps, threads: ${threads:-default}" >>"$OUTDIR/env.txt"
 
-step "bench: Rust vs PyTorch eager on $device"
-bash scripts/bench.sh --config "$config" --rows "$rows" --reps "$reps" --iters "$iters" \
-    --warmup "$warmup" --device "$device" "${thread_args[@]}" --out "$OUTDIR/bench.jsonl" |
-    tee "$OUTDIR/bench.md"
+# The stages. Each runs even when one before it failed (a GPU machine may be lent for one call:
+# a CUDA bug in one stage must not cost the others their numbers), and summary.md is rewritten
+# after each, so a run stopped by a time limit still leaves what it measured.
 
-step "Rust in both activation layouts"
-: >"$OUTDIR/layouts.jsonl"
-for row in $rows; do
-    IFS=: read -r mode size batch precision <<<"$row"
-    [[ -n $precision || $mode == optim ]] && continue
-    for layout in contiguous channels-last; do
-        line=$("$BIN" bench --config "$config" --mode "$mode" --size "$size" --batch "$batch" \
-            --device "$device" --iters "$iters" --warmup "$warmup" --layout "$layout" "${thread_args[@]}" --json | tail -n1)
-        echo "$line" >>"$OUTDIR/layouts.jsonl"
+bench_rows() {
+    bash scripts/bench.sh --config "$config" --rows "$rows" --reps "$reps" --iters "$iters" \
+        --warmup "$warmup" --device "$device" "${thread_args[@]}" --out "$OUTDIR/bench.jsonl" |
+        tee "$OUTDIR/bench.md"
+}
+
+train_smoke() {
+    "$BIN" synth --output "$OUTDIR/smoke-data" --train "$smoke_pairs" --test 2 --size "$smoke_size" \
+        --seed 0 >/dev/null || return 1
+    local precision failed=0
+    for precision in fp32 bf16 fp16; do
+        "$BIN" train --config "$smoke_exp" --data "$OUTDIR/smoke-data" --device "$device" \
+            --name "smoke-$precision" --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights" \
+            --set train.precision="$precision" --set train.max_steps="$smoke_steps" \
+            --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch" \
+            --set train.warmup_epochs=0 --set train.log_every=$(((smoke_steps + 9) / 10)) \
+            --set train.val_every=1000 --set train.save_every=0 --set train.val_images=0 \
+            --set loss.perceptual=0 --set data.workers=2 --quiet >"$OUTDIR/smoke-$precision.log" 2>&1 ||
+            { tail -n 20 "$OUTDIR/smoke-$precision.log" >&2; echo "gpu-check: $precision training failed" >&2; failed=1; }
     done
-done
-"$PYTHON" - "$OUTDIR/layouts.jsonl" >"$OUTDIR/layouts.md" <<'EOF'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("| mode | size | batch | device | layout | median ms | min ms | img/s | peak RSS MiB | CUDA reserved MiB |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for r in rows:
-    cuda = "-" if r["cuda_reserved_mib"] is None else f"{r['cuda_reserved_mib']:.0f}"
-    print(f"| {r['mode']} | {r['size']}x{r['size']} | {r['batch']} | {r['device']} | {r['layout']} "
-          f"| {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['images_per_s']:.2f} | {r['peak_rss_mib']:.0f} | {cuda} |")
-EOF
-cat "$OUTDIR/layouts.md"
-
-IFS=: read -r _ prof_size prof_batch _ <<<"${rows%% *}"
-prof_iters=$((iters < 3 ? iters : 3)) # a trace of every op is large: a few steps tell it all
-step "profile: a bf16 training step at ${prof_size}x${prof_size}, batch $prof_batch"
-# Diagnostic only: a profiler that cannot start (no CUPTI on the machine, say) must not cost the
-# smokes below their run.
-if "$BIN" bench --config "$config" --mode train --size "$prof_size" --batch "$prof_batch" --precision bf16 \
-    --device "$device" --iters "$prof_iters" --warmup "$warmup" "${thread_args[@]}" \
-    --profile "$OUTDIR/profile-train-bf16.json" --json >/dev/null 2>"$OUTDIR/profile-train-bf16.log"; then
-    "$PYTHON" scripts/profile_table.py "$OUTDIR/profile-train-bf16.json" --iters "$prof_iters" --top 20 \
-        >"$OUTDIR/profile-train-bf16.md"
-else
-    { echo "profile FAILED:"; cat "$OUTDIR/profile-train-bf16.log"; } >"$OUTDIR/profile-train-bf16.md"
-fi
-cat "$OUTDIR/profile-train-bf16.md"
-
-step "training smoke: $smoke_steps steps of $smoke_exp at patch $smoke_patch, batch $smoke_batch"
-"$BIN" synth --output "$OUTDIR/smoke-data" --train "$smoke_pairs" --test 2 --size "$smoke_size" \
-    --seed 0 >/dev/null
-for precision in fp32 bf16 fp16; do
-    "$BIN" train --config "$smoke_exp" --data "$OUTDIR/smoke-data" --device "$device" \
-        --name "smoke-$precision" --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights" \
-        --set train.precision="$precision" --set train.max_steps="$smoke_steps" \
-        --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch" \
-        --set train.warmup_epochs=0 --set train.log_every=$(((smoke_steps + 9) / 10)) \
-        --set train.val_every=1000 --set train.save_every=0 --set train.val_images=0 \
-        --set loss.perceptual=0 --set data.workers=2 --quiet >"$OUTDIR/smoke-$precision.log" 2>&1 ||
-        { cat "$OUTDIR/smoke-$precision.log" >&2; echo "gpu-check: $precision training failed" >&2; exit 1; }
-done
-"$PYTHON" - "$OUTDIR" >"$OUTDIR/train-smoke.md" <<'EOF'
-import json, math, sys
+    "$PYTHON" - "$OUTDIR" >"$OUTDIR/train-smoke.md" <<'PY' || failed=1
+import json, math, os, sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 out = sys.argv[1]
-bench = [json.loads(line) for line in open(f"{out}/bench.jsonl") if line.strip()]
+bench_file = f"{out}/bench.jsonl"
+bench = [json.loads(line) for line in open(bench_file) if line.strip()] if os.path.exists(bench_file) else []
 def torch_ips(precision):
     v = [e["row"]["images_per_s"] for e in bench if e["row"]["implementation"] == "pytorch"
          and e["row"]["mode"] == "train" and e["precision"] == precision
@@ -154,64 +127,139 @@ print("| precision | steps | first loss | last loss | finite, decreasing | Rust 
       "| PyTorch AMP img/s (bench) | val PSNR dB |")
 print("|---|---|---|---|---|---|---|---|")
 for p in ["fp32", "bf16", "fp16"]:
-    ea = EventAccumulator(f"{out}/smoke-logs/smoke-{p}", size_guidance={"scalars": 0})
-    ea.Reload()
-    tb = {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
+    tb = {}
+    if os.path.isdir(f"{out}/smoke-logs/smoke-{p}"):
+        ea = EventAccumulator(f"{out}/smoke-logs/smoke-{p}", size_guidance={"scalars": 0})
+        ea.Reload()
+        tb = {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
+    if "train/loss" not in tb:
+        print(f"| {p} | FAILED (smoke-{p}.log) | | | | | | |")
+        continue
     loss = [v for _, v in tb["train/loss"]]
     ips = [v for _, v in tb["train/images_per_s"]][1:]  # the first interval holds warm-up
     psnr = tb["val/psnr"][-1][1] if "val/psnr" in tb else float("nan")
     ok = all(math.isfinite(v) for v in loss) and loss[-1] < loss[0]
     print(f"| {p} | {tb['train/loss'][-1][0]} | {loss[0]:.4f} | {loss[-1]:.4f} | {'yes' if ok else 'NO'} "
           f"| {sum(ips) / max(len(ips), 1):.2f} | {torch_ips(p):.2f} | {psnr:.2f} |")
-EOF
-cat "$OUTDIR/train-smoke.md"
-
-step "data-parallel smoke: torchrun, one process ($([[ $device == cuda ]] && echo NCCL || echo Gloo))"
-port=$((29500 + RANDOM % 1000))
-if "$PYTHON" -m torch.distributed.run --no-python --nproc-per-node 1 --master-port "$port" \
-    "$BIN" train --config "$smoke_exp" --data "$OUTDIR/smoke-data" --device "$device" \
-    --name smoke-dist --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights" \
-    --set train.max_steps=4 --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch" \
-    --set train.val_every=1000 --set train.save_every=0 --set loss.perceptual=0 --set data.workers=2 \
-    --quiet >"$OUTDIR/dist-smoke.txt" 2>&1; then
-    echo "ok: 4 steps in a process group of 1 ($([[ $device == cuda ]] && echo NCCL || echo Gloo))" >>"$OUTDIR/dist-smoke.txt"
-else
-    echo "FAILED" >>"$OUTDIR/dist-smoke.txt"
-fi
-tail -n 3 "$OUTDIR/dist-smoke.txt"
-
-{
-    echo "# promptir gpu-check"
-    echo
-    echo '```'
-    cat "$OUTDIR/env.txt"
-    echo
-    cat "$OUTDIR/doctor.txt"
-    echo '```'
-    echo
-    echo "## Rust vs PyTorch"
-    echo
-    cat "$OUTDIR/bench.md"
-    echo
-    echo "## Rust activation layouts"
-    echo
-    cat "$OUTDIR/layouts.md"
-    echo
-    echo "CUDA reserved = device memory in use after the row minus before the model was built"
-    echo "(the caching allocator's peak reservation; tch does not expose max_memory_allocated)."
-    echo
-    echo "## Where a bf16 training step spends its time (profile-train-bf16.json in Perfetto for the timeline)"
-    echo
-    cat "$OUTDIR/profile-train-bf16.md"
-    echo
-    echo "## Training smoke"
-    echo
+PY
     cat "$OUTDIR/train-smoke.md"
-    echo
-    echo "## Data-parallel smoke"
-    echo
-    echo '```'
+    return "$failed"
+}
+
+dist_smoke() {
+    local port=$((29500 + RANDOM % 1000))
+    if "$PYTHON" -m torch.distributed.run --no-python --nproc-per-node 1 --master-port "$port" \
+        "$BIN" train --config "$smoke_exp" --data "$OUTDIR/smoke-data" --device "$device" \
+        --name smoke-dist --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights" \
+        --set train.max_steps=4 --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch" \
+        --set train.val_every=1000 --set train.save_every=0 --set loss.perceptual=0 --set data.workers=2 \
+        --quiet >"$OUTDIR/dist-smoke.txt" 2>&1; then
+        echo "ok: 4 steps in a process group of 1 ($backend)" >>"$OUTDIR/dist-smoke.txt"
+    else
+        echo "FAILED" >>"$OUTDIR/dist-smoke.txt"
+        tail -n 3 "$OUTDIR/dist-smoke.txt"
+        return 1
+    fi
     tail -n 3 "$OUTDIR/dist-smoke.txt"
-    echo '```'
-} >"$OUTDIR/summary.md"
+}
+
+profile_step() {
+    IFS=: read -r _ prof_size prof_batch _ <<<"${rows%% *}"
+    local prof_iters=$((iters < 3 ? iters : 3)) # a trace of every op is large: a few steps tell it all
+    if "$BIN" bench --config "$config" --mode train --size "$prof_size" --batch "$prof_batch" --precision bf16 \
+        --device "$device" --iters "$prof_iters" --warmup "$warmup" "${thread_args[@]}" \
+        --profile "$OUTDIR/profile-train-bf16.json" --json >/dev/null 2>"$OUTDIR/profile-train-bf16.log" &&
+        "$PYTHON" scripts/profile_table.py "$OUTDIR/profile-train-bf16.json" --iters "$prof_iters" --top 20 \
+            >"$OUTDIR/profile-train-bf16.md"; then
+        cat "$OUTDIR/profile-train-bf16.md"
+    else
+        { echo "profile FAILED:"; tail -n 20 "$OUTDIR/profile-train-bf16.log"; } >"$OUTDIR/profile-train-bf16.md"
+        cat "$OUTDIR/profile-train-bf16.md"
+        return 1
+    fi
+}
+
+both_layouts() {
+    : >"$OUTDIR/layouts.jsonl"
+    local row mode size batch precision layout line
+    for row in $rows; do
+        IFS=: read -r mode size batch precision <<<"$row"
+        [[ -n $precision || $mode == optim ]] && continue
+        for layout in contiguous channels-last; do
+            line=$("$BIN" bench --config "$config" --mode "$mode" --size "$size" --batch "$batch" \
+                --device "$device" --iters "$iters" --warmup "$warmup" --layout "$layout" "${thread_args[@]}" --json | tail -n1) ||
+                return 1
+            echo "$line" >>"$OUTDIR/layouts.jsonl"
+        done
+    done
+    "$PYTHON" - "$OUTDIR/layouts.jsonl" >"$OUTDIR/layouts.md" <<'PY' || return 1
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print("| mode | size | batch | device | layout | median ms | min ms | img/s | peak RSS MiB | CUDA reserved MiB |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    cuda = "-" if r["cuda_reserved_mib"] is None else f"{r['cuda_reserved_mib']:.0f}"
+    print(f"| {r['mode']} | {r['size']}x{r['size']} | {r['batch']} | {r['device']} | {r['layout']} "
+          f"| {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['images_per_s']:.2f} | {r['peak_rss_mib']:.0f} | {cuda} |")
+PY
+    cat "$OUTDIR/layouts.md"
+}
+
+section() { # title file [fenced]
+    echo "## $1"
+    echo
+    [[ -n ${3:-} ]] && echo '```'
+    if [[ -f $OUTDIR/$2 ]]; then cat "$OUTDIR/$2"; else echo "(not run)"; fi
+    [[ -n ${3:-} ]] && echo '```'
+    echo
+}
+
+write_summary() {
+    {
+        echo "# promptir gpu-check"
+        echo
+        echo '```'
+        cat "$OUTDIR/env.txt"
+        echo
+        cat "$OUTDIR/doctor.txt"
+        echo '```'
+        echo
+        section "Stages" stages.md
+        section "Rust vs PyTorch" bench.md
+        section "Training smoke" train-smoke.md
+        section "Data-parallel smoke" dist-smoke.txt fenced
+        section "Where a bf16 training step spends its time (profile-train-bf16.json in Perfetto for the timeline)" \
+            profile-train-bf16.md
+        section "Rust activation layouts" layouts.md
+        echo "CUDA reserved = device memory in use after the row minus before the model was built"
+        echo "(the caching allocator's peak reservation; tch does not expose max_memory_allocated)."
+    } >"$OUTDIR/summary.md.tmp"
+    mv "$OUTDIR/summary.md.tmp" "$OUTDIR/summary.md"
+}
+
+failed_stages=()
+stage() { # name function: run it, time it, record it, refresh the summary
+    local name=$1 t0=$SECONDS status=ok
+    step "$name"
+    "$2" || { status=FAILED; failed_stages+=("$name"); }
+    echo "| $name | $status | $((SECONDS - t0)) |" >>"$OUTDIR/stages.md"
+    write_summary
+}
+
+backend=$([[ $device == cuda ]] && echo NCCL || echo Gloo)
+printf '| stage | result | seconds |\n|---|---|---:|\n' >"$OUTDIR/stages.md"
+# A rerun into the same folder starts clean (synth and train never overwrite).
+rm -rf "$OUTDIR"/{bench,layouts}.{jsonl,md} "$OUTDIR"/{train-smoke,profile-train-bf16}.md \
+    "$OUTDIR/dist-smoke.txt" "$OUTDIR"/smoke-{data,logs,weights}
+# Most wanted first: the speed rows and the training smoke are the GPU targets.
+stage "bench: Rust vs PyTorch on $device" bench_rows
+stage "training smoke: $smoke_steps steps of $smoke_exp at patch $smoke_patch, batch $smoke_batch" train_smoke
+stage "data-parallel smoke: torchrun, one process ($backend)" dist_smoke
+stage "profile: a bf16 training step" profile_step
+stage "Rust in both activation layouts" both_layouts
 step "wrote $OUTDIR/summary.md"
+if [[ ${#failed_stages[@]} -gt 0 ]]; then
+    printf 'gpu-check: FAILED: %s\n' "${failed_stages[@]}" >&2
+    echo "gpu-check: see $OUTDIR/summary.md" >&2
+    exit 1
+fi
