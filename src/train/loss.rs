@@ -30,15 +30,13 @@ use tch::{Device, Kind, Reduction, Tensor};
 const WIN: i64 = 11;
 const SIGMA: f64 = 1.5;
 
-/// The normalised 1-D Gaussian, as `pytorch_msssim._fspecial_gauss_1d`.
+/// The normalised 1-D Gaussian, as `pytorch_msssim._fspecial_gauss_1d` (float32, the same
+/// ops). Built on `device` by kernels rather than copied from the host: a host-to-GPU copy from
+/// pageable memory would wait for the whole queue, at every SSIM call.
 fn gaussian_1d(device: Device) -> Tensor {
-    let half = WIN / 2;
-    let g: Vec<f64> = (0..WIN)
-        .map(|i| (-(((i - half) * (i - half)) as f64) / (2.0 * SIGMA * SIGMA)).exp())
-        .collect();
-    let s: f64 = g.iter().sum();
-    let g: Vec<f32> = g.iter().map(|v| (v / s) as f32).collect();
-    Tensor::from_slice(&g).to_device(device)
+    let coords = Tensor::arange(WIN, (Kind::Float, device)) - (WIN / 2) as f64;
+    let g = (coords.square() / (-2.0 * SIGMA * SIGMA)).exp();
+    &g / g.sum(Kind::Float)
 }
 
 /// Depthwise valid Gaussian blur along H then W; a side shorter than the window is left as is.
@@ -128,8 +126,10 @@ const CHARBONNIER_EPS: f64 = 1e-3;
 /// Per-channel 3x3 Sobel responses (x, y), valid convolution.
 fn sobel(x: &Tensor) -> (Tensor, Tensor) {
     let c = x.size()[1];
-    let k: [f32; 9] = [-1.0, 0.0, 1.0, -2.0, 0.0, 2.0, -1.0, 0.0, 1.0];
-    let kx = Tensor::from_slice(&k).to_device(x.device()).to_kind(x.kind()).view([1, 1, 3, 3]);
+    // [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]] as (1 2 1)^T (-1 0 1), built on the device (no host
+    // copy; see `gaussian_1d`).
+    let d = Tensor::arange(3, (x.kind(), x.device())) - 1.0;
+    let kx = ((-d.abs() + 2.0).view([3, 1]) * d.view([1, 3])).view([1, 1, 3, 3]);
     let ky = kx.transpose(2, 3).contiguous();
     let conv = |w: &Tensor| {
         let w = w.expand([c, 1, 3, 3], false);
@@ -257,6 +257,19 @@ fn perceptual_distance(p: &Perceptual, pred: &Tensor, target: &Tensor) -> Tensor
 mod tests {
     use super::*;
     use tch::kind::FLOAT_CPU;
+
+    #[test]
+    fn sobel_is_the_3x3_filter_pair() {
+        let x = Tensor::from_slice(&[0f32, 0., 0., 1., 0., 0., 0., 0., 0.]).view([1, 1, 3, 3]);
+        // A valid 3x3 response of an impulse at (1, 0) reads the kernel's left column.
+        let (gx, gy) = sobel(&x);
+        assert_eq!(f64::try_from(gx.reshape([])).unwrap(), -2.0);
+        assert_eq!(f64::try_from(gy.reshape([])).unwrap(), 0.0);
+        let y = x.transpose(2, 3);
+        let (gx, gy) = sobel(&y);
+        assert_eq!(f64::try_from(gx.reshape([])).unwrap(), 0.0);
+        assert_eq!(f64::try_from(gy.reshape([])).unwrap(), -2.0);
+    }
 
     #[test]
     fn window_is_a_normalised_gaussian() {
