@@ -7,6 +7,7 @@
 // ever unwinds into Rust. Only narrow headers are included, to keep this file's build short.
 // PROMPTIR_NCCL (set by build.rs when the venv has CUDA's and NCCL's headers) adds NCCL.
 
+#include <ATen/DeviceAccelerator.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_amp_foreach_non_finite_check_and_unscale.h>
@@ -100,6 +101,18 @@ char* promptir_autocast_is_enabled(int device_type, bool* out) {
   return guarded([&] { *out = at::autocast::is_autocast_enabled(static_cast<c10::DeviceType>(device_type)); });
 }
 
+// Makes CUDA device `index` the calling thread's current device (torch.cuda.set_device), so that
+// a rank's CUDA context and NCCL communicator live on its own GPU rather than on GPU 0. Fails
+// where no CUDA device is present.
+char* promptir_cuda_set_device(int index) {
+  return guarded([&] {
+    TORCH_CHECK(at::accelerator::getAccelerator(false) == c10::DeviceType::CUDA &&
+                    at::accelerator::deviceCount() > 0,
+                "no CUDA device is present");
+    at::accelerator::setDeviceIndex(static_cast<c10::DeviceIndex>(index));
+  });
+}
+
 // Starts libtorch's profiler (Kineto, as torch.profiler.profile) with the ops' input shapes:
 // CPU ops, and with `cuda` the CUDA kernels too. The autograd engine's threads inherit it.
 char* promptir_profiler_start(bool cuda) {
@@ -169,6 +182,7 @@ struct PromptirDist {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout{0};
+  bool nccl = false;
   int rank = 0;
   int world = 1;
   // Every rank counts up promptir/alive/<rank> in the store while it lives, so that after a
@@ -187,6 +201,7 @@ char* promptir_dist_init(const char* host, int port, bool is_server, int rank, i
   return guarded([&] {
     auto d = std::make_unique<PromptirDist>();
     d->timeout = std::chrono::milliseconds(timeout_ms);
+    d->nccl = nccl;
     d->rank = rank;
     d->world = world;
     c10d::TCPStoreOptions opts;
@@ -225,6 +240,17 @@ char* promptir_dist_init(const char* host, int port, bool is_server, int rank, i
   });
 }
 
+// Waits for a collective. Gloo's waits here, up to the timeout. NCCL's is only ordered before the
+// current stream's later work: given a timeout, NCCL's wait would block the host until the
+// collective ran, one sync per gradient bucket (its watchdog enforces the group's timeout).
+static void finish(PromptirDist* d, const c10::intrusive_ptr<c10d::Work>& work) {
+  if (d->nccl) {
+    work->wait();
+  } else {
+    work->wait(d->timeout);
+  }
+}
+
 // Sums `t` over all ranks, in place.
 char* promptir_dist_allreduce_sum(void* h, at::Tensor* t) {
   return guarded([&] {
@@ -233,7 +259,7 @@ char* promptir_dist_allreduce_sum(void* h, at::Tensor* t) {
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
     o.timeout = d->timeout;
-    d->backend->allreduce(v, o)->wait(d->timeout);
+    finish(d, d->backend->allreduce(v, o));
   });
 }
 
@@ -245,7 +271,7 @@ char* promptir_dist_broadcast(void* h, at::Tensor* t, int root) {
     c10d::BroadcastOptions o;
     o.rootRank = root;
     o.timeout = d->timeout;
-    d->backend->broadcast(v, o)->wait(d->timeout);
+    finish(d, d->backend->broadcast(v, o));
   });
 }
 

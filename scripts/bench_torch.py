@@ -88,6 +88,10 @@ def run_row(args, mode, size):
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", 0)
     cuda = device.type == "cuda"
+    if cuda:
+        # As the Rust side (and its `train`): the current device, cuDNN tuned once per shape.
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
 
     def cuda_used_mib():

@@ -33,6 +33,17 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
+/// Readies `device` for a run of fixed input shapes (`train`, `bench`): on CUDA it becomes this
+/// thread's current device (the process's context and NCCL's on that GPU, not on GPU 0), and
+/// cuDNN's benchmark mode picks each convolution's fastest algorithm once per shape.
+pub fn prepare_fixed_shapes(device: Device) -> Result<()> {
+    crate::native::set_current_device(device)?;
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    Ok(())
+}
+
 /// Checks a device string without touching CUDA (for config validation).
 pub fn is_valid_device_name(s: &str) -> bool {
     let s = s.trim().to_ascii_lowercase();

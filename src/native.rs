@@ -47,6 +47,7 @@ extern "C" {
         found_inf: CTensor,
         inv_scale: CTensor,
     ) -> *mut c_char;
+    fn promptir_cuda_set_device(index: c_int) -> *mut c_char;
     fn promptir_profiler_start(cuda: bool) -> *mut c_char;
     fn promptir_profiler_stop(path: *const c_char) -> *mut c_char;
     fn promptir_foreach_lerp(
@@ -216,6 +217,21 @@ pub fn amp_unscale(grads: &[Tensor], found_inf: &Tensor, inv_scale: &Tensor) -> 
     })
 }
 
+/// Makes `device`, when it is a CUDA device, the calling thread's current one
+/// (`torch.cuda.set_device`): a rank's CUDA context and NCCL communicator then live on its own
+/// GPU instead of GPU 0. Nothing to do for the CPU.
+pub fn set_current_device(device: Device) -> Result<()> {
+    match device {
+        Device::Cuda(i) => cuda_set_device(i),
+        _ => Ok(()),
+    }
+}
+
+fn cuda_set_device(index: usize) -> Result<()> {
+    // SAFETY: a plain value in, an error string (or null) out.
+    check(unsafe { promptir_cuda_set_device(index as c_int) })
+}
+
 /// `targets[i] += weight * (ends[i] - targets[i])` in place for every `i` (libtorch's
 /// `_foreach_lerp_`: one multi-tensor kernel), without autograd.
 pub fn foreach_lerp(targets: &[Tensor], ends: &[Tensor], weight: f64) -> Result<()> {
@@ -288,6 +304,19 @@ impl Drop for Profiler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setting_a_cuda_device_without_one_is_an_error_not_a_crash() {
+        set_current_device(Device::Cpu).unwrap();
+        if tch::Cuda::device_count() == 0 {
+            let e = cuda_set_device(0).unwrap_err().to_string();
+            assert!(e.contains("no CUDA device is present"), "{e}");
+        } else {
+            cuda_set_device(0).unwrap();
+            let n = tch::Cuda::device_count() as usize;
+            assert!(cuda_set_device(n).is_err());
+        }
+    }
 
     #[test]
     fn foreach_lerp_is_lerp_per_tensor_and_reports_mismatches() {

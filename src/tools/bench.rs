@@ -191,6 +191,8 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
         return Err(Error::Usage("--iters and --batch must be >= 1".into()));
     }
     let device = crate::device::parse_device(&spec.device)?;
+    // As `train` runs (and as the PyTorch side: scripts/bench_torch.py).
+    crate::device::prepare_fixed_shapes(device)?;
     if let Some(path) = &spec.profile {
         check_output_file(path)?;
     }
@@ -384,7 +386,7 @@ fn cuda_used_mib(device: Device) -> Option<f64> {
     }
     // SAFETY: dlsym with RTLD_DEFAULT (null on glibc) only looks a symbol up; the CUDA runtime's
     // `cudaMemGetInfo(size_t*, size_t*)` has this C signature, and it reports on the device
-    // current to this thread, which libtorch set when it ran on device i.
+    // current to this thread, which `run_row` made device i.
     unsafe {
         let f = dlsym(std::ptr::null_mut(), c"cudaMemGetInfo".as_ptr());
         if f.is_null() {

@@ -123,9 +123,8 @@ impl Trainer {
             // One GPU per process, as torchrun lays them out.
             device = crate::device::parse_device(&format!("cuda:{}", l.local_rank))?;
         }
-        if device.is_cuda() {
-            tch::Cuda::cudnn_set_benchmark(true); // fixed patch shapes: tune once per shape
-        }
+        // Before anything touches CUDA; patches have fixed shapes.
+        crate::device::prepare_fixed_shapes(device)?;
         // The loss first (inside TrainStep): a missing VGG file stops us before minutes of decoding.
         let mut step = TrainStep::new(&exp, device)?;
         let group = match &launch {
@@ -365,9 +364,14 @@ impl Trainer {
             }
             lr = self.schedule.lr_at(epoch, i);
             let micro: Vec<_> = batches.by_ref().take(acc).collect();
-            let to_dev = |b: &crate::data::Batch| {
-                (b.degraded.to_device(self.device), b.clean.to_device(self.device))
+            let dev = self.device;
+            let to_dev = |t: &Tensor| match dev {
+                // From page-locked memory the copy queues behind the GPU's work; from pageable
+                // memory it would wait for all of it (a sync per step).
+                Device::Cuda(_) => t.pin_memory(dev).to_device_(dev, t.kind(), true, false),
+                _ => t.to_device(dev),
             };
+            let to_dev = |b: &crate::data::Batch| (to_dev(&b.degraded), to_dev(&b.clean));
             let pairs: Vec<(Tensor, Tensor)> = micro.iter().map(to_dev).collect();
             let log_now = (self.state.step + 1).is_multiple_of(log_every);
             // On CPU a check costs nothing; on GPU it is a sync, so only at log points (the
