@@ -91,7 +91,9 @@ def table(lines, load=None):
         mode, size, batch, precision, device = key
         if not g["rust"]:
             continue
-        rss = {k: (f"{max(r['peak_rss_mib'] for _, r in g[k]):.0f}" if g[k] else "-") for k in g}
+        # null where the kernel has no VmHWM (some sandboxes).
+        peaks = {k: [r["peak_rss_mib"] for _, r in g[k] if r["peak_rss_mib"] is not None] for k in g}
+        rss = {k: (f"{max(v):.0f}" if v else "-") for k, v in peaks.items()}
         rust_median = stats(g, "rust")[0]
         out.append(
             f"| {mode} | {size}x{size} | {batch} | {precision} | {device} | {time_cell(g, 'rust')} "

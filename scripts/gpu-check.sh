@@ -73,7 +73,8 @@ if grep -Eq '^cuda available +true' "$OUTDIR/doctor.txt"; then
     rows="train:128:8 train:128:8:bf16 train:128:8:fp16 optim:128:8 infer:256:1 infer:256:1:bf16"
     iters=${GPU_CHECK_ITERS:-20} warmup=${GPU_CHECK_WARMUP:-5} reps=${GPU_CHECK_REPS:-2}
     threads=${GPU_CHECK_THREADS:-}
-    smoke_exp=experiments/base.yaml smoke_patch=128 smoke_batch=8 smoke_size=256 smoke_pairs=64
+    # About four epochs: `last` (weights and moments, ~430 MB) is saved after each.
+    smoke_exp=experiments/base.yaml smoke_patch=128 smoke_batch=8 smoke_size=256 smoke_pairs=400
     smoke_steps=${SMOKE_STEPS:-200}
 else
     echo "gpu-check: no CUDA device: running the CPU path (config ${GPU_CHECK_CPU_CONFIG:-tiny})" >&2
@@ -148,7 +149,9 @@ PY
 
 dist_smoke() {
     local port=$((29500 + RANDOM % 1000))
-    if "$PYTHON" -m torch.distributed.run --no-python --nproc-per-node 1 --master-port "$port" \
+    # A hang (NCCL in a sandbox, say) must not eat the time of the stages after it.
+    if PROMPTIR_DIST_TIMEOUT=60 timeout 180 \
+        "$PYTHON" -m torch.distributed.run --no-python --nproc-per-node 1 --master-port "$port" \
         "$BIN" train --config "$smoke_exp" --data "$OUTDIR/smoke-data" --device "$device" \
         --name smoke-dist --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights" \
         --set train.max_steps=4 --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch" \
@@ -195,12 +198,14 @@ both_layouts() {
     "$PYTHON" - "$OUTDIR/layouts.jsonl" >"$OUTDIR/layouts.md" <<'PY' || return 1
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def mib(v):  # null: no VmHWM in this kernel, or no CUDA
+    return "-" if v is None else f"{v:.0f}"
 print("| mode | size | batch | device | layout | median ms | min ms | img/s | peak RSS MiB | CUDA reserved MiB |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    cuda = "-" if r["cuda_reserved_mib"] is None else f"{r['cuda_reserved_mib']:.0f}"
     print(f"| {r['mode']} | {r['size']}x{r['size']} | {r['batch']} | {r['device']} | {r['layout']} "
-          f"| {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['images_per_s']:.2f} | {r['peak_rss_mib']:.0f} | {cuda} |")
+          f"| {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['images_per_s']:.2f} | {mib(r['peak_rss_mib'])} "
+          f"| {mib(r['cuda_reserved_mib'])} |")
 PY
     cat "$OUTDIR/layouts.md"
 }
