@@ -25,9 +25,9 @@
 # TORCH_LIB is the `lib` folder of a torch 2.11.0 install; it goes first on LD_LIBRARY_PATH and
 # its python (the venv around it, or $PYTHON) runs the PyTorch rows.
 #
-# Without CUDA the same steps run on CPU with a small config (GPU_CHECK_CPU_CONFIG, default
-# tiny), one iteration and a short smoke (patch 32, batch 2), so the script stays tested
-# (tests/it/gpu_check.rs).
+# Without CUDA the same steps and kinds of row run on CPU with a small config
+# (GPU_CHECK_CPU_CONFIG, default tiny), one iteration and a short smoke (patch 32, batch 2), so
+# the script stays tested (tests/it/gpu_check.rs).
 # GPU_CHECK_ITERS / GPU_CHECK_WARMUP / GPU_CHECK_REPS override the iteration counts and
 # GPU_CHECK_THREADS the CPU threads (default: libtorch's on CUDA, 1 on the CPU path, which keeps
 # it quick on a busy machine).
@@ -79,7 +79,7 @@ if grep -Eq '^cuda available +true' "$OUTDIR/doctor.txt"; then
 else
     echo "gpu-check: no CUDA device: running the CPU path (config ${GPU_CHECK_CPU_CONFIG:-tiny})" >&2
     device=cpu config=${GPU_CHECK_CPU_CONFIG:-tiny}
-    rows="train:32:2 train:32:2:bf16 train:32:2:fp16 optim:32:2 infer:32:1"
+    rows="train:32:2 train:32:2:bf16 train:32:2:fp16 optim:32:2 infer:32:1 infer:32:1:bf16"
     iters=${GPU_CHECK_ITERS:-1} warmup=${GPU_CHECK_WARMUP:-1} reps=${GPU_CHECK_REPS:-1}
     threads=${GPU_CHECK_THREADS:-1}
     smoke_exp=experiments/tiny.yaml smoke_patch=32 smoke_batch=2 smoke_size=48 smoke_pairs=24

@@ -64,6 +64,7 @@ fn gpu_check_script_runs_its_cpu_path() {
         ("fp16", "train"),
         ("fp32", "optim"),
         ("fp32", "infer"),
+        ("bf16", "infer"),
     ] {
         want.push(format!("{p} {mode} pytorch fused {p}/32"));
         want.push(format!("{p} {mode} rust fused {p}/32"));
