@@ -194,8 +194,9 @@ struct PromptirDist {
 static std::string alive_key(int rank) { return "promptir/alive/" + std::to_string(rank); }
 
 // Joins the group of `world` ranks as `rank`: a TCPStore at host:port (served by this process
-// when `is_server`), then a Gloo (CPU) or NCCL (CUDA) process group. Collectives and the
-// rendezvous fail after `timeout_ms` instead of waiting forever.
+// when `is_server`), then a Gloo (CPU) or NCCL (CUDA) process group. The rendezvous and Gloo's
+// collectives fail after `timeout_ms` instead of waiting forever; NCCL's watchdog aborts the
+// process after it (see `finish`).
 char* promptir_dist_init(const char* host, int port, bool is_server, int rank, int world,
                          bool nccl, int64_t timeout_ms, void** out) {
   return guarded([&] {
@@ -240,9 +241,10 @@ char* promptir_dist_init(const char* host, int port, bool is_server, int rank, i
   });
 }
 
-// Waits for a collective. Gloo's waits here, up to the timeout. NCCL's is only ordered before the
-// current stream's later work: given a timeout, NCCL's wait would block the host until the
-// collective ran, one sync per gradient bucket (its watchdog enforces the group's timeout).
+// Waits for a collective. Gloo's waits here, up to the timeout, and fails with an error. NCCL's
+// is only ordered before the current stream's later work: given a timeout, NCCL's wait would
+// block the host until the collective ran, one sync per gradient bucket. Its watchdog enforces
+// the group's timeout instead, by aborting the process (as under PyTorch's DDP).
 static void finish(PromptirDist* d, const c10::intrusive_ptr<c10d::Work>& work) {
   if (d->nccl) {
     work->wait();

@@ -368,7 +368,10 @@ impl Trainer {
             let to_dev = |t: &Tensor| match dev {
                 // From page-locked memory the copy queues behind the GPU's work; from pageable
                 // memory it would wait for all of it (a sync per step).
-                Device::Cuda(_) => t.pin_memory(dev).to_device_(dev, t.kind(), true, false),
+                // (`_pin_memory`: `pin_memory` with a device warns of deprecation every call.)
+                Device::Cuda(_) => {
+                    t.internal_pin_memory(dev).to_device_(dev, t.kind(), true, false)
+                }
                 _ => t.to_device(dev),
             };
             let to_dev = |b: &crate::data::Batch| (to_dev(&b.degraded), to_dev(&b.clean));
