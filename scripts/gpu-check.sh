@@ -7,7 +7,7 @@
 #   bench.jsonl/.md     Rust vs PyTorch (AMP + fused AdamW, and plain eager fp32), paper config:
 #                       training step at 128x128 batch 8 in fp32, bf16 and fp16, the AdamW step
 #                       alone, inference at 256x256 (scripts/bench.sh rows)
-#   layouts.jsonl/.md   the Rust fp32 rows again in both activation layouts
+#   layouts.jsonl/.md   the Rust fp32 and bf16 rows again in both activation layouts
 #   profile-train-bf16.json/.md  the first training row in bf16 under libtorch's profiler
 #                       (`bench --profile`): a Chrome trace, and its time per op and per GPU
 #                       kernel (scripts/profile_table.py)
@@ -193,10 +193,13 @@ both_layouts() {
     local row mode size batch precision layout line
     for row in $rows; do
         IFS=: read -r mode size batch precision <<<"$row"
-        [[ -n $precision || $mode == optim ]] && continue
+        precision=${precision:-fp32}
+        # fp32 and bf16 (a GPU's natural precision, where cuDNN's NHWC kernels matter most).
+        [[ $precision == fp16 || $mode == optim ]] && continue
         for layout in contiguous channels-last; do
             line=$("$BIN" bench --config "$config" --mode "$mode" --size "$size" --batch "$batch" \
-                --device "$device" --iters "$iters" --warmup "$warmup" --layout "$layout" "${thread_args[@]}" --json | tail -n1) ||
+                --precision "$precision" --device "$device" --iters "$iters" --warmup "$warmup" \
+                --layout "$layout" "${thread_args[@]}" --json | tail -n1) ||
                 return 1
             echo "$line" >>"$OUTDIR/layouts.jsonl"
         done
@@ -206,10 +209,11 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def mib(v):  # null: no VmHWM in this kernel, or no CUDA
     return "-" if v is None else f"{v:.0f}"
-print("| mode | size | batch | device | layout | median ms | min ms | img/s | peak RSS MiB | CUDA reserved MiB |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| mode | size | batch | precision | device | layout | median ms | min ms | img/s | peak RSS MiB "
+      "| CUDA reserved MiB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    print(f"| {r['mode']} | {r['size']}x{r['size']} | {r['batch']} | {r['device']} | {r['layout']} "
+    print(f"| {r['mode']} | {r['size']}x{r['size']} | {r['batch']} | {r['precision']} | {r['device']} | {r['layout']} "
           f"| {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['images_per_s']:.2f} | {mib(r['peak_rss_mib'])} "
           f"| {mib(r['cuda_reserved_mib'])} |")
 PY

@@ -77,8 +77,15 @@ fn gpu_check_script_runs_its_cpu_path() {
     assert_eq!(seen, want);
     let layouts: Vec<Value> =
         read("layouts.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let names: Vec<&str> = layouts.iter().map(|r| r["layout"].as_str().unwrap()).collect();
-    assert_eq!(names, ["contiguous", "channels-last", "contiguous", "channels-last"]);
+    let names: Vec<String> = layouts
+        .iter()
+        .map(|r| format!("{} {} {}", r["mode"], r["precision"], r["layout"]).replace('"', ""))
+        .collect();
+    let want: Vec<String> = ["train fp32", "train bf16", "infer fp32", "infer bf16"]
+        .iter()
+        .flat_map(|r| ["contiguous", "channels-last"].map(|l| format!("{r} {l}")))
+        .collect();
+    assert_eq!(names, want);
 
     // The profile of the first training row in bf16: the trace (one fused AdamW call per
     // iteration in it) and its table by op.
