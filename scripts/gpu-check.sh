@@ -262,11 +262,12 @@ stage() { # name function: run it, time it, record it, refresh the summary
 }
 
 backend=$([[ $device == cuda ]] && echo NCCL || echo Gloo)
-printf '| stage | result | seconds |\n|---|---|---:|\n' >"$OUTDIR/stages.md"
-write_summary # this run's, from the start (a rerun cut short must not leave the last one's)
-# A rerun into the same folder starts clean (synth and train never overwrite).
+# A rerun into the same folder starts clean (synth and train never overwrite), and its summary
+# is this run's from the start (a rerun cut short must not leave the last one's).
 rm -rf "$OUTDIR"/{bench,layouts}.{jsonl,md} "$OUTDIR"/{train-smoke,profile-train-bf16}.md \
     "$OUTDIR/dist-smoke.txt" "$OUTDIR"/smoke-{data,logs,weights}
+printf '| stage | result | seconds |\n|---|---|---:|\n' >"$OUTDIR/stages.md"
+write_summary
 # Most wanted first: the speed rows and the training smoke are the GPU targets.
 stage "bench: Rust vs PyTorch on $device" bench_rows
 stage "training smoke: $smoke_steps steps of $smoke_exp at patch $smoke_patch, batch $smoke_batch" train_smoke

@@ -365,7 +365,7 @@ impl Trainer {
             lr = self.schedule.lr_at(epoch, i);
             let micro: Vec<_> = batches.by_ref().take(acc).collect();
             let dev = self.device;
-            let to_dev = |t: &Tensor| match dev {
+            let copy = |t: &Tensor| match dev {
                 // From page-locked memory the copy queues behind the GPU's work; from pageable
                 // memory it would wait for all of it (a sync per step).
                 // (`_pin_memory`: `pin_memory` with a device warns of deprecation every call.)
@@ -374,8 +374,8 @@ impl Trainer {
                 }
                 _ => t.to_device(dev),
             };
-            let to_dev = |b: &crate::data::Batch| (to_dev(&b.degraded), to_dev(&b.clean));
-            let pairs: Vec<(Tensor, Tensor)> = micro.iter().map(to_dev).collect();
+            let pairs: Vec<(Tensor, Tensor)> =
+                micro.iter().map(|b| (copy(&b.degraded), copy(&b.clean))).collect();
             let log_now = (self.state.step + 1).is_multiple_of(log_every);
             // On CPU a check costs nothing; on GPU it is a sync, so only at log points (the
             // checkpoints are written only after a check of the weights).

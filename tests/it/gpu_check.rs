@@ -127,6 +127,10 @@ fn gpu_check_runs_every_stage_when_one_fails() {
         return;
     }
     let out = tempfile::tempdir().unwrap();
+    // A previous run's files in the folder: a rerun starts clean.
+    std::fs::write(out.path().join("layouts.md"), "STALE").unwrap();
+    std::fs::create_dir(out.path().join("smoke-data")).unwrap();
+    std::fs::write(out.path().join("smoke-data/old.png"), "").unwrap();
     let missing = out.path().join("missing.yaml");
     let run = gpu_check(
         out.path(),
@@ -145,6 +149,7 @@ fn gpu_check_runs_every_stage_when_one_fails() {
     assert_eq!(result("data-parallel smoke"), "ok", "{summary}");
     assert_eq!(result("profile"), "FAILED", "{summary}");
     assert_eq!(result("Rust in both"), "FAILED", "{summary}");
+    assert!(!summary.contains("STALE"), "{summary}");
     // The smoke ran in full: a row per precision with finite, decreasing losses (PyTorch's
     // images/s are missing with the bench).
     for p in ["fp32", "bf16", "fp16"] {
