@@ -100,18 +100,22 @@ bench_rows() {
         tee "$OUTDIR/bench.md"
 }
 
+# `promptir train` arguments for the smoke data and sizes; each run adds --name and the rest.
+smoke_train_args=(--config "$smoke_exp" --data "$OUTDIR/smoke-data" --device "$device"
+    --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights"
+    --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch"
+    --set train.val_every=1000 --set train.save_every=0 --set loss.perceptual=0
+    --set data.workers=2 --quiet)
+
 train_smoke() {
     "$BIN" synth --output "$OUTDIR/smoke-data" --train "$smoke_pairs" --test 2 --size "$smoke_size" \
         --seed 0 >/dev/null || return 1
     local precision failed=0
     for precision in fp32 bf16 fp16; do
-        "$BIN" train --config "$smoke_exp" --data "$OUTDIR/smoke-data" --device "$device" \
-            --name "smoke-$precision" --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights" \
-            --set train.precision="$precision" --set train.max_steps="$smoke_steps" \
-            --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch" \
-            --set train.warmup_epochs=0 --set train.log_every=$(((smoke_steps + 9) / 10)) \
-            --set train.val_every=1000 --set train.save_every=0 --set train.val_images=0 \
-            --set loss.perceptual=0 --set data.workers=2 --quiet >"$OUTDIR/smoke-$precision.log" 2>&1 ||
+        "$BIN" train "${smoke_train_args[@]}" --name "smoke-$precision" --set train.precision="$precision" \
+            --set train.max_steps="$smoke_steps" --set train.warmup_epochs=0 \
+            --set train.log_every=$(((smoke_steps + 9) / 10)) --set train.val_images=0 \
+            >"$OUTDIR/smoke-$precision.log" 2>&1 ||
             { tail -n 20 "$OUTDIR/smoke-$precision.log" >&2; echo "gpu-check: $precision training failed" >&2; failed=1; }
     done
     "$PYTHON" - "$OUTDIR" >"$OUTDIR/train-smoke.md" <<'PY' || failed=1
@@ -158,11 +162,8 @@ dist_smoke() {
     # A hang (NCCL in a sandbox, say) must not eat the time of the stages after it.
     if PROMPTIR_DIST_TIMEOUT=60 timeout -k 30 180 \
         "$PYTHON" -m torch.distributed.run --no-python --nproc-per-node 1 --master-port "$port" \
-        "$BIN" train --config "$smoke_exp" --data "$OUTDIR/smoke-data" --device "$device" \
-        --name smoke-dist --logs-dir "$OUTDIR/smoke-logs" --weights-dir "$OUTDIR/smoke-weights" \
-        --set train.max_steps=4 --set train.patch_size="$smoke_patch" --set train.batch_size="$smoke_batch" \
-        --set train.val_every=1000 --set train.save_every=0 --set loss.perceptual=0 --set data.workers=2 \
-        --quiet >"$OUTDIR/dist-smoke.txt" 2>&1; then
+        "$BIN" train "${smoke_train_args[@]}" --name smoke-dist --set train.max_steps=4 \
+        >"$OUTDIR/dist-smoke.txt" 2>&1; then
         echo "ok: 4 steps in a process group of 1 ($backend)" >>"$OUTDIR/dist-smoke.txt"
     else
         echo "FAILED" >>"$OUTDIR/dist-smoke.txt"

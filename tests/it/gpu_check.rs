@@ -5,8 +5,14 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn gpu_check(out: &Path, env: &[(&str, &str)]) -> Output {
-    Command::new("bash")
+/// The script into `out` with these extra variables; `None` (skipped) where CUDA is present,
+/// since the CPU path is then not what the machine would run.
+fn gpu_check(out: &Path, env: &[(&str, &str)]) -> Option<Output> {
+    if tch::Cuda::is_available() {
+        eprintln!("CUDA present: the CPU path is not what this machine would run; skipped");
+        return None;
+    }
+    let run = Command::new("bash")
         .arg(crate::common::repo().join("scripts/gpu-check.sh"))
         .arg(env!("CARGO_BIN_EXE_promptir"))
         .arg(crate::common::repo().join(".venv/torch/lib"))
@@ -14,17 +20,14 @@ fn gpu_check(out: &Path, env: &[(&str, &str)]) -> Output {
         .env("PYTHON", crate::common::python())
         .envs(env.iter().copied())
         .output()
-        .expect("bash runs")
+        .expect("bash runs");
+    Some(run)
 }
 
 #[test]
 fn gpu_check_script_runs_its_cpu_path() {
-    if tch::Cuda::is_available() {
-        eprintln!("CUDA present: the CPU path is not what this machine would run; skipped");
-        return;
-    }
     let out = tempfile::tempdir().unwrap();
-    let run = gpu_check(out.path(), &[]);
+    let Some(run) = gpu_check(out.path(), &[]) else { return };
     assert!(run.status.success(), "gpu-check.sh failed: {}", String::from_utf8_lossy(&run.stderr));
     let read = |f: &str| std::fs::read_to_string(out.path().join(f)).unwrap();
     assert!(read("doctor.txt").contains("cuda available    false"));
@@ -122,20 +125,14 @@ fn gpu_check_script_runs_its_cpu_path() {
 /// must still end non-zero, naming it.
 #[test]
 fn gpu_check_runs_every_stage_when_one_fails() {
-    if tch::Cuda::is_available() {
-        eprintln!("CUDA present: the CPU path is not what this machine would run; skipped");
-        return;
-    }
     let out = tempfile::tempdir().unwrap();
     // A previous run's files in the folder: a rerun starts clean.
     std::fs::write(out.path().join("layouts.md"), "STALE").unwrap();
     std::fs::create_dir(out.path().join("smoke-data")).unwrap();
     std::fs::write(out.path().join("smoke-data/old.png"), "").unwrap();
     let missing = out.path().join("missing.yaml");
-    let run = gpu_check(
-        out.path(),
-        &[("GPU_CHECK_CPU_CONFIG", missing.to_str().unwrap()), ("SMOKE_STEPS", "2")],
-    );
+    let env = [("GPU_CHECK_CPU_CONFIG", missing.to_str().unwrap()), ("SMOKE_STEPS", "2")];
+    let Some(run) = gpu_check(out.path(), &env) else { return };
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("gpu-check: FAILED: bench: Rust vs PyTorch on cpu"), "{stderr}");
