@@ -3,8 +3,10 @@
 //! Gloo on CPU or NCCL on CUDA, through the native layer), and gradient averaging over a few
 //! large flat buckets ([`GradBuckets`]).
 
+use crate::config::differences;
 use crate::native::{take_error, take_string};
 use crate::{Error, Result};
+use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::time::Duration;
 use tch::{Device, Tensor};
@@ -282,6 +284,40 @@ impl ProcessGroup {
         let t = Tensor::from_slice(values).to_device(self.device);
         self.all_reduce_sum(&t)?;
         Ok(Vec::<f64>::try_from(t.to_device(Device::Cpu))?)
+    }
+
+    /// Checks that every rank holds rank 0's `settings` (`key -> value`). Ranks launched with
+    /// another learning rate or dataset would train silently apart, and a different epoch
+    /// count would leave the others waiting for the timeout; so on any difference every rank
+    /// returns a usage error at once: those that differ name the keys, the others the ranks.
+    pub fn check_same_settings(&self, settings: &BTreeMap<String, String>) -> Result<()> {
+        let ours = serde_json::to_string(settings).expect("strings serialise");
+        let theirs = self.share_string("settings", &ours)?;
+        let theirs: BTreeMap<String, String> = serde_json::from_str(&theirs)
+            .map_err(|e| Error::Usage(format!("rank 0's settings in the store: {e}")))?;
+        let diff = differences(settings, &theirs, "rank 0");
+        let mut flags = vec![0.0; self.world];
+        flags[self.rank] = f64::from(u8::from(!diff.is_empty()));
+        let differ: Vec<String> = (self.sum_f64(&flags)?.iter().enumerate())
+            .filter(|(_, &f)| f > 0.0)
+            .map(|(r, _)| r.to_string())
+            .collect();
+        let fix = "start every rank with the same experiment file, --set overrides and dataset";
+        match (diff.is_empty(), differ.is_empty()) {
+            (_, true) => Ok(()),
+            (false, _) => Err(Error::Usage(format!(
+                "rank {} of {} was started with other settings than rank 0: {}; {fix}",
+                self.rank,
+                self.world,
+                diff.join(", ")
+            ))),
+            (true, _) => Err(Error::Usage(format!(
+                "rank {} of {}: rank {} started with other settings than rank 0 (named in its error); {fix}",
+                self.rank,
+                self.world,
+                differ.join(", ")
+            ))),
+        }
     }
 }
 

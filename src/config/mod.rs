@@ -3,7 +3,10 @@
 //! run's log folder. Every struct rejects unknown keys; every default lives here.
 
 mod load;
+mod settings;
 mod validate;
+
+pub use settings::differences;
 
 use crate::model::ModelConfig;
 

@@ -1,8 +1,8 @@
 //! What `promptir train` was asked to do, resolved into an experiment and a plan (a new run or
 //! one to resume) with every check done and nothing written yet.
 
-use super::run_dir::{model_differences, RunDir};
-use crate::config::Experiment;
+use super::run_dir::RunDir;
+use crate::config::{differences, Experiment};
 use crate::io::atomic::check_output_folder;
 use crate::{Error, Result};
 use std::path::PathBuf;
@@ -76,7 +76,8 @@ pub(super) fn resolve(args: &TrainArgs) -> Result<(Experiment, Plan)> {
             };
             let mut exp = apply_cli(exp)?;
             exp.name = stored.name.clone();
-            let diff = model_differences(&stored, &exp);
+            let mut diff = differences(&exp.settings(), &stored.settings(), "the run's");
+            diff.retain(|d| d.starts_with("model."));
             if !diff.is_empty() {
                 return Err(Error::Usage(format!(
                     "--resume {}: the model config differs from the run's ({}); start a new run instead",

@@ -160,17 +160,6 @@ impl RunDir {
     }
 }
 
-/// Model keys that differ between two configs (resuming with a changed network is refused).
-pub fn model_differences(a: &Experiment, b: &Experiment) -> Vec<String> {
-    let (va, vb) =
-        (serde_json::to_value(&a.model).unwrap(), serde_json::to_value(&b.model).unwrap());
-    let (ma, mb) = (va.as_object().unwrap(), vb.as_object().unwrap());
-    ma.iter()
-        .filter(|(k, v)| mb.get(*k) != Some(*v))
-        .map(|(k, v)| format!("model.{k}: {v} -> {}", mb[k]))
-        .collect()
-}
-
 /// `YYYYmmdd-HHMMSS` in UTC, without a date crate.
 pub fn utc_stamp() -> String {
     let secs = std::time::SystemTime::now()
@@ -268,15 +257,6 @@ mod tests {
         let e = read_metrics(&run.metrics_path()).unwrap_err().to_string();
         assert!(e.contains("metrics.jsonl: line 2"), "{e}");
         assert!(read_metrics(&d.path().join("missing.jsonl")).unwrap().is_empty());
-    }
-
-    #[test]
-    fn model_differences_are_listed() {
-        let a = Experiment::default();
-        let mut b = a.clone();
-        b.model.dim = 16;
-        assert_eq!(model_differences(&a, &b), ["model.dim: 48 -> 16"]);
-        assert!(model_differences(&a, &a).is_empty());
     }
 
     #[test]

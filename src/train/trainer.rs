@@ -134,6 +134,19 @@ impl Trainer {
         let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank, g.world));
         let pairs = data::scan_pairs(&exp.data.root)?;
         let dataset = fingerprint(&exp.data.root, &pairs);
+        if let Some(g) = &group {
+            // Before minutes of decoding: every rank must train the same run on the same data.
+            let mut shared = exp.shared_settings();
+            let files =
+                format!("{} pairs, names and sizes crc32c {}", dataset.pairs, dataset.files_crc32c);
+            shared.insert("dataset".into(), files);
+            let start = match &start {
+                Plan::New => "a new run".to_string(),
+                Plan::Resume(run) => format!("--resume {}", run.name),
+            };
+            shared.insert("start".into(), start);
+            g.check_same_settings(&shared)?;
+        }
         let store = Arc::new(Store::load(&pairs, exp.data.workers)?);
         let split = data::split(&store.kinds(), exp.data.val_fraction, exp.seed);
         let cfg = LoaderConfig { rank, world, ..LoaderConfig::from_experiment(&exp) };

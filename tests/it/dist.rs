@@ -3,10 +3,14 @@
 //! a group writes, a rank that dies, and launches that cannot work.
 
 use crate::common::{paired_dataset, repo};
+use promptir::dist::{Launch, ProcessGroup};
 use promptir::io::TensorFile;
+use promptir::train::TrainStep;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -273,29 +277,101 @@ fn a_rank_that_dies_stops_the_others_within_a_minute_naming_it() {
 
 #[test]
 fn a_loss_that_turns_nan_on_one_rank_stops_every_rank_at_that_step() {
+    // Two ranks in threads, each with the tiny network's training step, joined over Gloo. At
+    // the second step rank 1 alone gets a NaN batch: its loss is NaN while rank 0's is finite.
+    // Without an agreement rank 0 would apply the NaN-averaged gradients and wait for a rank
+    // that had stopped.
+    let exp =
+        promptir::config::Experiment::load(&repo().join("experiments/tiny.yaml"), &[]).unwrap();
+    let port = free_port();
+    let outcomes: Vec<(Vec<bool>, bool, f64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                let exp = exp.clone();
+                s.spawn(move || {
+                    let launch = Launch {
+                        rank,
+                        world: 2,
+                        local_rank: rank,
+                        master_addr: "127.0.0.1".into(),
+                        master_port: port,
+                        agent_store: false,
+                    };
+                    let g =
+                        ProcessGroup::join(&launch, Device::Cpu, Duration::from_secs(30)).unwrap();
+                    let mut step = TrainStep::new(&exp, Device::Cpu).unwrap();
+                    step.join(Rc::new(g), exp.train.bucket_mb).unwrap();
+                    tch::manual_seed(rank as i64);
+                    let y = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu));
+                    let noise = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu)) * 0.1;
+                    let x = (&y + noise).clamp(0.0, 1.0);
+                    let first = step.step(&x, &y, 1e-3, true).unwrap();
+                    let before: Vec<Tensor> = step.opt.params().iter().map(Tensor::copy).collect();
+                    let x2 = if rank == 1 { x.full_like(f64::NAN) } else { x.shallow_clone() };
+                    let second = step.step(&x2, &y, 1e-3, true).unwrap();
+                    let moved = step
+                        .opt
+                        .params()
+                        .iter()
+                        .zip(&before)
+                        .map(|(p, b)| f64::try_from((p - b).abs().max()).unwrap())
+                        .fold(0.0, f64::max);
+                    let own_loss_finite = f64::try_from(&second.terms.total).unwrap().is_finite();
+                    (vec![first.nonfinite, second.nonfinite], own_loss_finite, moved)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let [(r0, r0_finite, r0_moved), (r1, r1_finite, r1_moved)] = &outcomes[..] else { panic!() };
+    eprintln!("non-finite at steps 1, 2: rank 0 {r0:?}, rank 1 {r1:?}");
+    assert!(*r0_finite && !*r1_finite, "the NaN is rank 1's alone");
+    assert_eq!(r0, &[false, true], "rank 0 stops at step 2 because rank 1's loss is NaN");
+    assert_eq!(r1, &[false, true]);
+    assert_eq!((*r0_moved, *r1_moved), (0.0, 0.0), "no rank updated its weights at step 2");
+}
+
+#[test]
+fn ranks_started_with_other_settings_or_data_stop_at_once_naming_them() {
     let d = setup();
     let dir = d.path();
-    let port = free_port();
-    // Rank 1 alone steps with an absurd learning rate: its own weights overflow after its first
-    // update, so its loss turns NaN while rank 0's is still finite (no gradient clipping, the
-    // default). Without an agreement rank 0 would take the NaN-averaged step and wait for a
-    // rank that had already stopped.
-    let limit = "train.max_steps=40";
-    let r0 = spawn_rank_with(dir, port, "0", "nan", &[limit]);
-    let r1 = spawn_rank_with(dir, port, "1", "nan", &[limit, "train.lr=1e30"]);
-    let t0 = Instant::now();
-    let (o0, o1) = (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap());
-    let took = t0.elapsed();
-    let at_step = |o: &Output| {
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        let tail = err.split("became NaN/inf at step ").nth(1).unwrap_or_else(|| panic!("{err}"));
-        tail.split(' ').next().unwrap().to_string()
+    // The same pairs elsewhere (another machine's mount point) are fine; one pair fewer is not.
+    paired_dataset(&dir.join("same"));
+    paired_dataset(&dir.join("fewer"));
+    for sub in ["train/degraded/snow-6.png", "train/clean/snow_clean-6.png"] {
+        std::fs::remove_file(dir.join("fewer").join(sub)).unwrap();
+    }
+    let both = |name: &str, r1: &[&str]| {
+        let port = free_port();
+        let r0 = spawn_rank_with(dir, port, "0", name, &["train.max_steps=1"]);
+        let mut sets = vec!["train.max_steps=1"];
+        sets.extend(r1);
+        let r1 = spawn_rank_with(dir, port, "1", name, &sets);
+        let t0 = Instant::now();
+        let (o0, o1) = (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap());
+        let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+        eprintln!(
+            "{name}: {:?} after {:?}\n  rank 0: {}  rank 1: {}",
+            (o0.status.code(), o1.status.code()),
+            t0.elapsed(),
+            err(&o0),
+            err(&o1)
+        );
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+        let (e0, e1) = (err(&o0), err(&o1));
+        (o0, e0, o1, e1)
     };
-    let (s0, s1) = (at_step(&o0), at_step(&o1));
-    eprintln!("both ranks stopped at step {s0} after {took:?}");
-    assert_eq!(s0, s1);
-    assert!(took < Duration::from_secs(30), "{took:?}");
+    let (o0, e0, o1, e1) = both("lr", &["train.lr=0.005"]);
+    assert_eq!((o0.status.code(), o1.status.code()), (Some(2), Some(2)));
+    assert!(e1.contains("rank 1 of 2 was started with other settings than rank 0: train.lr: 0.005 (rank 0: 0.001)"), "{e1}");
+    assert!(e0.contains("rank 1 started with other settings than rank 0"), "{e0}");
+    assert_eq!(e1.lines().count(), 1, "{e1}");
+    assert!(!dir.join("logs/lr").exists(), "nothing is written");
+    let (_, _, o1, e1) = both("fewer", &["data.root=fewer"]);
+    assert_eq!(o1.status.code(), Some(2));
+    assert!(e1.contains("dataset: 11 pairs"), "{e1}");
+    let (o0, e0, o1, e1) = both("same", &["data.root=same", "data.workers=2"]);
+    assert!(o0.status.success() && o1.status.success(), "{e0}{e1}");
 }
 
 #[test]

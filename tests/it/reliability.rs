@@ -336,7 +336,7 @@ fn rows() -> Vec<Row> {
         }),
         row(
             "resume with a changed model",
-            &["--resume r", "model.dim: 8 -> 16", "start a new run"],
+            &["--resume r", "model.dim: 16 (the run's: 8)", "start a new run"],
             |r, fx| fx.resume(r, &["--set", "model.dim=16"]),
         ),
         row(

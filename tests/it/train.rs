@@ -149,7 +149,7 @@ fn resume_refuses_a_changed_model_and_unknown_runs() {
     let e =
         train(&TrainArgs { config: None, resume: Some("r".into()), ..env.args(&["model.dim=16"]) })
             .unwrap_err();
-    assert!(e.to_string().contains("model.dim: 8 -> 16"), "{e}");
+    assert!(e.to_string().contains("model.dim: 16 (the run's: 8)"), "{e}");
     let e = train(&TrainArgs { config: None, resume: Some("nope".into()), ..env.args(&[]) })
         .unwrap_err();
     assert!(e.to_string().contains("no run there"), "{e}");
