@@ -128,12 +128,20 @@ impl Loader {
     /// fixed order with at most `prefetch` (rounded up to a multiple of W) ready ahead.
     /// Dropping the iterator early stops the workers.
     pub fn epoch(&self, epoch: usize) -> EpochBatches {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The epoch's batches from batch `first` on, the same as [`Self::epoch`]'s from there: a
+    /// batch depends only on (seed, epoch, its index), so a resumed run builds none of the
+    /// batches it already took.
+    pub fn epoch_from(&self, epoch: usize, first: usize) -> EpochBatches {
         let cfg = &self.cfg;
         let mut order = (*self.indices).clone();
         order.shuffle(&mut rng_for(cfg.seed, Stream::Shuffle, epoch as u64, 0));
         let order = Arc::new(order);
         let total = self.batches_per_epoch();
-        let workers = cfg.workers.clamp(1, total.max(1));
+        let first = first.min(total);
+        let workers = cfg.workers.clamp(1, (total - first).max(1));
         let depth = cfg.prefetch.div_ceil(workers).max(1);
         let mut receivers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
@@ -143,7 +151,7 @@ impl Loader {
             let handle = std::thread::Builder::new()
                 .name(format!("loader-{w}"))
                 .spawn(move || {
-                    for b in (w..total).step_by(workers) {
+                    for b in (first + w..total).step_by(workers) {
                         let at = (b * cfg.world.max(1) + cfg.rank) * cfg.batch_size;
                         let ids = &order[at..at + cfg.batch_size];
                         if tx.send(make_batch(&store, &cfg, ids, epoch)).is_err() {
@@ -155,7 +163,7 @@ impl Loader {
             receivers.push(rx);
             handles.push(Some(handle));
         }
-        EpochBatches { receivers, handles, next: 0, total, store: self.store.clone() }
+        EpochBatches { receivers, handles, first, next: first, total, store: self.store.clone() }
     }
 }
 
@@ -192,6 +200,8 @@ fn make_batch(store: &Store, cfg: &LoaderConfig, ids: &[usize], epoch: usize) ->
 pub struct EpochBatches {
     receivers: Vec<Receiver<RawBatch>>,
     handles: Vec<Option<JoinHandle<()>>>,
+    /// The first batch (worker 0 builds it).
+    first: usize,
     next: usize,
     total: usize,
     store: Arc<Store>,
@@ -205,7 +215,7 @@ impl Iterator for EpochBatches {
             return None;
         }
         let start = Instant::now();
-        let w = self.next % self.receivers.len();
+        let w = (self.next - self.first) % self.receivers.len();
         let raw = match self.receivers[w].recv() {
             Ok(raw) => raw,
             Err(_) => {

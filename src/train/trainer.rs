@@ -361,13 +361,13 @@ impl Trainer {
         let (log_every, acc) = (self.exp.train.log_every, self.exp.train.accumulate);
         // Stages change the steps of an epoch, and with them the step unit's fractions.
         self.schedule.steps_per_epoch = steps;
-        // The epoch's batch order is a function of (seed, epoch), so skipping the batches
+        // The epoch's batch order is a function of (seed, epoch), so starting after the batches
         // already taken continues exactly where a resumed run stopped.
         let done = self.state.step.saturating_sub(self.plan.steps_before(epoch));
         let (mut running, mut epoch_loss) = (Running::new(), EpochLoss::new());
         let mut lr = self.schedule.lr_at(epoch, done);
         let loader = &self.loaders[self.plan.stage_index(epoch)];
-        let mut batches = loader.epoch(epoch).skip(done * acc);
+        let mut batches = loader.epoch_from(epoch, done * acc);
         for i in done..steps {
             if self.should_stop()? {
                 return Ok(EpochEnd { interrupted: true, lr, train_loss: epoch_loss.mean() });

@@ -253,8 +253,11 @@ fn split_is_stratified_seeded_and_complete() {
 type FlatBatch = (Vec<f32>, Vec<f32>, Vec<usize>, Vec<String>);
 
 fn epoch_batches(loader: &Loader, epoch: usize) -> Vec<FlatBatch> {
-    loader
-        .epoch(epoch)
+    flat_batches(loader.epoch(epoch))
+}
+
+fn flat_batches(batches: impl Iterator<Item = promptir::data::Batch>) -> Vec<FlatBatch> {
+    batches
         .map(|b| {
             let flat = |t: &tch::Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
             (flat(&b.degraded), flat(&b.clean), b.indices, b.kinds)
@@ -286,6 +289,23 @@ fn loader_batches_are_deterministic_whatever_the_worker_count() {
         for (i, k) in indices.iter().zip(kinds) {
             assert_eq!(&store.get(*i).kind, k);
         }
+    }
+}
+
+#[test]
+fn an_epoch_started_at_a_batch_equals_the_rest_of_the_whole_epoch() {
+    // What a resumed run relies on, without building the batches it already took.
+    let dir = tempfile::tempdir().unwrap();
+    standard(dir.path());
+    let store = Arc::new(load(dir.path()).unwrap());
+    let cfg = LoaderConfig { batch_size: 1, ..loader_cfg(3, 4) };
+    let loader = Loader::new(store, (0..8).collect(), cfg).unwrap();
+    let whole = epoch_batches(&loader, 2);
+    assert_eq!(whole.len(), 8);
+    for first in [0, 1, 2, 4, 7, 8, 9] {
+        let rest = flat_batches(loader.epoch_from(2, first));
+        assert_eq!(rest, whole[first.min(8)..], "from batch {first}");
+        assert_eq!(loader.epoch_from(2, first).len(), 8 - first.min(8));
     }
 }
 
