@@ -76,6 +76,18 @@ pub struct Launch {
 }
 
 impl Launch {
+    /// Rank `rank` of `world` processes on this machine, rank 0 serving the store on `port`.
+    pub fn local(rank: usize, world: usize, port: u16) -> Launch {
+        Launch {
+            rank,
+            world,
+            local_rank: rank,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+            agent_store: false,
+        }
+    }
+
     /// `None` when `WORLD_SIZE` is not set: one process, as without torchrun.
     pub fn from_env() -> Result<Option<Launch>> {
         Self::from_vars(|k| std::env::var(k).ok())
@@ -489,14 +501,7 @@ mod tests {
             let handles: Vec<_> = (0..2)
                 .map(|rank| {
                     s.spawn(move || {
-                        let l = Launch {
-                            rank,
-                            world: 2,
-                            local_rank: rank,
-                            master_addr: "127.0.0.1".into(),
-                            master_port: port,
-                            agent_store: false,
-                        };
+                        let l = Launch::local(rank, 2, port);
                         let g =
                             ProcessGroup::join(&l, Device::Cpu, Duration::from_secs(30)).unwrap();
                         let sums = g.sum_f64(&[rank as f64 + 1.0, 10.0]).unwrap();

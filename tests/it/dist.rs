@@ -289,14 +289,7 @@ fn a_loss_that_turns_nan_on_one_rank_stops_every_rank_at_that_step() {
             .map(|rank| {
                 let exp = exp.clone();
                 s.spawn(move || {
-                    let launch = Launch {
-                        rank,
-                        world: 2,
-                        local_rank: rank,
-                        master_addr: "127.0.0.1".into(),
-                        master_port: port,
-                        agent_store: false,
-                    };
+                    let launch = Launch::local(rank, 2, port);
                     let g =
                         ProcessGroup::join(&launch, Device::Cpu, Duration::from_secs(30)).unwrap();
                     let mut step = TrainStep::new(&exp, Device::Cpu).unwrap();
