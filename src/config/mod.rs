@@ -271,7 +271,8 @@ pub struct LossConfig {
     pub charbonnier: f64,
     /// Weight of the edge loss: L1 between the 3x3 Sobel responses of output and target.
     pub edge: f64,
-    /// Weight of the frequency loss: L1 between the orthonormal 2-D FFTs (complex values).
+    /// Weight of the frequency loss: L1 between the orthonormal real 2-D FFTs (their real and
+    /// imaginary parts).
     pub fft: f64,
     /// Weight of the PSNR loss: minus the PSNR (dB, data range 1) per image, batch mean; tens
     /// of units, so its weight is usually small (0.01).
