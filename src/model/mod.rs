@@ -1,5 +1,6 @@
 //! PromptIR (Potlapalli et al., NeurIPS 2023, arXiv 2306.13090), ported from the official
-//! `va1shn9v/PromptIR` `net/model.py` (commit 20eff77) with `decoder=True`.
+//! `va1shn9v/PromptIR` `net/model.py` (commit 20eff77, its last change through 106159a) with
+//! `decoder=True`.
 //!
 //! Every struct mirrors one upstream class and its fields carry the Python attribute names, so
 //! var-store paths equal the official state_dict keys (`encoder_level1.0.attn.qkv.weight`, ...).
