@@ -333,6 +333,7 @@ fn two_ranks_split_each_global_batch_without_overlap() {
             epoch_batches(&ranks[0], epoch),
             epoch_batches(&ranks[1], epoch),
         );
+        assert_eq!((whole.len(), r0.len(), r1.len()), (2, 2, 2));
         for ((w, a), b) in whole.iter().zip(&r0).zip(&r1) {
             assert_eq!(w.2, [a.2.clone(), b.2.clone()].concat(), "indices");
             assert_eq!(w.0, [a.0.clone(), b.0.clone()].concat(), "degraded patches");

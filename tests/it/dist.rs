@@ -101,18 +101,28 @@ fn two_ranks_with_batch_2_equal_one_process_with_batch_4_also_across_a_resume() 
         assert_eq!(ka, kb);
         worst = worst.max(f64::try_from((ta - tb).abs().max()).unwrap());
     }
-    // Measured 4.4e-6 (and 1.1e-5 over 8 steps at patch 32): the sum of two half-batch means,
-    // halved, rounds differently from one mean over the batch, and Adam's normalised steps
-    // carry such differences of near-zero gradient components into the weights at up to lr.
+    // Measured 4.4e-6 to 6.3e-6 (and 1.1e-5 over 8 steps at patch 32): the sum of two
+    // half-batch means, halved, rounds differently from one mean over the batch, and Adam's
+    // normalised steps carry such differences of near-zero gradient components into the
+    // weights at up to lr.
     eprintln!(
         "2 ranks x batch 2 vs 1 process x batch 4, 4 steps with a resume: max |diff| = {worst:e}"
     );
-    assert!(worst < 1e-4, "{worst}");
+    assert!(worst < 2e-5, "{worst}");
+    // The resume itself changes nothing: the same 4 steps without a stop give the same bits.
+    ok(torchrun(dir, &["--config", "exp.yaml", "--name", "straight"]));
+    let straight = weights(&dir.join("weights/straight/last.safetensors"));
+    assert_eq!(straight.len(), b.len());
+    for ((k, s), (_, t)) in straight.iter().zip(&b) {
+        assert!(s.equal(t), "{k}: a resumed 2-rank run differs from a straight one");
+    }
     // Validation: the same means (sharded over the ranks, sums reduced), so the same best.
     let metrics = |run: &str| {
         promptir::train::read_metrics(&dir.join(format!("logs/{run}/metrics.jsonl"))).unwrap()
     };
-    for (x, y) in metrics("one").iter().zip(&metrics("two")) {
+    let (m1, m2) = (metrics("one"), metrics("two"));
+    assert_eq!((m1.len(), m2.len()), (2, 2), "one line per epoch");
+    for (x, y) in m1.iter().zip(&m2) {
         let (px, py) = (
             x.val.as_ref().unwrap().psnr_all().unwrap(),
             y.val.as_ref().unwrap().psnr_all().unwrap(),
@@ -257,7 +267,7 @@ fn fp16_with_loss_scaling_gives_the_same_steps_on_two_ranks_as_on_one() {
 }
 
 #[test]
-fn a_rank_that_dies_stops_the_others_within_a_minute_naming_it() {
+fn a_rank_that_dies_stops_the_others_within_seconds_naming_it() {
     let d = setup();
     let dir = d.path();
     let port = free_port();
@@ -271,7 +281,8 @@ fn a_rank_that_dies_stops_the_others_within_a_minute_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("rank 0 exited {:?} after {took:?}: {err}", out.status.code());
     assert!(!out.status.success(), "{err}");
-    assert!(took < Duration::from_secs(60), "{took:?}");
+    // Measured: within 3 s (the heartbeat); the bound leaves room for a loaded CI machine.
+    assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(err.contains("lost rank 1") && err.contains("resumed"), "{err}");
 }
 
@@ -325,6 +336,59 @@ fn a_loss_that_turns_nan_on_one_rank_stops_every_rank_at_that_step() {
 }
 
 #[test]
+fn two_ranks_average_their_gradients_to_the_whole_batch_gradient() {
+    // The weight tests below compare AdamW steps, which hardly change if every gradient is
+    // scaled by one factor (a sum instead of a mean would pass them); this checks the average.
+    let exp = promptir::config::Experiment {
+        model: promptir::model::ModelConfig::tiny(),
+        ..Default::default()
+    };
+    let x = promptir::model::with_global_rng(|| {
+        tch::manual_seed(5);
+        Tensor::rand([8, 3, 32, 32], (Kind::Float, Device::Cpu))
+    });
+    let y = x.flip([3]) * 0.8;
+    // lr 0: the gradients stay in the variables and the weights do not move.
+    let mut whole = TrainStep::new(&exp, Device::Cpu).unwrap();
+    whole.step(&x, &y, 0.0, true).unwrap();
+    let grads = |step: &TrainStep| -> Vec<(String, Tensor)> {
+        step.vs.variables().into_iter().map(|(k, t)| (k, t.grad().copy())).collect()
+    };
+    let expected = grads(&whole);
+    let port = free_port();
+    let worst: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2i64)
+            .map(|rank| {
+                let exp = &exp;
+                let (x, y) = (x.narrow(0, 4 * rank, 4), y.narrow(0, 4 * rank, 4));
+                let expected: Vec<(String, Tensor)> =
+                    expected.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
+                s.spawn(move || {
+                    let launch = Launch::local(rank as usize, 2, port);
+                    let g =
+                        ProcessGroup::join(&launch, Device::Cpu, Duration::from_secs(30)).unwrap();
+                    let mut step = TrainStep::new(exp, Device::Cpu).unwrap();
+                    step.join(Rc::new(g), exp.train.bucket_mb).unwrap();
+                    step.step(&x, &y, 0.0, true).unwrap();
+                    let ours = step.vs.variables();
+                    assert_eq!(ours.len(), expected.len());
+                    let mut worst = 0.0f64;
+                    for (k, ga) in &expected {
+                        let gb = ours[k].grad();
+                        let scale = f64::try_from(ga.abs().max()).unwrap().max(1e-12);
+                        worst = worst.max(f64::try_from((ga - &gb).abs().max()).unwrap() / scale);
+                    }
+                    worst
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    eprintln!("2 ranks x batch 4 vs batch 8: gradients' max |diff| / max |grad| = {worst:?}");
+    assert!(worst.iter().all(|w| *w <= 1e-5), "{worst:?}");
+}
+
+#[test]
 fn ranks_started_with_other_settings_or_data_stop_at_once_naming_them() {
     let d = setup();
     let dir = d.path();
@@ -350,7 +414,8 @@ fn ranks_started_with_other_settings_or_data_stop_at_once_naming_them() {
             err(&o0),
             err(&o1)
         );
-        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+        // Measured: 0.8-1.5 s (two processes starting, one store round trip and a reduce).
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
         let (e0, e1) = (err(&o0), err(&o1));
         (o0, e0, o1, e1)
     };
@@ -360,8 +425,8 @@ fn ranks_started_with_other_settings_or_data_stop_at_once_naming_them() {
     assert!(e0.contains("rank 1 started with other settings than rank 0"), "{e0}");
     assert_eq!(e1.lines().count(), 1, "{e1}");
     assert!(!dir.join("logs/lr").exists(), "nothing is written");
-    let (_, _, o1, e1) = both("fewer", &["data.root=fewer"]);
-    assert_eq!(o1.status.code(), Some(2));
+    let (o0, _, o1, e1) = both("fewer", &["data.root=fewer"]);
+    assert_eq!((o0.status.code(), o1.status.code()), (Some(2), Some(2)));
     assert!(e1.contains("dataset: 11 pairs"), "{e1}");
     let (o0, e0, o1, e1) = both("same", &["data.root=same", "data.workers=2"]);
     assert!(o0.status.success() && o1.status.success(), "{e0}{e1}");

@@ -47,10 +47,11 @@ fn a_profiled_training_step_sums_to_its_measured_time() {
     let convs = calls("aten::convolution");
     assert!(convs > 10.0 && calls("aten::convolution_backward") >= convs / 2.0, "{t}");
     // Self times partition the ops' time, which is all of the step but the gaps between ops
-    // (0.85 of it on an idle machine; the gaps grow on a loaded one).
+    // (0.85-0.86 of it measured, also beside a training run; preemption between ops on a
+    // loaded machine widens the gaps, hence the margin).
     let share = t["total_ms"].as_f64().unwrap() / mean_ms;
     eprintln!("profiled self time {:.1} ms of a {mean_ms:.1} ms step", share * mean_ms);
-    assert!((0.3..=1.02).contains(&share), "self time is {share:.2} of the step");
+    assert!((0.5..=1.02).contains(&share), "self time is {share:.2} of the step");
 
     // By shape: the 16x16 level's 1x1 convs (2 x 16 x 16 = 512 pixel rows) ran as matrix
     // products, and the breakdown of an op adds up to that op's own total.

@@ -125,15 +125,21 @@ fn degradation_strength_is_pinned_and_matches_skimage() {
         assert!((got - want).abs() < 1e-9, "{rel}: {got} vs skimage {want}");
         by_type.entry(w).or_default().push(got);
     }
-    for (w, (lo, hi), (mean_lo, mean_hi)) in
-        [(Weather::Rain, (18.0, 36.0), (23.5, 27.5)), (Weather::Snow, (14.5, 32.0), (21.0, 25.0))]
+    // The bytes are fixed by the seed, so the strength is pinned to what was measured; 0.05 dB
+    // leaves room for another libm's last bits, not for a change of the degradation.
+    for (w, pinned) in
+        [(Weather::Rain, [20.74, 33.19, 25.31]), (Weather::Snow, [16.18, 29.83, 22.98])]
     {
         let v = &by_type[&w];
         let (min, max) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         eprintln!("{w:?}: {} images, PSNR {min:.2}..{max:.2}, mean {mean:.2}", v.len());
-        assert!(min > lo && max < hi, "{w:?} PSNR range {min:.2}..{max:.2}");
-        assert!((mean_lo..mean_hi).contains(&mean), "{w:?} mean PSNR {mean:.2}");
+        for (got, want) in [min, max, mean].into_iter().zip(pinned) {
+            assert!(
+                (got - want).abs() < 0.05,
+                "{w:?} PSNR min/max/mean {min:.2}/{max:.2}/{mean:.2}"
+            );
+        }
     }
 }
 

@@ -95,7 +95,7 @@ fn accumulated_gradients_equal_the_large_batch_gradients() {
         worst = worst.max(f64::try_from((&ga - &gb).abs().max()).unwrap() / scale);
     }
     eprintln!("accumulate 4 x 2 vs batch 8: gradients' max |diff| / max |grad| = {worst:e}");
-    assert!(worst <= 1e-4, "{worst:e}");
+    assert!(worst <= 1e-5, "{worst:e}");
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn progressive_stages_switch_batches_and_resume_exactly() {
     assert_eq!(resumed.state.step, 10);
     let d =
         max_diff(&weights(&full.run.checkpoint("last")), &weights(&resumed.run.checkpoint("last")));
-    assert!(d <= 1e-6, "resumed across the stage boundary, the run differs by {d:e}");
+    assert_eq!(d, 0.0, "resumed across the stage boundary, the run differs");
     // The steps after the resume moved the weights, so the comparison above can fail.
     let mut moved_from = at_step_4;
     moved_from.retain(|(k, _)| promptir::io::is_weight_key(k));
