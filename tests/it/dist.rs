@@ -156,6 +156,41 @@ fn two_ranks_with_batch_2_equal_one_process_with_batch_4_also_across_a_resume() 
 }
 
 #[test]
+fn a_run_with_stages_and_accumulation_resumes_on_another_number_of_processes() {
+    let d = setup();
+    let dir = d.path();
+    // 8 train pairs; epoch 1 at batch 2, epochs 2-3 at batch 1; 2 micro-batches per step.
+    let sets = [
+        "--set",
+        "train.stages=[{until_epoch: 1, patch_size: 16, batch_size: 2}, {until_epoch: 3, patch_size: 24, batch_size: 1}]",
+        "--set",
+        "train.accumulate=2",
+        "--set",
+        "train.epochs=3",
+    ];
+    // 2 ranks: 1 step in epoch 1 (8 / (2 x 2) = 2 batches), then 2 per epoch; stop after
+    // step 2, one step (4 pairs) into epoch 2.
+    let cfg = ["--config", "exp.yaml", "--name", "st", "--set", "train.max_steps=2"];
+    let out = ok(torchrun(dir, &[&cfg[..], &sets].concat()));
+    assert!(out.contains("epoch 2/3 (1 of 2 steps) step 2:"), "{out}");
+    // One process: epoch 1 has 2 steps and epoch 2 has 4, so the 4 pairs seen are 2 of its
+    // steps: step 2 continues as step 2 + 2 = 4, and the run ends at 4 + 2 + 4 = 10.
+    let out = ok(promptir(dir)
+        .args(["train", "--resume", "st", "--quiet", "--set", "train.max_steps=null"])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("an epoch has 4 steps instead of 2")
+            && out.contains("step 2 continues as step 4"),
+        "{out}"
+    );
+    assert!(out.contains("finished run st after 3 epochs / 10 steps"), "{out}");
+    let m = promptir::train::read_metrics(&dir.join("logs/st/metrics.jsonl")).unwrap();
+    let epochs: Vec<(usize, usize)> = m.iter().map(|l| (l.epoch, l.step)).collect();
+    assert_eq!(epochs, [(1, 1), (2, 6), (3, 10)], "(epoch, step) of each metrics line");
+}
+
+#[test]
 fn accumulation_and_the_moving_average_compose_with_two_ranks() {
     let d = setup();
     let dir = d.path();
