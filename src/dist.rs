@@ -305,9 +305,12 @@ impl ProcessGroup {
     pub fn check_same_settings(&self, settings: &BTreeMap<String, String>) -> Result<()> {
         let ours = serde_json::to_string(settings).expect("strings serialise");
         let theirs = self.share_string("settings", &ours)?;
-        let theirs: BTreeMap<String, String> = serde_json::from_str(&theirs)
-            .map_err(|e| Error::Usage(format!("rank 0's settings in the store: {e}")))?;
-        let diff = differences(settings, &theirs, "rank 0");
+        // A value that does not parse counts as a difference: this rank must still take part
+        // in the reduce below, or the others would wait in it.
+        let diff = match serde_json::from_str::<BTreeMap<String, String>>(&theirs) {
+            Ok(theirs) => differences(settings, &theirs, "rank 0"),
+            Err(e) => vec![format!("rank 0's settings in the store do not parse ({e})")],
+        };
         let mut flags = vec![0.0; self.world];
         flags[self.rank] = f64::from(u8::from(!diff.is_empty()));
         let differ: Vec<String> = (self.sum_f64(&flags)?.iter().enumerate())
@@ -321,7 +324,7 @@ impl ProcessGroup {
                 "rank {} of {} was started with other settings than rank 0: {}; {fix}",
                 self.rank,
                 self.world,
-                diff.join(", ")
+                diff.join("; ")
             ))),
             (true, _) => Err(Error::Usage(format!(
                 "rank {} of {}: rank {} started with other settings than rank 0 (named in its error); {fix}",

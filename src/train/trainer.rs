@@ -137,6 +137,9 @@ impl Trainer {
         if let Some(g) = &group {
             // Before minutes of decoding: every rank must train the same run on the same data.
             let mut shared = exp.shared_settings();
+            // As resolved: `auto` on one machine and `cuda` on another both mean its GPU.
+            let kind = if device.is_cuda() { "cuda" } else { "cpu" };
+            shared.insert("device".into(), kind.into());
             let files =
                 format!("{} pairs, names and sizes crc32c {}", dataset.pairs, dataset.files_crc32c);
             shared.insert("dataset".into(), files);

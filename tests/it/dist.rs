@@ -236,6 +236,8 @@ fn spawn_rank_with(dir: &Path, port: u16, rank: &str, name: &str, sets: &[&str])
         .env("RANK", rank)
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", port.to_string())
+        // A hang fails the test in a minute, not after the default 600 s.
+        .env("PROMPTIR_DIST_TIMEOUT", "60")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -315,7 +317,7 @@ fn a_rank_that_dies_stops_the_others_within_seconds_naming_it() {
     let took = killed.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("rank 0 exited {:?} after {took:?}: {err}", out.status.code());
-    assert!(!out.status.success(), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     // Measured: within 3 s (the heartbeat); the bound leaves room for a loaded CI machine.
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(err.contains("lost rank 1") && err.contains("resumed"), "{err}");
@@ -340,10 +342,12 @@ fn a_loss_that_turns_nan_on_one_rank_stops_every_rank_at_that_step() {
                         ProcessGroup::join(&launch, Device::Cpu, Duration::from_secs(30)).unwrap();
                     let mut step = TrainStep::new(&exp, Device::Cpu).unwrap();
                     step.join(Rc::new(g), exp.train.bucket_mb).unwrap();
-                    tch::manual_seed(rank as i64);
-                    let y = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu));
-                    let noise = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu)) * 0.1;
-                    let x = (&y + noise).clamp(0.0, 1.0);
+                    let (x, y) = promptir::model::with_global_rng(|| {
+                        tch::manual_seed(rank as i64);
+                        let y = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu));
+                        let noise = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu));
+                        ((&y + noise * 0.1).clamp(0.0, 1.0), y)
+                    });
                     let first = step.step(&x, &y, 1e-3, true).unwrap();
                     let before: Vec<Tensor> = step.opt.params().iter().map(Tensor::copy).collect();
                     let x2 = if rank == 1 { x.full_like(f64::NAN) } else { x.shallow_clone() };
@@ -449,8 +453,10 @@ fn ranks_started_with_other_settings_or_data_stop_at_once_naming_them() {
             err(&o0),
             err(&o1)
         );
-        // Measured: 0.8-1.5 s (two processes starting, one store round trip and a reduce).
-        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        if o1.status.code() == Some(2) {
+            // Measured: 0.8-1.5 s (two processes starting, one store round trip and a reduce).
+            assert!(t0.elapsed() < Duration::from_secs(10), "refused after {:?}", t0.elapsed());
+        }
         let (e0, e1) = (err(&o0), err(&o1));
         (o0, e0, o1, e1)
     };
@@ -458,7 +464,8 @@ fn ranks_started_with_other_settings_or_data_stop_at_once_naming_them() {
     assert_eq!((o0.status.code(), o1.status.code()), (Some(2), Some(2)));
     assert!(e1.contains("rank 1 of 2 was started with other settings than rank 0: train.lr: 0.005 (rank 0: 0.001)"), "{e1}");
     assert!(e0.contains("rank 1 started with other settings than rank 0"), "{e0}");
-    assert_eq!(e1.lines().count(), 1, "{e1}");
+    assert_eq!(e1.lines().filter(|l| l.contains("error")).count(), 1, "one error line: {e1}");
+    assert!(!e1.contains("panicked"), "{e1}");
     assert!(!dir.join("logs/lr").exists(), "nothing is written");
     let (o0, _, o1, e1) = both("fewer", &["data.root=fewer"]);
     assert_eq!((o0.status.code(), o1.status.code()), (Some(2), Some(2)));
