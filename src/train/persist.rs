@@ -25,7 +25,7 @@ fn weights_finite(vars: &[(String, Tensor)]) -> bool {
 }
 
 /// The git commit the binary was built from (`build.rs`), if it was built from a checkout.
-fn git_commit() -> Option<String> {
+pub(super) fn git_commit() -> Option<String> {
     option_env!("PROMPTIR_GIT_COMMIT").filter(|c| !c.is_empty()).map(String::from)
 }
 

@@ -11,7 +11,7 @@
 use super::args::{resolve, Plan, TrainArgs};
 use super::ema::Ema;
 use super::log::{log_train, log_val, EpochLoss, Progress, Running};
-use super::persist::load_resume;
+use super::persist::{git_commit, load_resume};
 use super::plan::EpochPlan;
 use super::run_dir::{MetricsLine, RunDir};
 use super::schedule::Schedule;
@@ -148,6 +148,9 @@ impl Trainer {
                 Plan::Resume(run) => format!("--resume {}", run.name),
             };
             shared.insert("start".into(), start);
+            // Another build computes differently (nodes with their own checkouts).
+            let commit = git_commit().unwrap_or_else(|| "no commit recorded".into());
+            shared.insert("promptir".into(), format!("{} ({commit})", env!("CARGO_PKG_VERSION")));
             g.check_same_settings(&shared)?;
         }
         let store = Arc::new(Store::load(&pairs, exp.data.workers)?);
