@@ -145,7 +145,12 @@ impl Trainer {
             shared.insert("dataset".into(), files);
             let start = match &start {
                 Plan::New => "a new run".to_string(),
-                Plan::Resume(run) => format!("--resume {}", run.name),
+                // The step too: a rank reading its own stale copy of the run would resume
+                // other optimizer moments than rank 0 (only the weights are broadcast).
+                Plan::Resume(run) => {
+                    let at = run.read_state().map_or("none".into(), |s| s.step.to_string());
+                    format!("--resume {} (its train_state.json at step {at})", run.name)
+                }
             };
             shared.insert("start".into(), start);
             // Another build computes differently (nodes with their own checkouts).

@@ -228,10 +228,17 @@ fn spawn_rank(dir: &Path, port: u16, rank: &str, name: &str) -> Child {
 }
 
 fn spawn_rank_with(dir: &Path, port: u16, rank: &str, name: &str, sets: &[&str]) -> Child {
+    let mut args = vec!["--config", "exp.yaml", "--name", name];
+    args.extend(["--set", "train.epochs=1000", "--set", "train.val_every=1000"]);
+    args.extend(sets.iter().flat_map(|s| ["--set", s]));
+    spawn_rank_args(dir, port, rank, &args)
+}
+
+/// Rank `rank` of 2 running `promptir train --quiet ARGS`.
+fn spawn_rank_args(dir: &Path, port: u16, rank: &str, args: &[&str]) -> Child {
     promptir(dir)
-        .args(["train", "--config", "exp.yaml", "--name", name, "--quiet"])
-        .args(["--set", "train.epochs=1000", "--set", "train.val_every=1000"])
-        .args(sets.iter().flat_map(|s| ["--set", s]))
+        .args(["train", "--quiet"])
+        .args(args)
         .env("WORLD_SIZE", "2")
         .env("RANK", rank)
         .env("MASTER_ADDR", "127.0.0.1")
@@ -472,6 +479,19 @@ fn ranks_started_with_other_settings_or_data_stop_at_once_naming_them() {
     assert!(e1.contains("dataset: 11 pairs"), "{e1}");
     let (o0, e0, o1, e1) = both("same", &["data.root=same", "data.workers=2"]);
     assert!(o0.status.success() && o1.status.success(), "{e0}{e1}");
+
+    // A resume where rank 1 reads its own, stale copy of the run (no shared filesystem).
+    crate::common::copy_dir(&dir.join("weights/same"), &dir.join("stale/same"));
+    let state = dir.join("stale/same/train_state.json");
+    let text = std::fs::read_to_string(&state).unwrap().replace("\"step\": 1,", "\"step\": 7,");
+    std::fs::write(&state, text).unwrap();
+    let port = free_port();
+    let r0 = spawn_rank_args(dir, port, "0", &["--resume", "same"]);
+    let r1 = spawn_rank_args(dir, port, "1", &["--resume", "same", "--weights-dir", "stale"]);
+    let (o0, o1) = (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap());
+    let e1 = String::from_utf8_lossy(&o1.stderr);
+    assert_eq!((o0.status.code(), o1.status.code()), (Some(2), Some(2)), "{e1}");
+    assert!(e1.contains("its train_state.json at step 7) (rank 0: --resume same (its train_state.json at step 1))"), "{e1}");
 }
 
 #[test]
