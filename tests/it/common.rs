@@ -27,13 +27,19 @@ pub fn run_python(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn content_hash(files: &[&str]) -> u64 {
-    // FNV-1a over the generating scripts: fixtures are rebuilt whenever a script changes.
+pub fn content_hash(files: &[&str]) -> u64 {
+    // FNV-1a over the generating scripts, fixtures rebuilt whenever one changes, and over the
+    // CPU's feature flags: vector width changes libtorch's reduction order, and some tests
+    // compare bit for bit with fixtures this machine made (a copied `target/` must not pass
+    // another CPU's numbers off as this one's).
+    let flags = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("flags")).map(String::from))
+        .unwrap_or_default();
     let mut h: u64 = 0xcbf29ce484222325;
-    for f in files {
-        for b in std::fs::read(repo().join(f)).unwrap() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-        }
+    let bytes = files.iter().flat_map(|f| std::fs::read(repo().join(f)).unwrap());
+    for b in bytes.chain(flags.into_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
     }
     h
 }

@@ -5,7 +5,6 @@ use promptir::config::OptimizerKind;
 use promptir::io::{save_tensors, TensorFile};
 use promptir::train::AdamW;
 use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tch::{nn, Device, Kind, Tensor};
@@ -22,15 +21,14 @@ struct Fixture {
     fused_clip: f64,
 }
 
-/// The fixture file, generated under `target/test-fixtures` once per version of the script.
+/// The fixture file, generated under `target/test-fixtures` once per script version and CPU.
 fn fixture_path() -> &'static Path {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
     FILE.get_or_init(|| {
         let script = "scripts/reference/adamw_ref.py";
-        let mut h = DefaultHasher::new();
-        std::fs::read(crate::common::repo().join(script)).unwrap().hash(&mut h);
         let dir = crate::common::repo().join("target/test-fixtures");
-        let path = dir.join(format!("adamw-{:016x}.safetensors", h.finish()));
+        let hash = crate::common::content_hash(&[script]);
+        let path = dir.join(format!("adamw-{hash:016x}.safetensors"));
         if !path.exists() {
             std::fs::create_dir_all(&dir).unwrap();
             let tmp = dir.join(format!("adamw.{}.partial", std::process::id()));
