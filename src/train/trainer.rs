@@ -25,6 +25,7 @@ use crate::io::{
     TrainState, ValScores,
 };
 use crate::{Error, Result};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::rc::Rc;
@@ -106,6 +107,36 @@ fn val_scores(r: &EvalReport) -> ValScores {
     ValScores { psnr: s.psnr, ssim: s.ssim }
 }
 
+/// What every rank of a data-parallel run must share: the experiment as resolved (less paths,
+/// loader threads and labels), the device kind, the data, the start and the build.
+fn rank_settings(
+    exp: &Experiment,
+    device: Device,
+    dataset: &DatasetFingerprint,
+    start: &Plan,
+) -> BTreeMap<String, String> {
+    let mut shared = exp.shared_settings();
+    // As resolved: `auto` on one machine and `cuda` on another both mean its GPU.
+    let kind = if device.is_cuda() { "cuda" } else { "cpu" };
+    shared.insert("device".into(), kind.into());
+    let files = format!("{} pairs, names and sizes crc32c {}", dataset.pairs, dataset.files_crc32c);
+    shared.insert("dataset".into(), files);
+    let start = match start {
+        Plan::New => "a new run".to_string(),
+        // The step too: a rank reading its own stale copy of the run would resume other
+        // optimizer moments than rank 0 (only the weights are broadcast).
+        Plan::Resume(run) => {
+            let at = run.read_state().map_or("none".into(), |s| s.step.to_string());
+            format!("--resume {} (its train_state.json at step {at})", run.name)
+        }
+    };
+    shared.insert("start".into(), start);
+    // Another build computes differently (nodes with their own checkouts).
+    let commit = git_commit().unwrap_or_else(|| "no commit recorded".into());
+    shared.insert("promptir".into(), format!("{} ({commit})", env!("CARGO_PKG_VERSION")));
+    shared
+}
+
 /// Rank `rank`'s contiguous share of `n` items (rank 0 first, so it holds the panels' items).
 fn shard(n: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
     (n * rank / world)..(n * (rank + 1) / world)
@@ -136,27 +167,7 @@ impl Trainer {
         let dataset = fingerprint(&exp.data.root, &pairs);
         if let Some(g) = &group {
             // Before minutes of decoding: every rank must train the same run on the same data.
-            let mut shared = exp.shared_settings();
-            // As resolved: `auto` on one machine and `cuda` on another both mean its GPU.
-            let kind = if device.is_cuda() { "cuda" } else { "cpu" };
-            shared.insert("device".into(), kind.into());
-            let files =
-                format!("{} pairs, names and sizes crc32c {}", dataset.pairs, dataset.files_crc32c);
-            shared.insert("dataset".into(), files);
-            let start = match &start {
-                Plan::New => "a new run".to_string(),
-                // The step too: a rank reading its own stale copy of the run would resume
-                // other optimizer moments than rank 0 (only the weights are broadcast).
-                Plan::Resume(run) => {
-                    let at = run.read_state().map_or("none".into(), |s| s.step.to_string());
-                    format!("--resume {} (its train_state.json at step {at})", run.name)
-                }
-            };
-            shared.insert("start".into(), start);
-            // Another build computes differently (nodes with their own checkouts).
-            let commit = git_commit().unwrap_or_else(|| "no commit recorded".into());
-            shared.insert("promptir".into(), format!("{} ({commit})", env!("CARGO_PKG_VERSION")));
-            g.check_same_settings(&shared)?;
+            g.check_same_settings(&rank_settings(&exp, device, &dataset, &start))?;
         }
         let store = Arc::new(Store::load(&pairs, exp.data.workers)?);
         let split = data::split(&store.kinds(), exp.data.val_fraction, exp.seed);
