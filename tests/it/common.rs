@@ -76,6 +76,11 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     f64::try_from((a - b).abs().max()).unwrap()
 }
 
+/// [`max_abs_diff`] of `got` from `expected`, relative to `expected`'s largest magnitude.
+pub fn max_rel_diff(expected: &Tensor, got: &Tensor) -> f64 {
+    max_abs_diff(expected, got) / f64::try_from(expected.abs().max()).unwrap().max(1e-12)
+}
+
 /// The fixtures written by `scripts/reference/loss_metrics_ref.py` (metrics, losses, VGG16),
 /// generated once per script version under `target/`.
 pub fn loss_metrics_fixtures() -> &'static Path {

@@ -3,6 +3,7 @@
 //! a group writes, a rank that dies, and launches that cannot work.
 
 use crate::common::{paired_dataset, repo};
+use promptir::config::Experiment;
 use promptir::dist::{Launch, ProcessGroup};
 use promptir::io::TensorFile;
 use promptir::train::TrainStep;
@@ -330,48 +331,57 @@ fn a_rank_that_dies_stops_the_others_within_seconds_naming_it() {
     assert!(err.contains("lost rank 1") && err.contains("resumed"), "{err}");
 }
 
+/// `f(rank, step, input)` on 2 ranks in threads of this process, each with `exp`'s training
+/// step joined to a Gloo group (rank 0's weights); the results in rank order.
+fn on_two_ranks<I: Send, T: Send>(
+    exp: &Experiment,
+    inputs: [I; 2],
+    f: impl Fn(usize, &mut TrainStep, I) -> T + Sync,
+) -> Vec<T> {
+    let port = free_port();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(rank, input)| {
+                let f = &f;
+                s.spawn(move || {
+                    let launch = Launch::local(rank, 2, port);
+                    let g =
+                        ProcessGroup::join(&launch, Device::Cpu, Duration::from_secs(30)).unwrap();
+                    let mut step = TrainStep::new(exp, Device::Cpu).unwrap();
+                    step.join(Rc::new(g), exp.train.bucket_mb).unwrap();
+                    f(rank, &mut step, input)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 #[test]
 fn a_loss_that_turns_nan_on_one_rank_stops_every_rank_at_that_step() {
     // Two ranks in threads, each with the tiny network's training step, joined over Gloo. At
     // the second step rank 1 alone gets a NaN batch: its loss is NaN while rank 0's is finite.
     // Without an agreement rank 0 would apply the NaN-averaged gradients and wait for a rank
     // that had stopped.
-    let exp =
-        promptir::config::Experiment::load(&repo().join("experiments/tiny.yaml"), &[]).unwrap();
-    let port = free_port();
-    let outcomes: Vec<(Vec<bool>, bool, f64)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
-            .map(|rank| {
-                let exp = exp.clone();
-                s.spawn(move || {
-                    let launch = Launch::local(rank, 2, port);
-                    let g =
-                        ProcessGroup::join(&launch, Device::Cpu, Duration::from_secs(30)).unwrap();
-                    let mut step = TrainStep::new(&exp, Device::Cpu).unwrap();
-                    step.join(Rc::new(g), exp.train.bucket_mb).unwrap();
-                    let (x, y) = promptir::model::with_global_rng(|| {
-                        tch::manual_seed(rank as i64);
-                        let y = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu));
-                        let noise = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu));
-                        ((&y + noise * 0.1).clamp(0.0, 1.0), y)
-                    });
-                    let first = step.step(&x, &y, 1e-3, true).unwrap();
-                    let before: Vec<Tensor> = step.opt.params().iter().map(Tensor::copy).collect();
-                    let x2 = if rank == 1 { x.full_like(f64::NAN) } else { x.shallow_clone() };
-                    let second = step.step(&x2, &y, 1e-3, true).unwrap();
-                    let moved = step
-                        .opt
-                        .params()
-                        .iter()
-                        .zip(&before)
-                        .map(|(p, b)| f64::try_from((p - b).abs().max()).unwrap())
-                        .fold(0.0, f64::max);
-                    let own_loss_finite = f64::try_from(&second.terms.total).unwrap().is_finite();
-                    (vec![first.nonfinite, second.nonfinite], own_loss_finite, moved)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let exp = Experiment::load(&repo().join("experiments/tiny.yaml"), &[]).unwrap();
+    let outcomes = on_two_ranks(&exp, [(), ()], |rank, step, ()| {
+        let (x, y) = promptir::model::with_global_rng(|| {
+            tch::manual_seed(rank as i64);
+            let y = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu));
+            let noise = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu));
+            ((&y + noise * 0.1).clamp(0.0, 1.0), y)
+        });
+        let first = step.step(&x, &y, 1e-3, true).unwrap();
+        let before: Vec<Tensor> = step.opt.params().iter().map(Tensor::copy).collect();
+        let x2 = if rank == 1 { x.full_like(f64::NAN) } else { x.shallow_clone() };
+        let second = step.step(&x2, &y, 1e-3, true).unwrap();
+        let moved = (step.opt.params().iter().zip(&before))
+            .map(|(p, b)| crate::common::max_abs_diff(p, b))
+            .fold(0.0, f64::max);
+        let own_loss_finite = f64::try_from(&second.terms.total).unwrap().is_finite();
+        (vec![first.nonfinite, second.nonfinite], own_loss_finite, moved)
     });
     let [(r0, r0_finite, r0_moved), (r1, r1_finite, r1_moved)] = &outcomes[..] else { panic!() };
     eprintln!("non-finite at steps 1, 2: rank 0 {r0:?}, rank 1 {r1:?}");
@@ -385,10 +395,7 @@ fn a_loss_that_turns_nan_on_one_rank_stops_every_rank_at_that_step() {
 fn two_ranks_average_their_gradients_to_the_whole_batch_gradient() {
     // The weight tests below compare AdamW steps, which hardly change if every gradient is
     // scaled by one factor (a sum instead of a mean would pass them); this checks the average.
-    let exp = promptir::config::Experiment {
-        model: promptir::model::ModelConfig::tiny(),
-        ..Default::default()
-    };
+    let exp = Experiment { model: promptir::model::ModelConfig::tiny(), ..Default::default() };
     let x = promptir::model::with_global_rng(|| {
         tch::manual_seed(5);
         Tensor::rand([8, 3, 32, 32], (Kind::Float, Device::Cpu))
@@ -401,34 +408,21 @@ fn two_ranks_average_their_gradients_to_the_whole_batch_gradient() {
         step.vs.variables().into_iter().map(|(k, t)| (k, t.grad().copy())).collect()
     };
     let expected = grads(&whole);
-    let port = free_port();
-    let worst: Vec<f64> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2i64)
-            .map(|rank| {
-                let exp = &exp;
-                let (x, y) = (x.narrow(0, 4 * rank, 4), y.narrow(0, 4 * rank, 4));
-                let expected: Vec<(String, Tensor)> =
-                    expected.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
-                s.spawn(move || {
-                    let launch = Launch::local(rank as usize, 2, port);
-                    let g =
-                        ProcessGroup::join(&launch, Device::Cpu, Duration::from_secs(30)).unwrap();
-                    let mut step = TrainStep::new(exp, Device::Cpu).unwrap();
-                    step.join(Rc::new(g), exp.train.bucket_mb).unwrap();
-                    step.step(&x, &y, 0.0, true).unwrap();
-                    let ours = step.vs.variables();
-                    assert_eq!(ours.len(), expected.len());
-                    let mut worst = 0.0f64;
-                    for (k, ga) in &expected {
-                        let gb = ours[k].grad();
-                        let scale = f64::try_from(ga.abs().max()).unwrap().max(1e-12);
-                        worst = worst.max(f64::try_from((ga - &gb).abs().max()).unwrap() / scale);
-                    }
-                    worst
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    // Each rank gets its half of the batch and its own copy of the expected gradients.
+    let inputs = [0, 1].map(|r: i64| {
+        (
+            x.narrow(0, 4 * r, 4),
+            y.narrow(0, 4 * r, 4),
+            expected.iter().map(|(k, t)| (k.clone(), t.copy())).collect::<Vec<_>>(),
+        )
+    });
+    let worst = on_two_ranks(&exp, inputs, |_, step, (x, y, expected)| {
+        step.step(&x, &y, 0.0, true).unwrap();
+        let ours = step.vs.variables();
+        assert_eq!(ours.len(), expected.len());
+        (expected.iter())
+            .map(|(k, ga)| crate::common::max_rel_diff(ga, &ours[k].grad()))
+            .fold(0.0, f64::max)
     });
     eprintln!("2 ranks x batch 4 vs batch 8: gradients' max |diff| / max |grad| = {worst:?}");
     assert!(worst.iter().all(|w| *w <= 1e-5), "{worst:?}");

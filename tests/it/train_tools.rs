@@ -90,9 +90,7 @@ fn accumulated_gradients_equal_the_large_batch_gradients() {
     let (va, vb) = (big.vs.variables(), acc.vs.variables());
     let mut worst = 0.0f64;
     for (k, t) in &va {
-        let (ga, gb) = (t.grad(), vb[k].grad());
-        let scale = f64::try_from(ga.abs().max()).unwrap().max(1e-12);
-        worst = worst.max(f64::try_from((&ga - &gb).abs().max()).unwrap() / scale);
+        worst = worst.max(crate::common::max_rel_diff(&t.grad(), &vb[k].grad()));
     }
     eprintln!("accumulate 4 x 2 vs batch 8: gradients' max |diff| / max |grad| = {worst:e}");
     assert!(worst <= 1e-5, "{worst:e}");
