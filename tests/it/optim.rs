@@ -297,10 +297,15 @@ fn fused_and_reference_steps_match_torch_over_ten_clipped_steps() {
         assert_eq!(worst, 0.0, "{kind:?}: not bit for bit");
         finals.push(vs);
     }
+    // Fused and reference are two different kernels: exact on one CPU (0 on the Intel machine
+    // this test was written on) and a rounding apart on another (1.86e-9 on an AVX-512 AMD
+    // EPYC, where the fused kernel's vector loop rounds differently). The bound is 10 steps of
+    // one fp32 ulp at the weights' scale (|w| < 1: 1.2e-7 each), far below a wrong update
+    // (lr 1e-3 moves a weight by ~1e-3 per step).
     let (a, b) = (finals[0].variables(), finals[1].variables());
     let d = f.names.iter().map(|n| crate::common::max_abs_diff(&a[n], &b[n])).fold(0.0, f64::max);
     eprintln!("fused vs reference after 10 steps: max |diff| = {d:e}");
-    assert_eq!(d, 0.0);
+    assert!(d <= 1.2e-6, "fused vs reference: {d:e}");
 }
 
 #[test]
