@@ -12,8 +12,8 @@
 - vgg.safetensors: `pred`, `target`, torchvision's outputs `feat.N` of `features.N` for pred, the
   perceptual distances (mean over layers of the per-layer L1 / MSE) and one full weighted loss
   with its gradient `grad.total` with respect to pred.
-- extra_losses.safetensors: Charbonnier, Sobel edge, FFT and PSNR losses (values, gradients) and
-  a weighted sum with L1.
+- terms.safetensors: every loss term of src/train/loss/terms.rs (values in the metadata,
+  gradients `grad.<key>`) on one pair, and their weighted sum (`total`, `grad.total`).
 """
 import json
 import os
@@ -143,6 +143,7 @@ def vgg(out):
     tensors["grad.total"] = x.grad
     meta = dict(values, feat_layers=feat_layers, loss_layers=loss_layers)
     save_file(tensors, os.path.join(out, "vgg.safetensors"), metadata={"values": json.dumps(meta)})
+    return features
 
 
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
@@ -155,40 +156,47 @@ def sobel(x):
     return F.conv2d(x, kx, groups=c), F.conv2d(x, ky, groups=c)
 
 
-EXTRA = {
-    # sqrt(d^2 + eps^2), eps 1e-3 (MPRNet's CharbonnierLoss)
-    "charbonnier": lambda p, t: torch.sqrt((p - t) ** 2 + 1e-6).mean(),
-    # L1 of the 3x3 Sobel responses (valid, per channel), the mean of both directions
-    "edge": lambda p, t: sum((a - b).abs().mean() for a, b in zip(sobel(p), sobel(t))) / 2,
-    # L1 of the orthonormal 2-D real FFT's complex values (real and imaginary parts)
-    "fft": lambda p, t: (
-        torch.view_as_real(torch.fft.rfft2(p, norm="ortho"))
-        - torch.view_as_real(torch.fft.rfft2(t, norm="ortho"))
-    ).abs().mean(),
-    # minus the PSNR (data range 1) per image, averaged over the batch
-    "psnr": lambda p, t: (10 * torch.log10(((p - t) ** 2).mean(dim=(1, 2, 3)) + 1e-8)).mean(),
-}
+def terms_of(features):
+    """Each term by its key in src/train/loss/terms.rs, unweighted, of (pred, target)."""
+    return {
+        "l1": lambda p, t: F.l1_loss(p, t),
+        "ssim": lambda p, t: 1 - ssim(p, t, data_range=1, size_average=True),
+        # relu1_2, relu2_2, relu3_3, L1 (the config's defaults)
+        "perceptual": lambda p, t: perceptual(features, p, t, [3, 8, 15], "l1"),
+        # sqrt(d^2 + eps^2), eps 1e-3 (MPRNet's CharbonnierLoss)
+        "charbonnier": lambda p, t: torch.sqrt((p - t) ** 2 + 1e-6).mean(),
+        # L1 of the 3x3 Sobel responses (valid, per channel), the mean of both directions
+        "edge": lambda p, t: sum((a - b).abs().mean() for a, b in zip(sobel(p), sobel(t))) / 2,
+        # L1 of the orthonormal 2-D real FFT's complex values (real and imaginary parts)
+        "fft": lambda p, t: (
+            torch.view_as_real(torch.fft.rfft2(p, norm="ortho"))
+            - torch.view_as_real(torch.fft.rfft2(t, norm="ortho"))
+        ).abs().mean(),
+        # minus the PSNR (data range 1) per image, averaged over the batch
+        "psnr": lambda p, t: (10 * torch.log10(((p - t) ** 2).mean(dim=(1, 2, 3)) + 1e-8)).mean(),
+    }
 
 
-def extra_losses(out):
-    """extra_losses.safetensors: `pred`, `target`, per term its value (metadata) and gradient
-    `grad.<term>`, and a weighted sum with L1 (`total`, `grad.total`)."""
+def terms(out, features):
+    """terms.safetensors: `pred`, `target`, per term its value (metadata) and gradient
+    `grad.<key>`, and a weighted sum of them all (`total`, `grad.total`)."""
     torch.manual_seed(2)
     target = torch.rand(2, 3, 24, 21)
     pred = target + 0.1 * torch.randn(target.shape)
     tensors, values = {"pred": pred, "target": target}, {}
-    for name, f in EXTRA.items():
+    fns = terms_of(features)
+    for name, f in fns.items():
         x = pred.clone().requires_grad_(True)
         v = f(x, target)
         v.backward()
         values[name], tensors[f"grad.{name}"] = float(v.detach()), x.grad
-    weights = {"l1": 1.0, "charbonnier": 0.5, "edge": 0.3, "fft": 0.2, "psnr": 0.01}
+    weights = {"l1": 1.0, "ssim": 0.2, "perceptual": 0.05, "charbonnier": 0.5, "edge": 0.3, "fft": 0.2, "psnr": 0.01}
     x = pred.clone().requires_grad_(True)
-    total = weights["l1"] * F.l1_loss(x, target) + sum(weights[k] * EXTRA[k](x, target) for k in EXTRA)
+    total = sum(weights[k] * f(x, target) for k, f in fns.items())
     total.backward()
     values.update(total=float(total.detach()), weights=weights)
     tensors["grad.total"] = x.grad
-    save_file(tensors, os.path.join(out, "extra_losses.safetensors"), metadata={"values": json.dumps(values)})
+    save_file(tensors, os.path.join(out, "terms.safetensors"), metadata={"values": json.dumps(values)})
 
 
 def main(out):
@@ -196,8 +204,7 @@ def main(out):
     torch.set_num_threads(1)
     metrics(out, np.random.default_rng(0))
     ssim_loss(out)
-    vgg(out)
-    extra_losses(out)
+    terms(out, vgg(out))
 
 
 if __name__ == "__main__":

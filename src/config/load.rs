@@ -153,7 +153,7 @@ mod tests {
         let e =
             Experiment::load(&p, &["loss.ssim=0.2".into(), "train.patch_size=64".into()]).unwrap();
         assert_eq!((e.seed, e.train.lr, e.train.batch_size, e.train.patch_size), (1, 1e-3, 8, 64));
-        assert_eq!((e.loss.l1, e.loss.ssim), (1.0, 0.2));
+        assert_eq!((e.loss.weight("l1"), e.loss.weight("ssim")), (1.0, 0.2));
         assert_eq!(e.name, "child");
         // The resolved YAML parses back to the same experiment.
         assert_eq!(Experiment::from_yaml_str(&e.to_yaml(), &p).unwrap(), e);

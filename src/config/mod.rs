@@ -6,6 +6,7 @@ mod load;
 mod settings;
 mod validate;
 
+pub use crate::train::{Distance, LossConfig};
 pub use settings::differences;
 
 use crate::model::ModelConfig;
@@ -244,55 +245,6 @@ pub struct EmaConfig {
 impl Default for EmaConfig {
     fn default() -> Self {
         EmaConfig { decay: 0.0, start_step: 0 }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Distance {
-    L1,
-    L2,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LossConfig {
-    pub l1: f64,
-    /// Weight of (1 - SSIM), Gaussian window 11, sigma 1.5.
-    pub ssim: f64,
-    /// Weight of the VGG16 perceptual term.
-    pub perceptual: f64,
-    /// torchvision `features.N` indices whose outputs are compared (relu1_2, relu2_2, relu3_3).
-    pub perceptual_layers: Vec<usize>,
-    pub perceptual_distance: Distance,
-    /// ImageNet VGG16 weights (`scripts/export_vgg16.py` writes them).
-    pub vgg_weights: PathBuf,
-    /// Weight of the Charbonnier loss `mean(sqrt(d^2 + 1e-6))` (a smooth L1).
-    pub charbonnier: f64,
-    /// Weight of the edge loss: L1 between the 3x3 Sobel responses of output and target.
-    pub edge: f64,
-    /// Weight of the frequency loss: L1 between the orthonormal real 2-D FFTs (their real and
-    /// imaginary parts).
-    pub fft: f64,
-    /// Weight of the PSNR loss: minus the PSNR (dB, data range 1) per image, batch mean; tens
-    /// of units, so its weight is usually small (0.01).
-    pub psnr: f64,
-}
-
-impl Default for LossConfig {
-    fn default() -> Self {
-        LossConfig {
-            l1: 1.0,
-            ssim: 0.0,
-            perceptual: 0.0,
-            perceptual_layers: vec![3, 8, 15],
-            perceptual_distance: Distance::L1,
-            vgg_weights: PathBuf::from("weights/vgg16.safetensors"),
-            charbonnier: 0.0,
-            edge: 0.0,
-            fft: 0.0,
-            psnr: 0.0,
-        }
     }
 }
 

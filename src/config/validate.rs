@@ -128,21 +128,15 @@ impl Experiment {
             ));
         }
         let l = &self.loss;
-        non_neg("loss.l1", l.l1)?;
-        non_neg("loss.ssim", l.ssim)?;
-        non_neg("loss.perceptual", l.perceptual)?;
-        non_neg("loss.charbonnier", l.charbonnier)?;
-        non_neg("loss.edge", l.edge)?;
-        non_neg("loss.fft", l.fft)?;
-        non_neg("loss.psnr", l.psnr)?;
-        if l.l1 + l.ssim + l.perceptual + l.charbonnier + l.edge + l.fft + l.psnr <= 0.0 {
-            return Err(
-                "at least one of loss.l1, ssim, perceptual, charbonnier, edge, fft, psnr must be > 0"
-                    .into(),
-            );
+        for (t, w) in l.terms() {
+            non_neg(&format!("loss.{}", t.key), w)?;
+        }
+        if l.terms().all(|(_, w)| w <= 0.0) {
+            let keys: Vec<&str> = l.terms().map(|(t, _)| t.key).collect();
+            return Err(format!("at least one of loss.{} must be > 0", keys.join(", ")));
         }
         let vgg_layers = super::VGG16_FEATURES;
-        if l.perceptual > 0.0
+        if l.weight("perceptual") > 0.0
             && (l.perceptual_layers.is_empty()
                 || l.perceptual_layers.iter().any(|&i| i >= vgg_layers))
         {

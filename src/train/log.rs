@@ -59,7 +59,7 @@ impl Progress {
 
 /// Running sums of the loss terms, kept on the device between log points (no host sync).
 pub(super) struct Running {
-    sums: BTreeMap<&'static str, Tensor>,
+    sums: BTreeMap<String, Tensor>,
     count: usize,
     images: usize,
     wait: Duration,
@@ -68,7 +68,7 @@ pub(super) struct Running {
 
 /// Means since the last drain.
 pub(super) struct Drained {
-    pub means: BTreeMap<&'static str, f64>,
+    pub means: BTreeMap<String, f64>,
     pub images_per_s: f64,
     pub wait_fraction: f64,
 }
@@ -98,8 +98,11 @@ impl Running {
     /// Means since the last drain (one host sync), then reset.
     pub fn drain(&mut self) -> Drained {
         let n = self.count.max(1) as f64;
-        let means =
-            self.sums.iter().map(|(k, v)| (*k, f64::try_from(v).unwrap_or(f64::NAN) / n)).collect();
+        let means = self
+            .sums
+            .iter()
+            .map(|(k, v)| (k.clone(), f64::try_from(v).unwrap_or(f64::NAN) / n))
+            .collect();
         let secs = self.since.elapsed().as_secs_f64().max(1e-9);
         let drained = Drained {
             means,

@@ -19,7 +19,7 @@ mod vgg;
 pub use amp::GradScaler;
 pub use args::TrainArgs;
 pub use ema::Ema;
-pub use loss::{gaussian_ssim, Loss, LossTerms};
+pub use loss::{gaussian_ssim, Distance, Loss, LossConfig, LossTerms, Term, TERMS};
 pub use optim::AdamW;
 pub use plan::EpochPlan;
 pub use run_dir::{read_metrics, MetricsLine, RunDir};

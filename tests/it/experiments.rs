@@ -31,10 +31,16 @@ fn the_report_recipe() {
         (e.train.patch_size, e.train.batch_size, e.train.lr, e.train.warmup_epochs),
         (224, 2, 2e-4, 15.0)
     );
-    assert_eq!((e.loss.l1, e.loss.ssim, e.loss.perceptual), (1.0, 0.2, 0.05));
+    assert_eq!(
+        (e.loss.weight("l1"), e.loss.weight("ssim"), e.loss.weight("perceptual")),
+        (1.0, 0.2, 0.05)
+    );
     assert_eq!(e.name, "combined_loss");
     let l1 = load("l1_only.yaml");
-    assert_eq!((l1.loss.l1, l1.loss.ssim, l1.loss.perceptual), (1.0, 0.0, 0.0));
+    assert_eq!(
+        (l1.loss.weight("l1"), l1.loss.weight("ssim"), l1.loss.weight("perceptual")),
+        (1.0, 0.0, 0.0)
+    );
     let p = load("patch160_bs4.yaml");
     assert_eq!((p.train.patch_size, p.train.batch_size), (160, 4));
     assert_eq!(p.loss, e.loss);
@@ -68,7 +74,10 @@ fn upstreams_recipe() {
     assert_eq!((t.epochs, t.max_epochs, t.warmup_epochs), (120, Some(150.0), 15.0));
     assert_eq!((t.warmup_start_lr, t.eta_min), (0.0, 0.0));
     assert_eq!(t.schedule_unit, promptir::config::ScheduleUnit::EpochLagged);
-    assert_eq!((u.loss.l1, u.loss.ssim, u.loss.perceptual), (1.0, 0.0, 0.0));
+    assert_eq!(
+        (u.loss.weight("l1"), u.loss.weight("ssim"), u.loss.weight("perceptual")),
+        (1.0, 0.0, 0.0)
+    );
     let a = &u.augment;
     assert_eq!((a.hflip, a.vflip, a.rot90), (0.5, 0.5, 0.5));
     assert_eq!([a.rotate.prob, a.color_jitter.prob, a.blur.prob, a.erase.prob], [0.0; 4]);
@@ -89,7 +98,10 @@ fn the_tiny_ablation_mirrors_the_report_rows() {
     let t = load("tiny.yaml");
     let l1 = load("tiny_l1_only.yaml");
     let p = load("tiny_patch48_bs16.yaml");
-    assert_eq!((l1.loss.l1, l1.loss.ssim, l1.loss.perceptual), (1.0, 0.0, 0.0));
+    assert_eq!(
+        (l1.loss.weight("l1"), l1.loss.weight("ssim"), l1.loss.weight("perceptual")),
+        (1.0, 0.0, 0.0)
+    );
     assert_eq!((t.train.patch_size, t.train.batch_size), (64, 8));
     assert_eq!((p.train.patch_size, p.train.batch_size), (48, 16));
     assert_eq!((&p.loss, &p.model, p.train.epochs), (&t.loss, &t.model, t.train.epochs));

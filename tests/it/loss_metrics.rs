@@ -7,7 +7,7 @@ use promptir::config::{Distance, LossConfig};
 use promptir::eval::metrics::{psnr_u8, ssim_u8};
 use promptir::io::{save_tensors, TensorFile};
 use promptir::train::Vgg16Features;
-use promptir::train::{gaussian_ssim, Loss};
+use promptir::train::{gaussian_ssim, Loss, TERMS};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -94,91 +94,54 @@ fn vgg_features_match_torchvision() {
 }
 
 #[test]
-fn perceptual_and_total_loss_match_python() {
+fn perceptual_distances_match_python() {
     let (f, meta) = open("vgg");
     let v: Value = serde_json::from_str(&meta["values"]).unwrap();
-    let num = |k: &str| v[k].as_f64().unwrap();
     let (pred, target) = (f.tensor("pred").unwrap(), f.tensor("target").unwrap());
-    let cfg = |l1, ssim, distance| LossConfig {
-        l1,
-        ssim,
-        perceptual: 0.05,
-        perceptual_layers: vec![3, 8, 15],
-        perceptual_distance: distance,
-        vgg_weights: vgg_weights(),
-        ..LossConfig::default()
-    };
     for (d, key) in [(Distance::L1, "perceptual_l1"), (Distance::L2, "perceptual_l2")] {
-        let loss = Loss::new(&cfg(0.0, 0.0, d), Device::Cpu).unwrap();
-        let t = tch::no_grad(|| loss.compute(&pred, &target));
-        assert!(t.l1.is_none() && t.ssim.is_none());
-        let got = scalar(t.perceptual.as_ref().unwrap());
-        eprintln!("{key}: {got} vs {} (diff {:e})", num(key), (got - num(key)).abs());
-        assert!((got - num(key)).abs() <= 1e-6, "{key}: {got} vs {}", num(key));
+        let mut cfg = LossConfig::only(&[("perceptual", 0.05)]);
+        (cfg.perceptual_distance, cfg.vgg_weights) = (d, vgg_weights());
+        let t = tch::no_grad(|| Loss::new(&cfg, Device::Cpu).unwrap().compute(&pred, &target));
+        assert!(t.get("l1").is_none() && t.get("ssim").is_none());
+        let (got, want) = (scalar(t.get("perceptual").unwrap()), v[key].as_f64().unwrap());
+        eprintln!("{key}: {got} vs {want} (diff {:e})", (got - want).abs());
+        assert!((got - want).abs() <= 1e-6, "{key}: {got} vs {want}");
         assert!((scalar(&t.total) - 0.05 * got).abs() <= 1e-9, "total is the weighted term");
     }
-
-    let loss = Loss::new(&cfg(1.0, 0.2, Distance::L1), Device::Cpu).unwrap();
-    let x = pred.set_requires_grad(true);
-    let t = loss.compute(&x, &target);
-    t.total.backward();
-    for (name, got) in [
-        ("l1", t.l1.as_ref()),
-        ("ssim", t.ssim.as_ref()),
-        ("perceptual", t.perceptual.as_ref()),
-        ("total", Some(&t.total)),
-    ] {
-        let got = scalar(got.unwrap());
-        assert!((got - num(name)).abs() <= 1e-6, "{name}: {got} vs {}", num(name));
-    }
-    let dg = rel_diff(&x.grad(), &f.tensor("grad.total").unwrap());
-    eprintln!("weighted loss {}: gradient rel diff {dg:e}", scalar(&t.total));
-    assert!(dg <= 1e-4, "gradient of the total: rel diff {dg:e}");
 }
 
+/// Every term of the table against `scripts/reference/loss_metrics_ref.py`: value and gradient
+/// alone, then all of them weighted together. A term without a reference fails here.
 #[test]
-fn charbonnier_edge_fft_and_psnr_losses_match_pytorch() {
-    let (f, meta) = open("extra_losses");
+fn every_loss_term_and_their_weighted_sum_match_pytorch() {
+    let (f, meta) = open("terms");
     let v: Value = serde_json::from_str(&meta["values"]).unwrap();
     let (pred, target) = (f.tensor("pred").unwrap(), f.tensor("target").unwrap());
-    let w = |k: &str| v["weights"][k].as_f64().unwrap();
-    let only = |name: &str| {
-        let mut c = LossConfig { l1: 0.0, ssim: 0.0, perceptual: 0.0, ..LossConfig::default() };
-        match name {
-            "charbonnier" => c.charbonnier = 1.0,
-            "edge" => c.edge = 1.0,
-            "fft" => c.fft = 1.0,
-            "psnr" => c.psnr = 1.0,
-            _ => unreachable!(),
-        }
+    let with_vgg = |mut c: LossConfig| {
+        c.vgg_weights = vgg_weights();
         c
     };
-    for name in ["charbonnier", "edge", "fft", "psnr"] {
-        let loss = Loss::new(&only(name), Device::Cpu).unwrap();
+    let mut weights = Vec::new();
+    for term in &TERMS {
+        let key = term.key;
+        let want = v[key].as_f64().unwrap_or_else(|| {
+            panic!("loss term {key} has no reference value: add it to loss_metrics_ref.py")
+        });
+        let loss = Loss::new(&with_vgg(LossConfig::only(&[(key, 1.0)])), Device::Cpu).unwrap();
         let x = pred.copy().set_requires_grad(true);
         let t = loss.compute(&x, &target);
         t.total.backward();
-        let terms = t.named();
-        assert_eq!(terms.len(), 2, "{name}: only the total and the term itself");
-        let got = scalar(terms[1].1);
-        let want = v[name].as_f64().unwrap();
-        let dg = rel_diff(&x.grad(), &f.tensor(&format!("grad.{name}")).unwrap());
-        eprintln!("{name}: {got} vs {want}, gradient rel diff {dg:e}");
-        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{name}: {got} vs {want}");
-        assert!(dg <= 1e-4, "{name}: gradient rel diff {dg:e}");
+        assert_eq!(t.named().len(), 2, "{key}: only the total and the term itself");
+        let got = scalar(t.get(key).unwrap());
+        let dg = rel_diff(&x.grad(), &f.tensor(&format!("grad.{key}")).unwrap());
+        eprintln!("{key}: {got} vs {want}, gradient rel diff {dg:e}");
+        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{key}: {got} vs {want}");
+        assert!(dg <= 1e-4, "{key}: gradient rel diff {dg:e}");
+        weights.push((key, v["weights"][key].as_f64().unwrap()));
     }
-    let cfg = LossConfig {
-        l1: w("l1"),
-        ssim: 0.0,
-        perceptual: 0.0,
-        charbonnier: w("charbonnier"),
-        edge: w("edge"),
-        fft: w("fft"),
-        psnr: w("psnr"),
-        ..LossConfig::default()
-    };
     let x = pred.copy().set_requires_grad(true);
-    let t = Loss::new(&cfg, Device::Cpu).unwrap().compute(&x, &target);
+    let t =
+        Loss::new(&with_vgg(LossConfig::only(&weights)), Device::Cpu).unwrap().compute(&x, &target);
     t.total.backward();
     let want = v["total"].as_f64().unwrap();
     assert!((scalar(&t.total) - want).abs() <= 1e-6, "total {} vs {want}", scalar(&t.total));

@@ -31,7 +31,12 @@ fn eval_json(weights: &[String], tta: bool, split: &str, all: f64) -> String {
         "psnr": {"all": all, "rain": all - 0.5, "snow": all + 0.5},
         "ssim": {"all": 0.81, "rain": 0.8, "snow": 0.82},
         "psnr_input": {"all": 18.0}, "ssim_input": {"all": 0.6}, "loss": null, "images": [],
-        "setup": {"weights": weights, "tta": tta, "split": split, "count": 20},
+        "format_version": 1,
+        "setup": {"weights": weights, "runs": [], "models": weights.len(), "ema": [],
+                  "tta": if tta { "auto" } else { "off" },
+                  "tta_views": if tta { vec!["id", "hflip"] } else { vec!["id"] },
+                  "tile": null, "data": "data", "split": split, "split_params": null,
+                  "count": 20, "device": "Cpu"},
     })
     .to_string()
 }
@@ -53,8 +58,8 @@ fn fabricate_seeded(root: &Path, f: &Fake, seed: u64, published: Option<(f64, &s
     e.train.batch_size = f.batch;
     e.train.epochs = f.epochs;
     e.train.warmup_epochs = 0.0;
-    e.loss.ssim = f.ssim;
-    e.loss.perceptual = f.perceptual;
+    e.loss.set_weight("ssim", f.ssim);
+    e.loss.set_weight("perceptual", f.perceptual);
     write(&dir.join("config.yaml"), &e.to_yaml());
     let lines: Vec<String> = f
         .curve
@@ -62,7 +67,8 @@ fn fabricate_seeded(root: &Path, f: &Fake, seed: u64, published: Option<(f64, &s
         .map(|&(epoch, psnr, loss)| {
             json!({"epoch": epoch, "step": epoch * 10, "lr": 1e-3, "train_loss": train_loss(loss),
                    "val": {"count": 4, "psnr": {"all": psnr, "rain": psnr, "snow": psnr},
-                           "ssim": {"all": 0.8}, "loss": loss},
+                           "ssim": {"all": 0.8}, "psnr_input": {"all": 18.0},
+                           "ssim_input": {"all": 0.6}, "loss": loss},
                    "epoch_seconds": 1.5})
             .to_string()
         })

@@ -6,19 +6,11 @@ use crate::config::LossConfig;
 
 /// "L1 + 0.2 SSIM + 0.05 VGG": the weighted terms, a weight of 1 left out.
 pub fn loss_label(l: &LossConfig) -> String {
-    let terms: Vec<String> = [
-        (l.l1, "L1"),
-        (l.ssim, "SSIM"),
-        (l.perceptual, "VGG"),
-        (l.charbonnier, "Charbonnier"),
-        (l.edge, "edge"),
-        (l.fft, "FFT"),
-        (l.psnr, "PSNR"),
-    ]
-    .into_iter()
-    .filter(|(w, _)| *w > 0.0)
-    .map(|(w, n)| if w == 1.0 { n.to_string() } else { format!("{w} {n}") })
-    .collect();
+    let terms: Vec<String> = l
+        .terms()
+        .filter(|(_, w)| *w > 0.0)
+        .map(|(t, w)| if w == 1.0 { t.label.to_string() } else { format!("{w} {}", t.label) })
+        .collect();
     terms.join(" + ")
 }
 
@@ -228,13 +220,13 @@ mod tests {
 
     #[test]
     fn loss_labels_name_the_weighted_terms() {
-        let mut l = LossConfig { ssim: 0.2, perceptual: 0.05, ..LossConfig::default() };
+        let mut l = LossConfig::default().with("ssim", 0.2).with("perceptual", 0.05);
         assert_eq!(loss_label(&l), "L1 + 0.2 SSIM + 0.05 VGG");
-        l.perceptual = 0.0;
+        l.set_weight("perceptual", 0.0);
         assert_eq!(loss_label(&l), "L1 + 0.2 SSIM");
-        l = LossConfig { l1: 0.5, ssim: 1.0, ..LossConfig::default() };
+        l = LossConfig::only(&[("l1", 0.5), ("ssim", 1.0)]);
         assert_eq!(loss_label(&l), "0.5 L1 + SSIM");
-        l = LossConfig { ssim: 0.0, edge: 0.05, psnr: 0.01, ..LossConfig::default() };
+        l = LossConfig::default().with("edge", 0.05).with("psnr", 0.01);
         assert_eq!(loss_label(&l), "L1 + 0.05 edge + 0.01 PSNR");
     }
 }
