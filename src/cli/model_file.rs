@@ -78,8 +78,6 @@ impl InspectCmd {
                 d.files_crc32c
             );
             println!("built from: {}", p.git_commit.as_deref().unwrap_or("unknown source"));
-        } else if let Some(run) = &meta.legacy_run {
-            println!("run: {run} (written by an older promptir: no provenance)");
         }
         if let Some(src) = &meta.imported_from {
             println!("imported from: {src}");

@@ -149,6 +149,7 @@ impl EvalRun {
     /// What `--format json` prints and `--output` writes.
     pub fn file(&self) -> EvalFile {
         EvalFile {
+            format_version: super::summary::EVAL_FORMAT_VERSION,
             summary: self.report.summary(),
             images: self.report.images.clone(),
             setup: self.setup.clone(),

@@ -40,69 +40,21 @@ pub struct SplitParams {
     pub source: String,
 }
 
-/// Where the run of checkpoints written before provenance existed kept its config.
-const LEGACY_LOGS: &str = "logs";
-
 /// A training run a checkpoint names, with its split parameters.
 struct RunSplit {
     name: String,
-    /// "checkpoint", or the config file of an older checkpoint's run.
-    origin: String,
     seed: u64,
     val_fraction: f64,
 }
 
-fn run_split(
-    weights: &Path,
-    meta: &CheckpointMeta,
-    legacy_logs: &Path,
-) -> Result<Option<RunSplit>> {
-    if let Some(p) = &meta.provenance {
-        return Ok(Some(RunSplit {
-            name: p.run.clone(),
-            origin: "checkpoint".into(),
-            seed: p.seed,
-            val_fraction: p.val_fraction,
-        }));
-    }
-    let Some(name) = &meta.legacy_run else { return Ok(None) };
-    let config = legacy_logs.join(name).join("config.yaml");
-    if !config.is_file() {
-        return Err(Error::Usage(format!(
-            "{}: trained in run {name} by an older promptir whose checkpoints did not record their split, and {} is missing; \
-             state the split with --seed and --val-fraction",
-            weights.display(),
-            config.display()
-        )));
-    }
-    let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
-    let exp = crate::config::Experiment::from_yaml_str(&text, &config)?;
-    Ok(Some(RunSplit {
-        name: name.clone(),
-        origin: config.display().to_string(),
-        seed: exp.seed,
-        val_fraction: exp.data.val_fraction,
-    }))
-}
-
 /// Decides the validation split's parameters. Each of seed and fraction comes from, in order:
-/// its flag; the checkpoints' provenance (for checkpoints of older promptir versions, their
-/// run's `logs/<run>/config.yaml`); the experiment defaults (42, 0.1) when no checkpoint names
-/// a run (imported weights). An ensemble of runs that held out different pairs is an error:
-/// then no split is unseen by all models, and the user must pick one with the flags.
+/// its flag; the checkpoints' provenance; the experiment defaults (42, 0.1) when no checkpoint
+/// names a run (imported weights). An ensemble of runs that held out different pairs is an
+/// error: then no split is unseen by all models, and the user must pick one with the flags.
 pub fn split_params(
     checkpoints: &[(&Path, &CheckpointMeta)],
     seed: Option<u64>,
     val_fraction: Option<f64>,
-) -> Result<SplitParams> {
-    split_params_with(checkpoints, seed, val_fraction, Path::new(LEGACY_LOGS))
-}
-
-fn split_params_with(
-    checkpoints: &[(&Path, &CheckpointMeta)],
-    seed: Option<u64>,
-    val_fraction: Option<f64>,
-    legacy_logs: &Path,
 ) -> Result<SplitParams> {
     if let Some(f) = val_fraction {
         if !(0.0..1.0).contains(&f) {
@@ -113,11 +65,11 @@ fn split_params_with(
     }
     let mut runs: Vec<RunSplit> = Vec::new();
     if seed.is_none() || val_fraction.is_none() {
-        for (w, meta) in checkpoints {
-            if meta.run().is_some_and(|r| runs.iter().any(|s| s.name == r)) {
-                continue;
+        for p in checkpoints.iter().filter_map(|(_, m)| m.provenance.as_ref()) {
+            if !runs.iter().any(|r| r.name == p.run) {
+                let (name, seed, val_fraction) = (p.run.clone(), p.seed, p.val_fraction);
+                runs.push(RunSplit { name, seed, val_fraction });
             }
-            runs.extend(run_split(w, meta, legacy_logs)?);
         }
     }
     let differ = |f: &dyn Fn(&RunSplit) -> String| runs.iter().any(|r| f(r) != f(&runs[0]));
@@ -136,8 +88,7 @@ fn split_params_with(
     }
     let d = crate::config::Experiment::default();
     let from_runs = || {
-        let names: Vec<String> =
-            runs.iter().map(|r| format!("{} ({})", r.name, r.origin)).collect();
+        let names: Vec<String> = runs.iter().map(|r| format!("{} (checkpoint)", r.name)).collect();
         format!("run {}", names.join(", "))
     };
     let source = |flag: bool, name: &str| match (flag, runs.is_empty()) {
@@ -272,7 +223,6 @@ fn test_pairs(root: &Path) -> Result<Vec<PairPath>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Experiment;
     use crate::io::{DatasetFingerprint, Provenance};
     use crate::model::ModelConfig;
 
@@ -297,21 +247,15 @@ mod tests {
         }
     }
 
-    fn legacy(run: &str) -> CheckpointMeta {
-        CheckpointMeta { legacy_run: Some(run.into()), ..CheckpointMeta::new(ModelConfig::tiny()) }
-    }
-
     #[test]
     fn split_params_come_from_flags_then_the_checkpoint_then_defaults() {
-        let t = tempfile::tempdir().unwrap();
-        let logs = t.path().join("logs");
         let w = Path::new("w.safetensors");
         let plain = CheckpointMeta::new(ModelConfig::tiny());
         let (r1, r1b, r2) =
             (trained("r1", 7, 0.25), trained("r1", 7, 0.25), trained("r2", 8, 0.25));
         let get = |ms: &[&CheckpointMeta], seed, frac| {
             let c: Vec<(&Path, &CheckpointMeta)> = ms.iter().map(|m| (w, *m)).collect();
-            split_params_with(&c, seed, frac, &logs)
+            split_params(&c, seed, frac)
         };
 
         let p = get(&[&plain], None, None).unwrap();
@@ -334,17 +278,7 @@ mod tests {
         let p = get(&[&r1, &r2], Some(7), None).unwrap();
         assert_eq!((p.seed, p.val_fraction), (7, 0.25), "fractions agree, seed given");
 
-        // Older checkpoints name only their run: its logs/<run>/config.yaml has the split.
-        let mut e = Experiment { seed: 9, ..Experiment::default() };
-        e.data.val_fraction = 0.2;
-        std::fs::create_dir_all(logs.join("old")).unwrap();
-        std::fs::write(logs.join("old/config.yaml"), e.to_yaml()).unwrap();
-        let p = get(&[&legacy("old")], None, None).unwrap();
-        assert_eq!((p.seed, p.val_fraction), (9, 0.2));
-        assert_eq!(p.source, format!("from run old ({})", logs.join("old/config.yaml").display()));
-        let err = get(&[&legacy("gone")], None, None).unwrap_err().to_string();
-        assert!(err.contains("trained in run gone") && err.contains("--seed and --val-fraction"));
-        let p = get(&[&legacy("gone")], Some(3), Some(0.2)).unwrap();
+        let p = get(&[&r1], Some(3), Some(0.2)).unwrap();
         assert_eq!(p.source, "from --seed and --val-fraction");
         let err = get(&[&r1], None, Some(1.0)).unwrap_err().to_string();
         assert!(err.contains("--val-fraction 1"), "{err}");

@@ -10,10 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Mean scores of a scored set: `"all"` and each degradation type. A map that is missing when
-/// read (a file of an older version) is empty: not measured.
+/// Mean scores of a scored set: `"all"` and each degradation type.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
 pub struct EvalSummary {
     /// Images scored.
     pub count: usize,
@@ -33,54 +31,40 @@ impl EvalSummary {
     }
 }
 
-/// What was scored: the table header and the JSON's `"setup"`. Fields other than the weights,
-/// TTA and split read as empty when missing (files of older versions).
+/// What was scored: the table header and the JSON's `"setup"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalSetup {
     pub weights: Vec<PathBuf>,
     /// The training run of each checkpoint (from its provenance), `null` for imported weights.
-    #[serde(default)]
     pub runs: Vec<Option<String>>,
     /// Ensemble size.
-    #[serde(default)]
     pub models: usize,
-    /// Per checkpoint: its moving average was scored, not the raw weights (`--ema`; empty in
-    /// older files).
-    #[serde(default)]
+    /// Per checkpoint: its moving average was scored, not the raw weights (`--ema`).
     pub ema: Vec<bool>,
-    /// The `--tta` mode (older files: `true` for the 8 views, `false` for none).
+    /// The `--tta` mode.
     pub tta: TtaMode,
-    /// The views averaged, the mode resolved (empty in older files: see [`Self::views`]).
-    #[serde(default)]
+    /// The views averaged, the mode resolved.
     pub tta_views: Vec<Dihedral>,
     /// Why `auto` chose its views, when it had to assume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tta_notice: Option<String>,
-    #[serde(default)]
     pub tile: Option<(i64, i64)>,
-    #[serde(default)]
     pub data: PathBuf,
     pub split: SplitName,
     /// The validation split's parameters (`null` for `test`).
-    #[serde(default)]
     pub split_params: Option<SplitParams>,
     /// Set when the data is not what the checkpoints trained on (see `dataset_notice`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
     /// Images scored.
-    #[serde(default)]
     pub count: usize,
-    #[serde(default)]
     pub device: String,
 }
 
 impl EvalSetup {
-    /// The views averaged; files written before `tta_views` existed imply them by the mode.
+    /// The views averaged.
     pub fn views(&self) -> Vec<Dihedral> {
-        if !self.tta_views.is_empty() {
-            return self.tta_views.clone();
-        }
-        self.tta.fixed_views().unwrap_or_else(|| Dihedral::ALL.to_vec())
+        self.tta_views.clone()
     }
 
     /// Whether TTA was asked for (the `_tta` in an eval file's name), whatever `auto` chose.
@@ -109,12 +93,17 @@ pub struct TtaScore {
     pub psnr_gain: BTreeMap<String, f64>,
 }
 
+/// The eval file layout this promptir writes, and the only one it reads: a change to what the
+/// file holds or means bumps it.
+pub const EVAL_FORMAT_VERSION: u32 = 1;
+
 /// `promptir eval --format json`: the means, one row per image, and the setup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalFile {
+    /// [`EVAL_FORMAT_VERSION`] when written.
+    pub format_version: u32,
     #[serde(flatten)]
     pub summary: EvalSummary,
-    #[serde(default)]
     pub images: Vec<ImageScore>,
     pub setup: EvalSetup,
     /// `--tta-compare`: off, flips, 8 and (when it differs) auto, scored on the same images.
@@ -133,6 +122,27 @@ impl EvalFile {
 
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // The version first: a file of another layout is named as such, not as a parse error.
+        // A file without a version is an older eval only when it has an eval's setup.
+        let version = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .filter(|v| v.get("format_version").is_some() || v.get("setup").is_some())
+            .map(|v| v.get("format_version").and_then(serde_json::Value::as_u64));
+        match version {
+            Some(Some(v)) if v != u64::from(EVAL_FORMAT_VERSION) => {
+                return Err(Error::data(
+                    path,
+                    format!("eval file format version {v}, this promptir reads version {EVAL_FORMAT_VERSION} only; rerun promptir eval"),
+                ))
+            }
+            Some(None) => {
+                return Err(Error::data(
+                    path,
+                    format!("written by a promptir before eval format versions (no format_version); this promptir reads version {EVAL_FORMAT_VERSION} only, rerun promptir eval"),
+                ))
+            }
+            _ => {}
+        }
         let file: EvalFile = serde_json::from_str(&text).map_err(|e| {
             Error::data(
                 path,
@@ -151,10 +161,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_eval_file_round_trips_and_older_files_without_runs_read() {
+    fn an_eval_file_round_trips_and_other_versions_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("eval.json");
         let file = EvalFile {
+            format_version: EVAL_FORMAT_VERSION,
             summary: EvalSummary {
                 count: 1,
                 psnr: [("all".to_string(), 30.5), ("rain".to_string(), 30.5)].into(),
@@ -202,21 +213,22 @@ mod tests {
         file.write(&p).unwrap();
         assert_eq!(EvalFile::read(&p).unwrap(), file);
         let mut v: serde_json::Value = serde_json::from_str(&file.to_json()).unwrap();
+        v["format_version"] = 2.into();
+        std::fs::write(&p, v.to_string()).unwrap();
+        let e = EvalFile::read(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("eval.json: eval file format version 2, this promptir reads version 1"),
+            "{e}"
+        );
+        v.as_object_mut().unwrap().remove("format_version");
+        std::fs::write(&p, v.to_string()).unwrap();
+        let e = EvalFile::read(&p).unwrap_err().to_string();
+        assert!(e.contains("before eval format versions"), "{e}");
+        v["format_version"] = 1.into();
         v["setup"].as_object_mut().unwrap().remove("runs");
         std::fs::write(&p, v.to_string()).unwrap();
-        assert!(EvalFile::read(&p).unwrap().setup.runs.is_empty());
-        // Files from before TTA modes: `tta` was a boolean, and no views or comparison.
-        for (old, mode, n) in [(true, TtaMode::Eight, 8), (false, TtaMode::Off, 1)] {
-            let setup = v["setup"].as_object_mut().unwrap();
-            setup.insert("tta".into(), old.into());
-            setup.remove("tta_views");
-            v.as_object_mut().unwrap().remove("tta_compare");
-            std::fs::write(&p, v.to_string()).unwrap();
-            let f = EvalFile::read(&p).unwrap();
-            assert_eq!((f.setup.tta, f.setup.views().len(), f.setup.tta_on()), (mode, n, old));
-            assert!(f.tta_compare.is_empty());
-        }
-        std::fs::write(&p, "{\"psnr\": {}}").unwrap();
+        assert!(EvalFile::read(&p).unwrap_err().to_string().contains("missing field `runs`"));
+        std::fs::write(&p, "{\"format_version\": 1, \"psnr\": {}}").unwrap();
         assert!(EvalFile::read(&p).unwrap_err().to_string().contains("promptir eval"));
     }
 }

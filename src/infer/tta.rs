@@ -5,7 +5,7 @@
 //! augmentations covered (their provenance), and the CLI says which views it used.
 
 use super::dihedral::{view_list, Dihedral};
-use crate::config::AugmentConfig;
+use crate::config::{AugmentConfig, Experiment};
 use crate::io::{CheckpointMeta, Provenance};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -13,12 +13,13 @@ use std::path::Path;
 
 /// `--tta`: which views to average.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(try_from = "TtaModeInFile", into = "&'static str")]
+#[serde(rename_all = "snake_case")]
 pub enum TtaMode {
     /// The image as it is.
     Off,
     /// All 8 flips and quarter turns.
     #[value(name = "8")]
+    #[serde(rename = "8")]
     Eight,
     /// Identity, hflip, vflip and both (rot180).
     Flips,
@@ -53,35 +54,6 @@ impl std::fmt::Display for TtaMode {
     }
 }
 
-impl From<TtaMode> for &'static str {
-    fn from(m: TtaMode) -> Self {
-        m.name()
-    }
-}
-
-/// A mode as eval files store it: a name, or the boolean of versions before modes existed
-/// (`true` was the 8 views).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum TtaModeInFile {
-    Old(bool),
-    Name(String),
-}
-
-impl TryFrom<TtaModeInFile> for TtaMode {
-    type Error = String;
-    fn try_from(v: TtaModeInFile) -> Result<Self, String> {
-        match v {
-            TtaModeInFile::Old(true) => Ok(TtaMode::Eight),
-            TtaModeInFile::Old(false) => Ok(TtaMode::Off),
-            TtaModeInFile::Name(n) => [TtaMode::Off, TtaMode::Eight, TtaMode::Flips, TtaMode::Auto]
-                .into_iter()
-                .find(|m| m.name() == n)
-                .ok_or_else(|| format!("unknown TTA mode {n:?}; expected off, 8, flips or auto")),
-        }
-    }
-}
-
 /// The group of views the training augmentations generate. Only the dihedral ones count:
 /// small-angle rotation, colour jitter, blur and erasing map no view onto another.
 pub fn trained_views(aug: &AugmentConfig) -> Vec<Dihedral> {
@@ -98,25 +70,16 @@ pub fn trained_views(aug: &AugmentConfig) -> Vec<Dihedral> {
     Dihedral::group(&gens)
 }
 
-/// The dihedral probabilities of a run's resolved experiment. Only these three keys are read,
-/// so provenance from versions with other augmentation keys still resolves.
+/// The augmentations of a run's resolved experiment (its provenance).
 fn provenance_augment(path: &Path, p: &Provenance) -> Result<AugmentConfig> {
-    let cannot = |why: &str| {
-        Error::weights(
+    match Experiment::from_yaml_str(&p.experiment, path) {
+        Ok(exp) => Ok(exp.augment),
+        Err(e) => Err(Error::weights(
             path,
             format!(
-                "its provenance {why}, so --tta auto cannot tell which views it trained on; give --tta 8, flips or off"
+                "its provenance holds no readable experiment ({e}), so --tta auto cannot tell which views it trained on; give --tta 8, flips or off"
             ),
-        )
-    };
-    let exp: serde_yaml::Value =
-        serde_yaml::from_str(&p.experiment).map_err(|_| cannot("holds no readable experiment"))?;
-    let get = |k: &str| exp.get("augment").and_then(|a| a.get(k)).and_then(|v| v.as_f64());
-    match (get("hflip"), get("vflip"), get("rot90")) {
-        (Some(hflip), Some(vflip), Some(rot90)) => {
-            Ok(AugmentConfig { hflip, vflip, rot90, ..AugmentConfig::default() })
-        }
-        _ => Err(cannot("does not record augment.hflip, vflip and rot90")),
+        )),
     }
 }
 
@@ -282,9 +245,9 @@ mod tests {
         assert_eq!(names(&auto(&[&imported, &h]).unwrap().views), ["id", "hflip"]);
         let plain = CheckpointMeta::new(ModelConfig::tiny());
         assert!(auto(&[&plain]).unwrap().notice.unwrap().contains("no record"));
-        // A provenance that does not say is an error naming the flag, not a guess.
+        // A provenance that does not parse is an error naming the flag, not a guess.
         let mut odd = trained(&aug(0.5, 0.0, 0.0));
-        odd.provenance.as_mut().unwrap().experiment = "seed: 3\n".into();
+        odd.provenance.as_mut().unwrap().experiment = "augment: {flip: 0.5}\n".into();
         let e = auto(&[&odd]).unwrap_err().to_string();
         assert!(e.contains("w.safetensors") && e.contains("--tta 8, flips or off"), "{e}");
         // Fixed modes need no checkpoints.
@@ -338,14 +301,13 @@ mod tests {
     }
 
     #[test]
-    fn modes_read_from_old_and_new_files() {
+    fn modes_round_trip_by_name() {
         let read = |s: &str| serde_json::from_str::<TtaMode>(s);
-        assert_eq!(read("true").unwrap(), TtaMode::Eight);
-        assert_eq!(read("false").unwrap(), TtaMode::Off);
         for m in [TtaMode::Off, TtaMode::Eight, TtaMode::Flips, TtaMode::Auto] {
             assert_eq!(read(&serde_json::to_string(&m).unwrap()).unwrap(), m);
         }
         assert_eq!(serde_json::to_string(&TtaMode::Eight).unwrap(), "\"8\"");
-        assert!(read("\"on\"").unwrap_err().to_string().contains("expected off, 8"));
+        assert!(read("true").is_err());
+        assert!(read("\"on\"").unwrap_err().to_string().contains("expected one of `off`, `8`"));
     }
 }

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
 
-/// The metadata layout version this promptir writes and reads.
+/// The metadata layout version this promptir writes, and the only one it reads: a change to
+/// what a checkpoint holds or means bumps it, and a file of another version is refused.
 pub const FORMAT_VERSION: &str = "1";
 /// Tensors of a resume point that are not weights (optimizer moments) start with this.
 pub const STATE_PREFIX: &str = "state.";
@@ -47,8 +48,6 @@ const IMPORTED_KEY: &str = "promptir.imported_from";
 const TRAIN_STATE_KEY: &str = "promptir.train_state";
 const BATCHES_KEY: &str = "promptir.batches_per_epoch";
 const WORLD_KEY: &str = "promptir.world_size";
-/// Written before provenance existed: only the run's name.
-const LEGACY_RUN_KEY: &str = "promptir.run";
 
 /// Mean scores of a validation, overall (`"all"`) and per degradation type.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -124,7 +123,7 @@ pub struct TrainState {
     pub best_epoch: Option<usize>,
     /// Whether training reached its end (epochs or max_steps).
     pub finished: bool,
-    /// The fp16 loss scaler (fp16 runs only; absent in fp32 runs and older files).
+    /// The fp16 loss scaler (fp16 runs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<ScalerState>,
     /// `train.keep_best`: the (epoch, validation PSNR) of each `best_epoch_N` kept, best first.
@@ -136,30 +135,11 @@ pub struct TrainState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resume {
     pub state: TrainState,
-    /// Optimizer steps in the resumed epoch (global batches per epoch before stages and
-    /// accumulation existed): a resume with another data set or batch size is refused.
+    /// Optimizer steps in the resumed epoch: a resume with another data set or batch size is
+    /// refused.
     pub batches_per_epoch: usize,
-    /// Processes the run trained with (1 without torchrun, and in files of older versions).
+    /// Processes the run trained with (1 without torchrun).
     pub world: usize,
-}
-
-impl Resume {
-    /// The resume point of promptir versions that kept it in `last.optim.safetensors` (no
-    /// model config in its metadata, only the run's keys).
-    pub fn read_legacy(file: &TensorFile) -> Result<Self> {
-        let meta = file.metadata();
-        let state = meta.get(TRAIN_STATE_KEY).and_then(|j| serde_json::from_str(j).ok());
-        let batches = meta.get(BATCHES_KEY).and_then(|b| b.parse().ok());
-        match (state, batches) {
-            (Some(state), Some(batches_per_epoch)) => {
-                Ok(Resume { state, batches_per_epoch, world: 1 })
-            }
-            _ => Err(Error::weights(
-                &file.path,
-                "has no training state in its metadata; it is not a resume file of this promptir",
-            )),
-        }
-    }
 }
 
 /// Everything a checkpoint's metadata holds; the one type its writer and readers share.
@@ -172,8 +152,6 @@ pub struct CheckpointMeta {
     pub imported_from: Option<String>,
     /// Only in a run's resume point.
     pub resume: Option<Resume>,
-    /// The run name of checkpoints written before provenance existed (read, never written).
-    pub legacy_run: Option<String>,
 }
 
 fn json<T: Serialize>(v: &T) -> String {
@@ -182,13 +160,7 @@ fn json<T: Serialize>(v: &T) -> String {
 
 impl CheckpointMeta {
     pub fn new(model: ModelConfig) -> Self {
-        CheckpointMeta {
-            model,
-            provenance: None,
-            imported_from: None,
-            resume: None,
-            legacy_run: None,
-        }
+        CheckpointMeta { model, provenance: None, imported_from: None, resume: None }
     }
 
     /// The safetensors metadata map.
@@ -210,17 +182,28 @@ impl CheckpointMeta {
         m
     }
 
-    /// Reads and checks the metadata of a file written by this project (any version of it).
+    /// Reads and checks the metadata of a file written by this version of the format.
     pub fn read(file: &TensorFile) -> Result<Self> {
         let meta = file.metadata();
         let bad = |msg: String| Error::weights(&file.path, msg);
-        if let Some(v) = meta.get(FORMAT_KEY).filter(|v| v.as_str() != FORMAT_VERSION) {
-            return Err(bad(format!(
-                "format version {v:?}, this promptir reads {FORMAT_VERSION:?}; use a matching promptir"
-            )));
+        match meta.get(FORMAT_KEY) {
+            Some(v) if v == FORMAT_VERSION => {}
+            Some(v) => {
+                return Err(bad(format!(
+                    "checkpoint format version {v}, this promptir reads version {FORMAT_VERSION} only; use the promptir that wrote it"
+                )))
+            }
+            None if meta.contains_key(CONFIG_KEY) => {
+                return Err(bad(format!(
+                    "written by a promptir before format versions (no {FORMAT_KEY}); this promptir reads version {FORMAT_VERSION} only, retrain or re-import it"
+                )))
+            }
+            None => {
+                return Err(bad("is not a promptir checkpoint (no promptir metadata); convert official checkpoints with `promptir import`".into()))
+            }
         }
         let config = meta.get(CONFIG_KEY).ok_or_else(|| {
-            bad("has no promptir model config in its metadata; convert official checkpoints with `promptir import`".into())
+            bad(format!("has no {CONFIG_KEY} in its metadata; the file was edited or is corrupt"))
         })?;
         let model: ModelConfig = serde_json::from_str(config)
             .map_err(|e| bad(format!("corrupt model config in metadata: {e}")))?;
@@ -240,12 +223,12 @@ impl CheckpointMeta {
         let provenance: Option<Provenance> = parse(file, &meta, PROVENANCE_KEY)?;
         let state: Option<TrainState> = parse(file, &meta, TRAIN_STATE_KEY)?;
         let batches: Option<usize> = parse(file, &meta, BATCHES_KEY)?;
-        let world = parse::<usize>(file, &meta, WORLD_KEY)?.unwrap_or(1);
-        let resume = match (state, batches) {
-            (Some(state), Some(batches_per_epoch)) => {
+        let world: Option<usize> = parse(file, &meta, WORLD_KEY)?;
+        let resume = match (state, batches, world) {
+            (Some(state), Some(batches_per_epoch), Some(world)) => {
                 Some(Resume { state, batches_per_epoch, world })
             }
-            (None, None) => None,
+            (None, None, None) => None,
             _ => return Err(bad("incomplete training state in metadata".into())),
         };
         Ok(CheckpointMeta {
@@ -253,13 +236,12 @@ impl CheckpointMeta {
             provenance,
             imported_from: meta.get(IMPORTED_KEY).cloned(),
             resume,
-            legacy_run: meta.get(LEGACY_RUN_KEY).cloned(),
         })
     }
 
     /// The training run these weights came from, if any.
     pub fn run(&self) -> Option<&str> {
-        self.provenance.as_ref().map(|p| p.run.as_str()).or(self.legacy_run.as_deref())
+        self.provenance.as_ref().map(|p| p.run.as_str())
     }
 }
 
@@ -397,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn metadata_round_trips_and_old_files_still_read() {
+    fn metadata_round_trips_and_other_versions_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("m.safetensors");
         let x = [("x".to_string(), Tensor::zeros([2], tch::kind::FLOAT_CPU))];
@@ -416,15 +398,27 @@ mod tests {
         assert_eq!(back, meta);
         assert_eq!(back.run(), Some("r"));
 
-        // Written before provenance: format, config and the run's name only.
-        let mut old = BTreeMap::new();
-        old.insert(FORMAT_KEY.to_string(), "1".to_string());
-        old.insert(CONFIG_KEY.to_string(), json(&ModelConfig::tiny()));
-        old.insert(LEGACY_RUN_KEY.to_string(), "old_run".to_string());
-        old.insert("promptir.epoch".to_string(), "3".to_string());
-        save_tensors(&path, &x, old).unwrap();
-        let back = CheckpointMeta::read(&TensorFile::open(&path).unwrap()).unwrap();
-        assert_eq!((back.run(), &back.provenance), (Some("old_run"), &None));
+        // Another version, none (a file of the project's first days), no metadata at all.
+        let read = |edit: &dyn Fn(&mut BTreeMap<String, String>)| {
+            let mut m = meta.to_map();
+            edit(&mut m);
+            save_tensors(&path, &x, m).unwrap();
+            CheckpointMeta::read(&TensorFile::open(&path).unwrap()).unwrap_err().to_string()
+        };
+        let e = read(&|m| drop(m.insert(FORMAT_KEY.into(), "2".into())));
+        assert!(
+            e.contains(
+                "m.safetensors: checkpoint format version 2, this promptir reads version 1 only"
+            ),
+            "{e}"
+        );
+        let e = read(&|m| drop(m.remove(FORMAT_KEY)));
+        assert!(e.contains("before format versions"), "{e}");
+        let e = read(&|m| m.clear());
+        assert!(e.contains("not a promptir checkpoint") && e.contains("promptir import"), "{e}");
+        // A resume point names its number of processes.
+        let e = read(&|m| drop(m.remove(WORLD_KEY)));
+        assert!(e.contains("incomplete training state"), "{e}");
     }
 
     #[test]

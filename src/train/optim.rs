@@ -245,12 +245,6 @@ impl AdamW {
         let mut found: BTreeMap<usize, [Option<String>; 3]> = BTreeMap::new();
         for name in file.header().into_keys() {
             let Some(entry) = name.strip_prefix(prefix) else { continue };
-            // Files of older versions keep the weights beside unprefixed optimizer entries.
-            if prefix.is_empty()
-                && self.params.binary_search_by(|p| p.name.as_str().cmp(&name)).is_ok()
-            {
-                continue;
-            }
             let (slot, pname) = [EXP_AVG_SQ, EXP_AVG, STEP]
                 .iter()
                 .zip([1, 0, 2])

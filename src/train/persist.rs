@@ -1,6 +1,6 @@
 //! Where a run's state goes and comes back from: the checkpoints (`last` as the resume point,
 //! `best`, `epoch_N`) with their provenance, and loading a resume point (also one saved by
-//! another number of processes, or by older promptir versions).
+//! another number of processes).
 
 use super::plan::EpochPlan;
 use super::run_dir::RunDir;
@@ -183,34 +183,20 @@ pub(super) fn load_resume(
     say: &dyn Fn(String),
 ) -> Result<(TrainState, TensorFile)> {
     let world = plan.world();
-    let (path, legacy) = (run.checkpoint("last"), run.legacy_resume_path());
-    let current = if path.is_file() { Some(TensorFile::open(&path)?) } else { None };
-    let current_resume = match &current {
-        Some(f) => CheckpointMeta::read(f)?.resume,
-        None => None,
-    };
-    let (file, resume, prefix) = match (current, current_resume) {
-        (Some(file), Some(resume)) => (file, resume, STATE_PREFIX),
-        // Runs saved before `last` held the resume point kept it in last.optim.safetensors,
-        // optimizer entries unprefixed beside the weights.
-        _ if legacy.is_file() => {
-            let file = TensorFile::open(&legacy)?;
-            let resume = Resume::read_legacy(&file)?;
-            (file, resume, "")
-        }
-        (Some(_), None) => {
-            return Err(Error::weights(
-                &path,
-                "has no training state in its metadata; it is not a resume point of this promptir",
-            ))
-        }
-        (None, _) => {
-            return Err(Error::Usage(format!(
-                "--resume {}: {} is missing, so the run stopped before its first checkpoint; start it again without --resume",
-                run.name,
-                path.display()
-            )))
-        }
+    let path = run.checkpoint("last");
+    if !path.is_file() {
+        return Err(Error::Usage(format!(
+            "--resume {}: {} is missing, so the run stopped before its first checkpoint; start it again without --resume",
+            run.name,
+            path.display()
+        )));
+    }
+    let file = TensorFile::open(&path)?;
+    let Some(resume) = CheckpointMeta::read(&file)?.resume else {
+        return Err(Error::weights(
+            &path,
+            "has no training state in its metadata; it is not a resume point of this promptir",
+        ));
     };
     let mut state = resume.state;
     let old = resume.batches_per_epoch;
@@ -255,16 +241,9 @@ pub(super) fn load_resume(
         ));
     }
     // The moving average (`ema.*`) is the trainer's to load.
-    let skip = |k: &str| {
-        k.strip_prefix(prefix).is_some_and(is_optimizer_entry) || k.starts_with(EMA_PREFIX)
-    };
+    let skip = |k: &str| k.starts_with(STATE_PREFIX) || k.starts_with(EMA_PREFIX);
     load_strict(&step.vs, &file, &skip)?;
-    step.opt.load_state(&file, prefix)?;
+    step.opt.load_state(&file, STATE_PREFIX)?;
     step.resume_scaler(state.scaler.clone());
     Ok((state, file))
-}
-
-/// An AdamW entry name without its prefix: `exp_avg.<p>`, `exp_avg_sq.<p>` or `step.<p>`.
-fn is_optimizer_entry(name: &str) -> bool {
-    ["exp_avg.", "exp_avg_sq.", "step."].iter().any(|p| name.starts_with(p))
 }

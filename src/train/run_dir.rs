@@ -26,8 +26,7 @@ pub struct MetricsLine {
     pub step: usize,
     /// The learning rate of the epoch's last step.
     pub lr: f64,
-    /// Mean training loss over the epoch's steps (absent in files of older versions).
-    #[serde(default)]
+    /// Mean training loss over the epoch's steps (`null` when not finite).
     pub train_loss: Option<f64>,
     /// The validation; absent when the run holds no validation split.
     pub val: Option<EvalSummary>,
@@ -115,10 +114,6 @@ impl RunDir {
     pub fn checkpoint(&self, which: &str) -> PathBuf {
         self.weights.join(format!("{which}.safetensors"))
     }
-    /// The resume point of runs saved by promptir versions before the single `last` file.
-    pub fn legacy_resume_path(&self) -> PathBuf {
-        self.weights.join("last.optim.safetensors")
-    }
 
     pub fn read_config(&self) -> Result<Experiment> {
         let p = self.config_path();
@@ -204,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn the_loss_scale_survives_a_save_and_old_states_still_load() {
+    fn the_loss_scale_survives_a_save() {
         let d = tempfile::tempdir().unwrap();
         let run = RunDir::named("r", &d.path().join("logs"), d.path());
         std::fs::create_dir_all(&run.weights).unwrap();
@@ -214,15 +209,12 @@ mod tests {
         run.write_state(&s).unwrap();
         let back = run.read_state().unwrap();
         assert_eq!(back, s);
-        // fp32 runs write no scaler key, and files written before it existed load unchanged.
+        // fp32 runs write no scaler key, and read back without one.
         let json = std::fs::read_to_string(run.state_path()).unwrap();
         run.write_state(&TrainState::default()).unwrap();
         assert!(json.contains("scaler"));
         assert!(!std::fs::read_to_string(run.state_path()).unwrap().contains("scaler"));
-        let old =
-            r#"{"epoch": 2, "step": 90, "best_psnr": 25.5, "best_epoch": 1, "finished": false}"#;
-        let old: TrainState = serde_json::from_str(old).unwrap();
-        assert_eq!((old.step, old.scaler), (90, None));
+        assert_eq!(run.read_state().unwrap(), TrainState::default());
     }
 
     #[test]
@@ -248,10 +240,9 @@ mod tests {
         run.append_metrics(&MetricsLine { val: None, ..line(3, 0.0) }).unwrap();
         let back = read_metrics(&run.metrics_path()).unwrap();
         assert_eq!(back, [line(1, 19.0), line(2, 21.0), MetricsLine { val: None, ..line(3, 0.0) }]);
-        // Lines of older versions have no train_loss.
         std::fs::write(
             run.metrics_path(),
-            "{\"epoch\":1,\"step\":5,\"lr\":0.1,\"val\":null,\"epoch_seconds\":2.0}\nnot json\n",
+            "{\"epoch\":1,\"step\":5,\"lr\":0.1,\"train_loss\":null,\"val\":null,\"epoch_seconds\":2.0}\nnot json\n",
         )
         .unwrap();
         let e = read_metrics(&run.metrics_path()).unwrap_err().to_string();

@@ -51,7 +51,9 @@ eval)
     done
     psnr=$(awk -v n=${#w[@]} -v t=$tta 'BEGIN { printf "%.2f", 20 + 0.1 * n + (t == "true" ? 0.3 : 0) }')
     weights=$(IFS=,; echo "${w[*]}")
-    echo "{\"count\": 2, \"psnr\": {\"all\": $psnr}, \"psnr_input\": {\"all\": 18.5}, \"images\": [], \"setup\": {\"weights\": [$weights], \"models\": ${#w[@]}, \"tta\": $tta, \"split\": \"$split\", \"count\": 2, \"device\": \"Cpu\"}}" > "$out"
+    mode=off; views='"id"'
+    if $tta; then mode=auto; views='"id", "hflip"'; fi
+    echo "{\"format_version\": 1, \"count\": 2, \"psnr\": {\"all\": $psnr}, \"ssim\": {}, \"psnr_input\": {\"all\": 18.5}, \"ssim_input\": {}, \"loss\": null, \"images\": [], \"setup\": {\"weights\": [$weights], \"runs\": [], \"models\": ${#w[@]}, \"ema\": [], \"tta\": \"$mode\", \"tta_views\": [$views], \"tile\": null, \"data\": \"d\", \"split\": \"$split\", \"split_params\": null, \"count\": 2, \"device\": \"Cpu\"}}" > "$out"
     ;;
 *) exec "$STUB_REAL" "$@" ;;
 esac
