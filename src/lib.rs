@@ -26,7 +26,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod dist;
-mod error;
+pub mod error;
 pub mod eval;
 pub mod infer;
 pub mod io;

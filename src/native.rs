@@ -104,7 +104,7 @@ fn scalar_type(kind: Kind) -> Result<c_int> {
     match kind {
         Kind::Half => Ok(5),
         Kind::BFloat16 => Ok(15),
-        other => Err(Error::Usage(format!("autocast runs in Half or BFloat16, not {other:?}"))),
+        other => Err(Error::Internal(format!("autocast runs in Half or BFloat16, not {other:?}"))),
     }
 }
 

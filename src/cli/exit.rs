@@ -1,5 +1,6 @@
 //! The exit-code policy: user errors (bad flags, files, configs, out of memory) exit 2 with one
-//! line naming what to fix; anything else is a bug and exits 1 with where it happened.
+//! line naming what to fix; a run that diverged exits 3 and one that lost a peer 4 (both with
+//! what to resume from); anything else is a bug and exits 1 with where it happened.
 
 use std::process::ExitCode;
 
@@ -35,7 +36,10 @@ pub fn finish(outcome: std::thread::Result<anyhow::Result<()>>) -> ExitCode {
         }
     };
     let Err(e) = result else { return ExitCode::SUCCESS };
-    let user = e.chain().any(|c| c.downcast_ref::<promptir::Error>().is_some());
+    let code = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<promptir::Error>())
+        .map_or(promptir::error::exit::BUG, promptir::Error::exit_code);
     // Our errors already print their source; skip causes the message so far contains.
     let mut msg = String::new();
     for cause in e.chain().map(|c| c.to_string()) {
@@ -46,7 +50,7 @@ pub fn finish(outcome: std::thread::Result<anyhow::Result<()>>) -> ExitCode {
     // One line, whatever a cause (a tool's output, a library) put in it.
     let msg: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     eprintln!("error: {}", msg.join("; "));
-    ExitCode::from(if user { 2 } else { 1 })
+    ExitCode::from(code)
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {

@@ -52,7 +52,9 @@ impl TrainCmd {
         // Ctrl-C, SIGTERM (torchrun passes Ctrl-C on as one; Slurm sends one before its time
         // limit) and SIGHUP: save `last` at the next step and return, instead of dying mid-step.
         ctrlc::set_handler(move || on_signal.stop()).context("installing the signal handler")?;
-        let s = Trainer::setup(&args, stop).and_then(|t| t.run()).context("training")?;
+        let s = Trainer::from_args(&args)
+            .and_then(|b| b.stop(stop).build()?.run())
+            .context("training")?;
         if s.rank != 0 {
             return Ok(()); // rank 0 reports for the group
         }

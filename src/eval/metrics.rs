@@ -176,10 +176,9 @@ impl GroupMeans {
         &self.groups
     }
 
-    /// From per-group means; the overall mean is theirs pooled.
-    pub fn from_groups(groups: BTreeMap<String, Mean>) -> Self {
-        let (sum, count) = groups.values().fold((0.0, 0), |(s, c), m| (s + m.sum, c + m.count));
-        GroupMeans { all: Mean { sum, count }, groups }
+    /// From the overall mean and the per-group ones (e.g. each summed over processes).
+    pub fn new(all: Mean, groups: BTreeMap<String, Mean>) -> Self {
+        GroupMeans { all, groups }
     }
 }
 

@@ -85,11 +85,14 @@ impl EvalReport {
         parts.join(" / ")
     }
 
-    /// Every metric's sum and count per group of `kinds`, then the loss's: what
+    /// Every metric's sum and count overall and per group of `kinds`, then the loss's: what
     /// [`EvalReport::with_sums`] rebuilds the means from once summed over processes.
     pub fn sums(&self, kinds: &[String]) -> Vec<f64> {
         let mut v = Vec::new();
         for g in [&self.psnr, &self.ssim, &self.psnr_input, &self.ssim_input] {
+            // The overall sum as summed in order, so that one process's report comes back
+            // unchanged (pooling the groups would add in another order).
+            v.extend([g.overall().sum(), g.overall().count() as f64]);
             for k in kinds {
                 let m = g.groups().get(k).copied().unwrap_or_default();
                 v.extend([m.sum(), m.count() as f64]);
@@ -109,8 +112,9 @@ impl EvalReport {
             m
         };
         let mut group = || {
+            let all = next();
             let means: BTreeMap<String, Mean> = kinds.iter().map(|k| (k.clone(), next())).collect();
-            GroupMeans::from_groups(means.into_iter().filter(|(_, m)| m.count() > 0).collect())
+            GroupMeans::new(all, means.into_iter().filter(|(_, m)| m.count() > 0).collect())
         };
         (self.psnr, self.ssim, self.psnr_input, self.ssim_input) =
             (group(), group(), group(), group());

@@ -152,7 +152,7 @@ pub fn run(spec: &BenchSpec, exe: &Path) -> Result<Vec<BenchRow>> {
 }
 
 fn run_child(spec: &BenchSpec, exe: &Path, mode: Mode, size: i64) -> Result<BenchRow> {
-    // The flags of `promptir bench` in main.rs.
+    // The flags of `promptir bench` (src/cli/bench.rs).
     let mut cmd = Command::new(exe);
     cmd.arg("bench")
         .args(["--config", &spec.config_name])
@@ -180,7 +180,7 @@ fn run_child(spec: &BenchSpec, exe: &Path, mode: Mode, size: i64) -> Result<Benc
     }
     let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
     serde_json::from_str(line)
-        .map_err(|e| Error::Usage(format!("bench child printed no row ({e}): {stdout}")))
+        .map_err(|e| Error::Internal(format!("bench child printed no row ({e}): {stdout}")))
 }
 
 /// Measures one row in this process.

@@ -57,7 +57,7 @@ pub struct Panel {
 }
 
 fn plot_err(e: impl std::fmt::Display) -> Error {
-    Error::Usage(format!("drawing the chart failed: {e}"))
+    Error::Internal(format!("drawing the chart failed: {e}"))
 }
 
 /// The finite range of `v`, widened a little (and made non-empty).

@@ -46,13 +46,14 @@ impl Default for TrainArgs {
 
 /// Where a run's outputs go: a fresh run (created only once every check has passed) or an
 /// existing one to continue.
-pub(super) enum Plan {
+#[derive(Debug, Clone)]
+pub enum Start {
     New,
     Resume(RunDir),
 }
 
-/// The experiment with CLI overrides, validated; writes nothing.
-pub(super) fn resolve(args: &TrainArgs) -> Result<(Experiment, Plan)> {
+/// The experiment with CLI overrides, validated, and where it starts; writes nothing.
+pub fn resolve(args: &TrainArgs) -> Result<(Experiment, Start)> {
     let apply_cli = |mut e: Experiment| -> Result<Experiment> {
         if let Some(d) = &args.data {
             e.data.root = d.clone();
@@ -88,7 +89,7 @@ pub(super) fn resolve(args: &TrainArgs) -> Result<(Experiment, Plan)> {
             for d in [&run.logs, &run.weights] {
                 check_output_folder(d)?;
             }
-            Ok((exp, Plan::Resume(run)))
+            Ok((exp, Start::Resume(run)))
         }
         None => {
             let path = args.config.as_ref().ok_or_else(|| {
@@ -98,7 +99,7 @@ pub(super) fn resolve(args: &TrainArgs) -> Result<(Experiment, Plan)> {
             for d in [&args.logs_dir, &args.weights_dir] {
                 check_output_folder(d)?;
             }
-            Ok((exp, Plan::New))
+            Ok((exp, Start::New))
         }
     }
 }

@@ -2,6 +2,7 @@
 //! terms kept on the device between log points, and TensorBoard's scalars and images.
 
 use super::loss::LossTerms;
+use crate::dist::Collective;
 use crate::eval::{EvalItem, EvalReport};
 use crate::io::image::panel;
 use crate::io::{RgbImage, SummaryWriter};
@@ -114,6 +115,45 @@ impl Running {
     }
 }
 
+impl Drained {
+    /// The means over all ranks (each took as many steps), the images over all of them.
+    pub fn over(mut self, ranks: &dyn Collective) -> Result<Drained> {
+        let mut v: Vec<f64> = self.means.values().copied().collect();
+        v.extend([self.images_per_s, self.wait_fraction]);
+        let v = ranks.sum_f64(&v)?;
+        let w = ranks.world() as f64;
+        for (m, s) in self.means.values_mut().zip(&v) {
+            *m = s / w;
+        }
+        let n = self.means.len();
+        (self.images_per_s, self.wait_fraction) = (v[n], v[n + 1] / w);
+        Ok(self)
+    }
+}
+
+/// The line printed after a validation point (`at`: the epoch, and its steps when cut short).
+pub(super) fn epoch_line(
+    at: &str,
+    step: usize,
+    train_loss: Option<f64>,
+    report: Option<&EvalReport>,
+    improved: bool,
+) -> String {
+    let loss = train_loss.map_or("-".into(), |l| format!("{l:.4}"));
+    match report {
+        Some(r) => format!(
+            "{at} step {step}: train loss {loss}, val psnr {:.3} dB ssim {:.4} ({}){}",
+            r.mean_psnr(),
+            r.mean_ssim(),
+            r.by_kind_line(),
+            if improved { " [best]" } else { "" }
+        ),
+        None => format!(
+            "{at} step {step}: train loss {loss} (no validation split: data.val_fraction is 0)"
+        ),
+    }
+}
+
 /// A running mean of the total loss over an epoch, on the device until read.
 pub(super) struct EpochLoss {
     sum: Option<Tensor>,
@@ -138,12 +178,6 @@ impl EpochLoss {
     pub fn sum_count(&self) -> (f64, usize) {
         let sum = self.sum.as_ref().and_then(|s| f64::try_from(s).ok()).unwrap_or(0.0);
         (sum, self.count)
-    }
-
-    /// The mean (one host sync), `None` before the first step or if not finite.
-    pub fn mean(&self) -> Option<f64> {
-        let s = f64::try_from(self.sum.as_ref()?).ok()?;
-        Some(s / self.count as f64).filter(|m| m.is_finite())
     }
 }
 

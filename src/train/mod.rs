@@ -4,21 +4,27 @@
 
 mod amp;
 mod args;
+mod builder;
+mod checkpoints;
 mod ema;
+mod lock;
 mod log;
 mod loss;
 mod optim;
-mod persist;
 mod plan;
+mod resume;
 mod run_dir;
 mod schedule;
+mod setup;
 mod step;
 mod trainer;
 mod vgg;
 
 pub use amp::GradScaler;
-pub use args::TrainArgs;
+pub use args::{resolve, Start, TrainArgs};
+pub use builder::TrainerBuilder;
 pub use ema::Ema;
+pub use lock::RunLock;
 pub use loss::{gaussian_ssim, Distance, Loss, LossConfig, LossTerms, Term, TERMS};
 pub use optim::AdamW;
 pub use plan::EpochPlan;
@@ -28,7 +34,8 @@ pub use step::{StepOutcome, TrainStep};
 pub use trainer::{StopHandle, TrainSummary, Trainer};
 pub use vgg::Vgg16Features;
 
-/// Trains (or resumes) a run to its end: [`Trainer::setup`] then [`Trainer::run`].
+/// Trains (or resumes) a run to its end as `promptir train` does ([`Trainer::from_args`], then
+/// [`Trainer::run`]).
 pub fn train(args: &TrainArgs) -> crate::Result<TrainSummary> {
-    Trainer::setup(args, StopHandle::new())?.run()
+    Trainer::from_args(args)?.build()?.run()
 }

@@ -60,28 +60,38 @@ impl RunDir {
         }
     }
 
-    fn exists(&self) -> bool {
-        self.logs.exists() || self.weights.exists()
-    }
-
-    /// A fresh run named after the experiment; a UTC timestamp suffix is added only when that
-    /// name is taken, so no existing run is ever overwritten.
-    pub fn create(exp: &Experiment, logs_root: &Path, weights_root: &Path) -> Result<Self> {
-        let mut run = Self::named(&exp.name, logs_root, weights_root);
-        if run.exists() {
-            let stamp = utc_stamp();
-            run = Self::named(&format!("{}_{stamp}", exp.name), logs_root, weights_root);
-            let mut n = 2;
-            while run.exists() {
-                run = Self::named(&format!("{}_{stamp}_{n}", exp.name), logs_root, weights_root);
-                n += 1;
+    /// Claims a fresh run named `name` (a UTC timestamp suffix added only when that name is
+    /// taken): its logs folder is created with `create_dir`, which fails when it exists, so two
+    /// processes starting at once never get the same run. Writes nothing into it.
+    pub fn claim(name: &str, logs_root: &Path, weights_root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(logs_root).map_err(|e| Error::io(logs_root, e))?;
+        let stamp = utc_stamp();
+        for n in 0.. {
+            let candidate = match n {
+                0 => name.to_string(),
+                1 => format!("{name}_{stamp}"),
+                n => format!("{name}_{stamp}_{n}"),
+            };
+            let run = Self::named(&candidate, logs_root, weights_root);
+            if run.weights.exists() {
+                continue;
+            }
+            match std::fs::create_dir(&run.logs) {
+                Ok(()) => {
+                    std::fs::create_dir_all(&run.weights)
+                        .map_err(|e| Error::io(&run.weights, e))?;
+                    return Ok(run);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&run.logs, e)),
             }
         }
-        for d in [&run.logs, &run.weights] {
-            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-        }
-        write_atomic_bytes(&run.config_path(), exp.to_yaml().as_bytes())?;
-        Ok(run)
+        unreachable!("some name is free")
+    }
+
+    /// The resolved experiment as `config.yaml` (what `--resume` reads back).
+    pub fn write_config(&self, exp: &Experiment) -> Result<()> {
+        write_atomic_bytes(&self.config_path(), exp.to_yaml().as_bytes())
     }
 
     /// An existing run, for `--resume`: its folders and config must exist.
@@ -185,12 +195,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (logs, weights) = (d.path().join("logs"), d.path().join("weights"));
         let exp = Experiment { name: "exp".into(), ..Experiment::default() };
-        let a = RunDir::create(&exp, &logs, &weights).unwrap();
+        let a = RunDir::claim("exp", &logs, &weights).unwrap();
         assert_eq!(a.name, "exp");
-        let b = RunDir::create(&exp, &logs, &weights).unwrap();
+        a.write_config(&exp).unwrap();
+        let b = RunDir::claim("exp", &logs, &weights).unwrap();
         assert!(b.name.starts_with("exp_") && b.name != a.name);
-        let c = RunDir::create(&exp, &logs, &weights).unwrap();
-        assert!(c.name != b.name);
+        let c = RunDir::claim("exp", &logs, &weights).unwrap();
+        assert!(c.name != b.name && c.name.starts_with(&b.name), "{} {}", b.name, c.name);
+        // A weights folder alone (logs deleted by hand) also keeps its name taken.
+        std::fs::create_dir_all(weights.join("w")).unwrap();
+        assert_ne!(RunDir::claim("w", &logs, &weights).unwrap().name, "w");
         assert_eq!(RunDir::open("logs/exp", &logs, &weights).unwrap().read_config().unwrap(), exp);
         assert!(RunDir::open("nope", &logs, &weights)
             .unwrap_err()

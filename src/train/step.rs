@@ -5,7 +5,7 @@ use super::amp::GradScaler;
 use super::loss::{Loss, LossTerms};
 use super::optim::AdamW;
 use crate::config::{Experiment, OptimizerKind, Precision};
-use crate::dist::{GradBuckets, ProcessGroup};
+use crate::dist::{Collective, Single};
 use crate::infer::Restore;
 use crate::io::ScalerState;
 use crate::model::PromptIr;
@@ -39,8 +39,8 @@ pub struct TrainStep {
     pub scaler: Option<GradScaler>,
     pub grad_clip: Option<f64>,
     device: Device,
-    /// Data-parallel training: the group whose gradients are averaged, in buckets.
-    sync: Option<(Rc<ProcessGroup>, GradBuckets)>,
+    /// The processes whose gradients are averaged ([`Single`] alone).
+    ranks: Rc<dyn Collective>,
 }
 
 impl TrainStep {
@@ -62,18 +62,15 @@ impl TrainStep {
             scaler,
             grad_clip: exp.train.grad_clip,
             device,
-            sync: None,
+            ranks: Rc::new(Single),
         })
     }
 
-    /// Trains data-parallel with `group`: rank 0's weights are copied to every rank now, and
-    /// each step averages the gradients over the ranks in buckets of `bucket_mb` MiB.
-    pub fn join(&mut self, group: Rc<ProcessGroup>, bucket_mb: f64) -> Result<()> {
-        let params = self.opt.params();
-        let numels: Vec<usize> = params.iter().map(Tensor::numel).collect();
-        let buckets = GradBuckets::new(&numels, (bucket_mb * (1 << 20) as f64) as usize);
-        buckets.broadcast_values(&group, &params)?;
-        self.sync = Some((group, buckets));
+    /// Trains data-parallel with `ranks`: rank 0's weights are copied to every rank now, and
+    /// each step averages the gradients over the ranks.
+    pub fn join(&mut self, ranks: Rc<dyn Collective>) -> Result<()> {
+        ranks.broadcast_params(&self.opt.params())?;
+        self.ranks = ranks;
         Ok(())
     }
 
@@ -134,9 +131,7 @@ impl TrainStep {
         }
         let terms =
             if parts.len() == 1 { parts.pop().expect("one") } else { LossTerms::mean_of(parts) };
-        if let Some((group, buckets)) = &self.sync {
-            buckets.average(group, &self.opt.params())?;
-        }
+        self.ranks.average_gradients(&self.opt.params())?;
         if let Some(sc) = &mut self.scaler {
             sc.unscale(&self.opt)?;
         }
@@ -149,8 +144,8 @@ impl TrainStep {
         // Each rank's loss is its own: a NaN on one must stop all of them at this step, or the
         // others would apply the NaN-averaged gradients and wait for a rank that had stopped.
         // (Every rank checks at the same steps, so they all take part.)
-        if let (true, Some((group, _))) = (check_finite, &self.sync) {
-            nonfinite = group.sum_f64(&[f64::from(u8::from(nonfinite))])?[0] > 0.0;
+        if check_finite {
+            nonfinite = self.ranks.any(nonfinite)?;
         }
         if nonfinite {
             return Ok(StepOutcome { terms, grad_norm, skipped: false, nonfinite });

@@ -21,6 +21,7 @@ mod predict;
 mod profile;
 mod reliability;
 mod report;
+mod run_lock;
 mod runtime;
 mod schedule;
 mod synth;

@@ -1,8 +1,7 @@
-//! Data-parallel training on torch.distributed: how the process was launched ([`Launch`], from
-//! the variables torchrun or a Slurm job script sets), the process group (c10d's TCPStore and
-//! Gloo on CPU or NCCL on CUDA, through the native layer), and gradient averaging over a few
-//! large flat buckets ([`GradBuckets`]).
+//! The process group through the native layer: c10d's TCPStore and Gloo on CPU or NCCL on
+//! CUDA; collectives, the store, and naming the ranks that were lost when one fails.
 
+use super::launch::Launch;
 use crate::config::differences;
 use crate::native::{take_error, take_string};
 use crate::{Error, Result};
@@ -53,98 +52,13 @@ extern "C" {
 }
 
 fn parse_step(s: &str) -> Result<usize> {
-    s.parse().map_err(|_| Error::Usage(format!("the store holds {s:?} as the step to stop after")))
+    s.parse()
+        .map_err(|_| Error::Internal(format!("the store holds {s:?} as the step to stop after")))
 }
 
 fn store_key(key: &str) -> CString {
     CString::new(format!("promptir/{key}")).expect("keys have no NUL")
 }
-
-/// How this process was started: torchrun's environment (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
-/// `MASTER_ADDR`, `MASTER_PORT`), which a Slurm job script sets the same way.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Launch {
-    pub rank: usize,
-    pub world: usize,
-    /// The rank on this machine: the GPU it uses (`cuda:LOCAL_RANK`).
-    pub local_rank: usize,
-    pub master_addr: String,
-    pub master_port: u16,
-    /// torchrun's agent serves the rendezvous store (`TORCHELASTIC_USE_AGENT_STORE=True`);
-    /// otherwise rank 0 serves it.
-    pub agent_store: bool,
-}
-
-impl Launch {
-    /// Rank `rank` of `world` processes on this machine, rank 0 serving the store on `port`.
-    pub fn local(rank: usize, world: usize, port: u16) -> Launch {
-        Launch {
-            rank,
-            world,
-            local_rank: rank,
-            master_addr: "127.0.0.1".into(),
-            master_port: port,
-            agent_store: false,
-        }
-    }
-
-    /// `None` when `WORLD_SIZE` is not set: one process, as without torchrun.
-    pub fn from_env() -> Result<Option<Launch>> {
-        Self::from_vars(|k| std::env::var(k).ok())
-    }
-
-    /// [`Launch::from_env`] over any variable lookup (tests).
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Launch>> {
-        let Some(world) = var("WORLD_SIZE") else {
-            return match var("RANK") {
-                Some(_) => Err(Error::Usage(
-                    "RANK is set but WORLD_SIZE is not: launch with torchrun --nproc-per-node N, or set both (and MASTER_ADDR)".into(),
-                )),
-                None => Ok(None),
-            };
-        };
-        let int = |name: &str, v: &str| {
-            v.trim().parse::<usize>().map_err(|_| {
-                Error::Usage(format!("{name}={v:?} is not a whole number (torchrun sets it)"))
-            })
-        };
-        let world = int("WORLD_SIZE", &world)?;
-        if world == 0 {
-            return Err(Error::Usage("WORLD_SIZE=0: there must be at least one process".into()));
-        }
-        let rank = int("RANK", &var("RANK").unwrap_or_else(|| "0".into()))?;
-        if rank >= world {
-            return Err(Error::Usage(format!(
-                "RANK={rank} with WORLD_SIZE={world}: ranks go from 0 to {}",
-                world - 1
-            )));
-        }
-        let master_addr = var("MASTER_ADDR").filter(|a| !a.trim().is_empty()).ok_or_else(|| {
-            Error::Usage(format!(
-                "WORLD_SIZE={world} but MASTER_ADDR is not set: launch with torchrun --nproc-per-node N (it sets both), or set MASTER_ADDR and MASTER_PORT"
-            ))
-        })?;
-        let port = var("MASTER_PORT").unwrap_or_else(|| "29500".into());
-        let master_port = port.trim().parse::<u16>().map_err(|_| {
-            Error::Usage(format!("MASTER_PORT={port:?} is not a port number (1-65535)"))
-        })?;
-        let local_rank = match var("LOCAL_RANK") {
-            Some(v) => int("LOCAL_RANK", &v)?,
-            None => rank,
-        };
-        let agent_store = var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v == "True");
-        Ok(Some(Launch { rank, world, local_rank, master_addr, master_port, agent_store }))
-    }
-}
-
-/// How long a collective or the rendezvous may wait for the other ranks before failing
-/// (`PROMPTIR_DIST_TIMEOUT` seconds, default 600): long enough for a slow validation or save on
-/// one rank; a rank that dies is noticed at once through its closed connections.
-pub fn timeout() -> Duration {
-    let secs = std::env::var("PROMPTIR_DIST_TIMEOUT").ok().and_then(|s| s.parse::<u64>().ok());
-    Duration::from_secs(secs.unwrap_or(600).max(1))
-}
-
 /// This process's membership of the group: Gloo for CPU tensors, NCCL for CUDA ones.
 pub struct ProcessGroup {
     handle: *mut c_void,
@@ -201,7 +115,7 @@ impl ProcessGroup {
                 format!("lost rank {}", list.join(", "))
             }
         };
-        Error::Usage(format!(
+        Error::Lost(format!(
             "rank {} of {}: {what} failed: {who} ({msg}); the run can be resumed from its last checkpoint",
             self.rank, self.world
         ))
@@ -343,154 +257,9 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Averages gradients over the ranks with one all-reduce per bucket: consecutive parameters
-/// packed into flat buffers of about `bucket_bytes` (PyTorch DDP's default is 25 MiB), instead
-/// of one call per parameter.
-pub struct GradBuckets {
-    /// Parameter indices of each bucket.
-    buckets: Vec<Vec<usize>>,
-}
-
-impl GradBuckets {
-    /// Buckets over parameters of these sizes (numels of f32); `bucket_bytes` 0 puts every
-    /// parameter in its own bucket (the per-parameter baseline).
-    pub fn new(numels: &[usize], bucket_bytes: usize) -> Self {
-        let mut buckets: Vec<Vec<usize>> = Vec::new();
-        let mut bytes = 0;
-        for (i, &n) in numels.iter().enumerate() {
-            match buckets.last_mut() {
-                Some(b) if bytes + 4 * n <= bucket_bytes => b.push(i),
-                _ => {
-                    buckets.push(vec![i]);
-                    bytes = 0;
-                }
-            }
-            bytes += 4 * n;
-        }
-        GradBuckets { buckets }
-    }
-
-    pub fn len(&self) -> usize {
-        self.buckets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
-    }
-
-    /// Copies rank 0's values of `params` to every rank (identical weights before the first
-    /// step), one broadcast per bucket.
-    pub fn broadcast_values(&self, group: &ProcessGroup, params: &[Tensor]) -> Result<()> {
-        let _g = tch::no_grad_guard();
-        for bucket in &self.buckets {
-            let values: Vec<Tensor> = bucket.iter().map(|&i| params[i].shallow_clone()).collect();
-            let flat = flatten(&values, group.device);
-            group.broadcast(&flat, 0)?;
-            copy_back(&flat, values);
-        }
-        Ok(())
-    }
-
-    /// Replaces each of `params`' gradients by its mean over the ranks. Every parameter must
-    /// have one (PromptIR uses all of its parameters in every forward).
-    pub fn average(&self, group: &ProcessGroup, params: &[Tensor]) -> Result<()> {
-        let _g = tch::no_grad_guard();
-        let scale = 1.0 / group.world as f64;
-        for bucket in &self.buckets {
-            let grads: Vec<Tensor> = bucket.iter().map(|&i| params[i].grad()).collect();
-            if grads.iter().any(|g| !g.defined()) {
-                return Err(Error::Usage(
-                    "a parameter got no gradient; data-parallel training needs every parameter in the forward".into(),
-                ));
-            }
-            let flat = flatten(&grads, group.device);
-            group.all_reduce_sum(&flat)?;
-            copy_back(&(flat * scale), grads);
-        }
-        Ok(())
-    }
-}
-
-/// `tensors` end to end in one flat buffer on `device` (the bucket a collective sends).
-fn flatten(tensors: &[Tensor], device: Device) -> Tensor {
-    Tensor::cat(&tensors.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0).to_device(device)
-}
-
-/// Copies consecutive slices of `flat` back into `tensors` (in place, on their own device).
-fn copy_back(flat: &Tensor, tensors: Vec<Tensor>) {
-    let Some(first) = tensors.first() else { return };
-    let flat = flat.to_device(first.device()); // one transfer, not one per tensor
-    let mut at = 0;
-    for mut t in tensors {
-        let n = t.numel() as i64;
-        t.copy_(&flat.narrow(0, at, n).view_as(&t));
-        at += n;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn launch(vars: &[(&str, &str)]) -> Result<Option<Launch>> {
-        let m: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Launch::from_vars(|k| m.get(k).cloned())
-    }
-
-    #[test]
-    fn launches_read_torchrun_s_variables_and_refuse_bad_ones() {
-        assert_eq!(launch(&[]).unwrap(), None);
-        let l = launch(&[
-            ("WORLD_SIZE", "4"),
-            ("RANK", "3"),
-            ("LOCAL_RANK", "1"),
-            ("MASTER_ADDR", "node0"),
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            (l.rank, l.world, l.local_rank, l.master_port, l.agent_store),
-            (3, 4, 1, 29500, false)
-        );
-        let l = launch(&[
-            ("WORLD_SIZE", "2"),
-            ("RANK", "0"),
-            ("MASTER_ADDR", "127.0.0.1"),
-            ("MASTER_PORT", "12345"),
-            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!((l.master_port, l.agent_store, l.local_rank), (12345, true, 0));
-        for (vars, needle) in [
-            (&[("WORLD_SIZE", "2"), ("RANK", "0")][..], "MASTER_ADDR is not set"),
-            (
-                &[("WORLD_SIZE", "2"), ("RANK", "2"), ("MASTER_ADDR", "h")][..],
-                "RANK=2 with WORLD_SIZE=2",
-            ),
-            (&[("RANK", "1")][..], "WORLD_SIZE is not"),
-            (&[("WORLD_SIZE", "two")][..], "WORLD_SIZE=\"two\""),
-            (
-                &[("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "99999")][..],
-                "MASTER_PORT",
-            ),
-        ] {
-            let e = launch(vars).unwrap_err().to_string();
-            assert!(e.contains(needle), "{vars:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn buckets_pack_consecutive_parameters() {
-        let b = GradBuckets::new(&[10, 10, 1_000_000, 5, 5], 1000);
-        assert_eq!(b.buckets, [vec![0, 1], vec![2], vec![3, 4]]);
-        assert_eq!(GradBuckets::new(&[100, 100, 100], 800).buckets, [vec![0, 1], vec![2]]);
-        let per_param = GradBuckets::new(&[10, 10, 5], 0);
-        assert_eq!(per_param.len(), 3);
-        assert_eq!(GradBuckets::new(&[10, 10, 5], 25 << 20).len(), 1);
-    }
 
     /// A free TCP port on this machine (bound and released; good enough for a test).
     fn free_port() -> u16 {
