@@ -10,8 +10,10 @@ use tch::Device;
 #[derive(Args)]
 pub struct ForwardArgs {
     /// Test-time augmentation: off; 8 (all flips and quarter turns); flips (identity, hflip,
-    /// vflip, both); auto (the views the checkpoints' training augmentations covered).
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = TtaMode::Off)]
+    /// vflip, both); auto (the views the checkpoints' training augmentations covered). A bare
+    /// `--tta` (as early scripts wrote it) means auto.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = TtaMode::Off,
+          num_args = 0..=1, default_missing_value = "auto", require_equals = false)]
     pub tta: TtaMode,
     /// Restore in overlapping tiles of this size (for images too large for memory).
     #[arg(long)]

@@ -73,8 +73,8 @@ impl Module for Attention {
         // c). unbind, not three selects: its backward stacks the three gradients into one
         // tensor instead of zero-filling a full-size one per part and summing them. The stack
         // is contiguous in the unbound shape, so channels-last unbinds (b, hw, 3, head, c):
-        // the gradient then reaches qkv_dwconv channels-last too, whose backward is 2x slower
-        // on an NCHW gradient of a channels-last input (288 channels at 64x64: 1.9 vs 0.9 ms).
+        // the gradient then reaches qkv_dwconv channels-last too (its backward on an NCHW
+        // gradient is slower; docs/perf-notes.md).
         let [q, k, v]: [Tensor; 3] = if channels_last {
             let parts = qkv.permute([0, 2, 3, 1]).reshape([b, hw, 3, heads, ch]).unbind(2);
             let [q, k, v]: [Tensor; 3] = parts.try_into().expect("three parts");
@@ -147,12 +147,10 @@ impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Tensor {
         // project_in -> dwconv -> chunk(2) computed as two half-width branches on halves of the
         // same weights: per-channel convs, so the math is the same. Each half is then a dense
-        // tensor; a chunk of a channels-last map is a strided view whose 127-wide rows sent
-        // GELU and its backward through a scalar erf for every row's tail (3x slower). Two
-        // halves also never hold the full 2*hidden map twice, which lowers peak memory.
-        // The weights are halved with `chunk`, whose backward concatenates the two gradients;
-        // two `narrow`s would each zero-fill a full-size gradient and then add them (~15 ms
-        // of a 64x64 paper-config training step of ~800).
+        // tensor (a chunk of a channels-last map is a strided view that sends GELU through a
+        // scalar tail loop), and the full 2*hidden map is never held twice. The weights are
+        // halved with `chunk`, whose backward concatenates the two gradients instead of
+        // zero-filling one per half (timings of both in docs/perf-notes.md).
         let halves = |t: &Tensor| -> [Tensor; 2] { t.chunk(2, 0).try_into().expect("two halves") };
         let optional = |t: Option<&Tensor>| -> [Option<Tensor>; 2] {
             t.map_or([None, None], |t| halves(t).map(Some))

@@ -69,10 +69,7 @@ pub fn to_channels_last(x: &Tensor) -> Tensor {
 }
 
 /// Pixel rows (batch x height x width) up to which a channels-last 1x1 conv on the CPU runs as
-/// one matrix product. oneDNN's 1x1 conv, forward + backward at 2 threads, is slower there: 2.4
-/// vs 0.9 ms at 1021x384 channels on 8x8, 1.1 vs 0.9 ms at 510x192 on 16x16; about equal at
-/// 1,024 rows (255x96 on 32x32: 0.96 vs 0.92 ms); from 2,048 rows on it wins some shapes (96x255
-/// on 32x32 x2: 1.6 vs 1.9 ms).
+/// one matrix product: below it oneDNN's 1x1 conv is slower (timings in docs/perf-notes.md).
 const POINTWISE_MATMUL_MAX_ROWS: i64 = 1024;
 
 /// Whether [`pointwise`] takes the matrix product for this input.

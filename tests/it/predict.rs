@@ -207,24 +207,25 @@ fn tta_modes_average_their_views_and_parse() {
     let (auto, out, err) = run("auto");
     assert!(auto == eight && out.contains("tta auto: id, rot90"), "{out}");
     assert!(err.contains("note: ") && err.contains("a.st: no record"), "{err}");
+    // A bare --tta (what early scripts wrote) is auto.
+    let bare = t.path().join("pred_bare.npz");
+    let out = promptir(&[&"--weights", &w, &"--input", &inp, &"--output", &bare, &"--tta"]);
+    assert_ok(&out);
+    assert!(numpy_read(&bare, None).1.remove("1.png").unwrap() == auto);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tta auto: id, rot90"));
     let (off, out, _) = run("off");
     assert!(off == quantise(&tch::no_grad(|| model.restore(&x))) && out.contains("tta off: id"));
 
-    // The mode is required, and named.
+    // An unknown mode is named, with the valid ones.
     let npz = t.path().join("bad.npz");
-    for (args, needle) in [
-        (vec!["--tta"], "a value is required for '--tta <MODE>'"),
-        (vec!["--tta", "on"], "invalid value 'on' for '--tta <MODE>'"),
-    ] {
-        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--weights", &w, &"--input", &inp];
-        a.extend([&"--output" as &dyn AsRef<std::ffi::OsStr>, &npz]);
-        a.extend(args.iter().map(|s| s as &dyn AsRef<std::ffi::OsStr>));
-        let o = promptir(&a);
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert_eq!((o.status.code(), e.lines().count()), (Some(2), 1), "{e}");
-        assert!(e.contains(needle) && e.contains("off, 8, flips, auto"), "{e}");
-        assert!(!npz.exists());
-    }
+    let needle = "invalid value 'on' for '--tta [<MODE>]'";
+    let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--weights", &w, &"--input", &inp];
+    a.extend([&"--output" as &dyn AsRef<std::ffi::OsStr>, &npz, &"--tta", &"on"]);
+    let o = promptir(&a);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!((o.status.code(), e.lines().count()), (Some(2), 1), "{e}");
+    assert!(e.contains(needle) && e.contains("off, 8, flips, auto"), "{e}");
+    assert!(!npz.exists());
 }
 
 #[test]
