@@ -1,13 +1,8 @@
 //! The built binary: runs without LD_LIBRARY_PATH, keeps libtorch_cuda linked, maps errors to
 //! exit codes.
 
+use crate::common::{promptir, user_error};
 use std::process::Command;
-
-fn promptir() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_promptir"));
-    c.env_remove("LD_LIBRARY_PATH");
-    c
-}
 
 #[test]
 fn doctor_runs_without_ld_library_path() {
@@ -37,10 +32,8 @@ fn libtorch_cuda_is_linked_so_cuda_can_be_found() {
 fn user_errors_exit_2_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.safetensors");
-    let out = promptir().args(["inspect", missing.to_str().unwrap()]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err =
+        user_error(&promptir().args(["inspect", missing.to_str().unwrap()]).output().unwrap());
     assert!(err.contains("missing.safetensors"), "{err}");
     assert_eq!(err.matches("No such file").count(), 1, "the cause is printed once: {err}");
 }
@@ -76,9 +69,7 @@ fn running_out_of_memory_is_a_user_error_with_advice() {
         .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = user_error(&out);
     assert!(err.starts_with("error: out of memory (libtorch could not allocate "), "{err}");
     assert!(err.contains(" bytes)") && err.contains("--tile"), "{err}");
 }

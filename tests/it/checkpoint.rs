@@ -1,8 +1,8 @@
 //! Checkpoints: import of official files written by PyTorch, strict loading, metadata.
 
-use crate::common::{max_abs_diff, parity_fixtures};
+use crate::common::{max_abs_diff, parity_fixtures, save_checkpoint, tensors};
 use promptir::io::{self as checkpoint, save_tensors, TensorFile};
-use promptir::model::{ModelConfig, PromptIr, IGNORED_UPSTREAM_KEYS};
+use promptir::model::{ModelConfig, IGNORED_UPSTREAM_KEYS};
 use std::collections::BTreeMap;
 use tch::{nn, nn::Module, Device, Tensor};
 
@@ -46,15 +46,14 @@ fn checkpoint_without_state_dict_is_a_clear_error() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temp files left");
 }
 
+/// The tiny network at `dir/tiny.safetensors`, marked as imported; returns its weights too.
 fn tiny_checkpoint(dir: &std::path::Path) -> (std::path::PathBuf, nn::VarStore) {
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _m = PromptIr::new(&vs.root(), &ModelConfig::tiny());
     let p = dir.join("tiny.safetensors");
     let meta = checkpoint::CheckpointMeta {
         imported_from: Some("somewhere.ckpt".into()),
         ..checkpoint::CheckpointMeta::new(ModelConfig::tiny())
     };
-    checkpoint::save_model(&vs, &meta, &p).unwrap();
+    let vs = save_checkpoint(&p, &meta, 0);
     (p, vs)
 }
 
@@ -76,11 +75,9 @@ fn edited(
 ) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (p, _) = tiny_checkpoint(dir.path());
-    let f = TensorFile::open(&p).unwrap();
-    let mut ts: Vec<(String, Tensor)> =
-        f.header().keys().map(|k| (k.clone(), f.tensor(k).unwrap())).collect();
+    let mut ts = tensors(&p);
     edit(&mut ts);
-    save_tensors(&p, &ts, f.metadata()).unwrap();
+    save_tensors(&p, &ts, TensorFile::open(&p).unwrap().metadata()).unwrap();
     (dir, p)
 }
 

@@ -1,7 +1,9 @@
-//! Shared test helpers: the venv's python, PyTorch fixtures, tensor comparisons.
+//! Shared test helpers: the built binary, the venv's python, PyTorch fixtures, a tiny
+//! checkpoint and dataset, tensor and folder comparisons.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use tch::Tensor;
 
@@ -169,13 +171,76 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<u64>> 
     out
 }
 
-/// A random tiny checkpoint (seeded) at `dir/name`.
-pub fn checkpoint_at(dir: &Path, name: &str, seed: u64) -> PathBuf {
-    use promptir::model::{ModelConfig, PromptIr};
+/// A checkpoint of the network `meta.model` with seeded random weights, saved at `path` with
+/// `meta`; returns its weights.
+pub fn save_checkpoint(
+    path: &Path,
+    meta: &promptir::io::CheckpointMeta,
+    seed: u64,
+) -> tch::nn::VarStore {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let cfg = ModelConfig::tiny();
-    let _model = PromptIr::seeded(&vs.root(), &cfg, seed);
+    let _model = promptir::model::PromptIr::seeded(&vs.root(), &meta.model, seed);
+    promptir::io::save_model(&vs, meta, path).unwrap();
+    vs
+}
+
+/// A tiny checkpoint (seeded random weights, plain metadata) at `dir/name`.
+pub fn checkpoint_at(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let path = dir.join(name);
-    promptir::io::save_model(&vs, &promptir::io::CheckpointMeta::new(cfg), &path).unwrap();
+    let meta = promptir::io::CheckpointMeta::new(promptir::model::ModelConfig::tiny());
+    save_checkpoint(&path, &meta, seed);
     path
+}
+
+/// Every tensor of a safetensors file, by name.
+pub fn tensors(path: &Path) -> Vec<(String, Tensor)> {
+    let f = promptir::io::TensorFile::open(path).unwrap();
+    f.header().keys().map(|k| (k.clone(), f.tensor(k).unwrap())).collect()
+}
+
+/// The built binary as every test runs it: one libtorch thread (the suite runs several
+/// processes at once on 2-core machines), outside any torchrun job, without backtraces (tests
+/// read one-line errors) and without LD_LIBRARY_PATH (the rpath must find libtorch).
+pub fn promptir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_promptir"));
+    c.env("OMP_NUM_THREADS", "1");
+    for var in ["LD_LIBRARY_PATH", "RUST_BACKTRACE", "WORLD_SIZE", "RANK", "LOCAL_RANK"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// `promptir CMD ARGS --device cpu`, run to the end: the numbers are compared with CPU
+/// references even on a machine with a GPU.
+pub fn on_cpu(cmd: &str, args: &[&dyn AsRef<OsStr>]) -> Output {
+    promptir().arg(cmd).args(args).args(["--device", "cpu"]).output().unwrap()
+}
+
+/// The stdout of a command that must succeed (its stderr is the failure message).
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Stdout then stderr of a command that must succeed (training reports on both).
+pub fn ok_printed(out: Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "failed: {err}");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &err
+}
+
+/// The stderr of a user error: exit 2 and one line (libtorch's own `[W ...]` warnings, which
+/// some CPUs print, aside).
+pub fn user_error(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let ours = err.lines().filter(|l| !l.starts_with("[W")).count();
+    assert_eq!(ours, 1, "expected one line: {err}");
+    err
+}
+
+/// Sends `sig` (as `kill` spells it: -TERM, -STOP, -9...) to a process.
+pub fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
 }

@@ -2,7 +2,7 @@
 //! hand, as a Slurm job script would) against one process with the same global batch, the files
 //! a group writes, a rank that dies, and launches that cannot work.
 
-use crate::common::{paired_dataset, repo};
+use crate::common::{ok_printed, paired_dataset, promptir, repo, signal, tensors, user_error};
 use promptir::config::Experiment;
 use promptir::dist::{Group, Launch, ProcessGroup};
 use promptir::io::TensorFile;
@@ -33,12 +33,6 @@ fn setup() -> tempfile::TempDir {
     d
 }
 
-fn promptir(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_promptir"));
-    c.current_dir(dir).env("OMP_NUM_THREADS", "1").env_remove("WORLD_SIZE").env_remove("RANK");
-    c
-}
-
 /// `promptir train ARGS` on 2 processes through torchrun.
 fn torchrun(dir: &Path, args: &[&str]) -> Output {
     Command::new(repo().join(".venv/bin/torchrun"))
@@ -52,20 +46,9 @@ fn torchrun(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(out: Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "failed: {err}");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &err
-}
-
 /// The weights of a checkpoint (not the optimizer state).
 fn weights(p: &Path) -> Vec<(String, tch::Tensor)> {
-    let f = TensorFile::open(p).unwrap();
-    f.header()
-        .keys()
-        .filter(|k| !k.starts_with("state."))
-        .map(|k| (k.clone(), f.tensor(k).unwrap()))
-        .collect()
+    tensors(p).into_iter().filter(|(k, _)| !k.starts_with("state.")).collect()
 }
 
 fn files(dir: PathBuf) -> Vec<String> {
@@ -81,16 +64,21 @@ fn files(dir: PathBuf) -> Vec<String> {
 fn two_ranks_with_batch_2_equal_one_process_with_batch_4_also_across_a_resume() {
     let d = setup();
     let dir = d.path();
-    ok(promptir(dir)
-        .args(["train", "--config", "exp.yaml", "--name", "one", "--quiet"])
-        .args(["--set", "train.batch_size=4"])
-        .output()
-        .unwrap());
+    ok_printed(
+        promptir()
+            .current_dir(dir)
+            .args(["train", "--config", "exp.yaml", "--name", "one", "--quiet"])
+            .args(["--set", "train.batch_size=4"])
+            .output()
+            .unwrap(),
+    );
     // Two ranks: 2 steps, then a resume (again 2 ranks) to the end, 4 steps in all.
-    let half =
-        ok(torchrun(dir, &["--config", "exp.yaml", "--name", "two", "--set", "train.max_steps=2"]));
+    let half = ok_printed(torchrun(
+        dir,
+        &["--config", "exp.yaml", "--name", "two", "--set", "train.max_steps=2"],
+    ));
     assert!(half.contains("x 2 processes (global batch 4)"), "{half}");
-    let out = ok(torchrun(dir, &["--resume", "two", "--set", "train.max_steps=null"]));
+    let out = ok_printed(torchrun(dir, &["--resume", "two", "--set", "train.max_steps=null"]));
     assert!(out.contains("finished run two after 2 epochs / 4 steps"), "{out}");
     let (a, b) = (
         weights(&dir.join("weights/one/last.safetensors")),
@@ -111,7 +99,7 @@ fn two_ranks_with_batch_2_equal_one_process_with_batch_4_also_across_a_resume() 
     );
     assert!(worst < 2e-5, "{worst}");
     // The resume itself changes nothing: the same 4 steps without a stop give the same bits.
-    ok(torchrun(dir, &["--config", "exp.yaml", "--name", "straight"]));
+    ok_printed(torchrun(dir, &["--config", "exp.yaml", "--name", "straight"]));
     let straight = weights(&dir.join("weights/straight/last.safetensors"));
     assert_eq!(straight.len(), b.len());
     for ((k, s), (_, t)) in straight.iter().zip(&b) {
@@ -145,10 +133,13 @@ fn two_ranks_with_batch_2_equal_one_process_with_batch_4_also_across_a_resume() 
     assert_eq!(logs.len(), 5, "config, metrics, run.lock and the events: {logs:?}");
 
     // Resumed by one process: a notice of what changes, then it continues.
-    let out = ok(promptir(dir)
-        .args(["train", "--resume", "two", "--set", "train.epochs=3", "--quiet"])
-        .output()
-        .unwrap());
+    let out = ok_printed(
+        promptir()
+            .current_dir(dir)
+            .args(["train", "--resume", "two", "--set", "train.epochs=3", "--quiet"])
+            .output()
+            .unwrap(),
+    );
     assert!(
         out.contains("trained with 2 process(es), now 1")
             && out.contains("an epoch has 4 steps instead of 2"),
@@ -172,14 +163,17 @@ fn a_run_with_stages_and_accumulation_resumes_on_another_number_of_processes() {
     // 2 ranks: 1 step in epoch 1 (8 / (2 x 2) = 2 batches), then 2 per epoch; stop after
     // step 2, one step (4 pairs) into epoch 2.
     let cfg = ["--config", "exp.yaml", "--name", "st", "--set", "train.max_steps=2"];
-    let out = ok(torchrun(dir, &[&cfg[..], &sets].concat()));
+    let out = ok_printed(torchrun(dir, &[&cfg[..], &sets].concat()));
     assert!(out.contains("epoch 2/3 (1 of 2 steps) step 2:"), "{out}");
     // One process: epoch 1 has 2 steps and epoch 2 has 4, so the 4 pairs seen are 2 of its
     // steps: step 2 continues as step 2 + 2 = 4, and the run ends at 4 + 2 + 4 = 10.
-    let out = ok(promptir(dir)
-        .args(["train", "--resume", "st", "--quiet", "--set", "train.max_steps=null"])
-        .output()
-        .unwrap());
+    let out = ok_printed(
+        promptir()
+            .current_dir(dir)
+            .args(["train", "--resume", "st", "--quiet", "--set", "train.max_steps=null"])
+            .output()
+            .unwrap(),
+    );
     assert!(
         out.contains("an epoch has 4 steps instead of 2")
             && out.contains("step 2 continues as step 4"),
@@ -196,16 +190,21 @@ fn accumulation_and_the_moving_average_compose_with_two_ranks() {
     let d = setup();
     let dir = d.path();
     let ema = ["--set", "train.ema.decay=0.5", "--set", "train.ema.start_step=1"];
-    ok(promptir(dir)
-        .args(["train", "--config", "exp.yaml", "--name", "one", "--quiet"])
-        .args(["--set", "train.batch_size=4"])
-        .args(ema)
-        .output()
-        .unwrap());
+    ok_printed(
+        promptir()
+            .current_dir(dir)
+            .args(["train", "--config", "exp.yaml", "--name", "one", "--quiet"])
+            .args(["--set", "train.batch_size=4"])
+            .args(ema)
+            .output()
+            .unwrap(),
+    );
     // 2 ranks x 2 micro-batches of 1: the same 4 pairs per step as one batch of 4.
     let sets = ["--set", "train.batch_size=1", "--set", "train.accumulate=2"];
-    let out =
-        ok(torchrun(dir, &[&["--config", "exp.yaml", "--name", "two"][..], &sets, &ema].concat()));
+    let out = ok_printed(torchrun(
+        dir,
+        &[&["--config", "exp.yaml", "--name", "two"][..], &sets, &ema].concat(),
+    ));
     assert!(out.contains("finished run two after 2 epochs / 4 steps"), "{out}");
     let (a, b) = (
         weights(&dir.join("weights/one/last.safetensors")),
@@ -237,7 +236,8 @@ fn spawn_rank_with(dir: &Path, port: u16, rank: &str, name: &str, sets: &[&str])
 
 /// Rank `rank` of 2 running `promptir train --quiet ARGS`.
 fn spawn_rank_args(dir: &Path, port: u16, rank: &str, args: &[&str]) -> Child {
-    promptir(dir)
+    promptir()
+        .current_dir(dir)
         .args(["train", "--quiet"])
         .args(args)
         .env("WORLD_SIZE", "2")
@@ -268,15 +268,18 @@ fn fp16_with_loss_scaling_gives_the_same_steps_on_two_ranks_as_on_one() {
     let d = setup();
     let dir = d.path();
     let fp16 = ["--set", "train.precision=fp16", "--set", "train.max_steps=2"];
-    ok(promptir(dir)
-        .args(["train", "--config", "exp.yaml", "--name", "one", "--quiet"])
-        .args(["--set", "train.batch_size=4"])
-        .args(fp16)
-        .output()
-        .unwrap());
+    ok_printed(
+        promptir()
+            .current_dir(dir)
+            .args(["train", "--config", "exp.yaml", "--name", "one", "--quiet"])
+            .args(["--set", "train.batch_size=4"])
+            .args(fp16)
+            .output()
+            .unwrap(),
+    );
     let mut args = vec!["--config", "exp.yaml", "--name", "two"];
     args.extend(fp16);
-    let out = ok(torchrun(dir, &args));
+    let out = ok_printed(torchrun(dir, &args));
     assert!(out.contains("finished run two after 1 epochs / 2 steps"), "{out}");
     let (a, b) = (
         weights(&dir.join("weights/one/last.safetensors")),
@@ -497,14 +500,10 @@ fn sigterm_to_one_rank_stops_both_after_the_same_step_and_saves() {
     wait_for_first_epoch(dir, "s", &mut r0);
     // Only rank 1 is told (as when one node of a job is preempted); rank 0 learns it through
     // the store and both stop after the step rank 1 proposed.
-    let term = Command::new("kill").args(["-TERM", &r1.id().to_string()]).status().unwrap();
-    assert!(term.success());
+    signal(r1.id(), "-TERM");
     let (o0, o1) = (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap());
-    let text = |o: &Output| {
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-    };
-    assert!(o1.status.success(), "rank 1: {}", text(&o1));
-    let out = ok(o0);
+    ok_printed(o1);
+    let out = ok_printed(o0);
     let steps: usize = out
         .split(" steps;")
         .next()
@@ -527,8 +526,8 @@ fn sigterm_to_one_rank_stops_both_after_the_same_step_and_saves() {
 fn launches_that_cannot_work_exit_2_with_one_line() {
     let d = setup();
     let run = |env: &[(&str, &str)]| {
-        let mut c = promptir(d.path());
-        c.args(["train", "--config", "exp.yaml", "--quiet"]);
+        let mut c = promptir();
+        c.current_dir(d.path()).args(["train", "--config", "exp.yaml", "--quiet"]);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -541,10 +540,7 @@ fn launches_that_cannot_work_exit_2_with_one_line() {
             "RANK=2 with WORLD_SIZE=2",
         ),
     ] {
-        let out = run(env);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{env:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        let err = user_error(&run(env));
         assert!(err.contains(needle), "{env:?}: {err}");
     }
     assert!(!d.path().join("logs").exists(), "nothing written");

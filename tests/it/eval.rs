@@ -11,9 +11,8 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use crate::common::checkpoint_at;
+use crate::common::{checkpoint_at, copy_dir, ok, on_cpu, user_error};
 
 /// (name, height, width, type) of the synthetic test set; sizes not multiples of 8 on purpose.
 const TEST: [(&str, usize, usize, &str); 5] = [
@@ -59,20 +58,6 @@ fn test_set(root: &Path) {
     std::fs::write(root.join("test/types.json"), Value::Object(types).to_string()).unwrap();
 }
 
-fn promptir(cmd: &str, args: &[&dyn AsRef<OsStr>]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_promptir"))
-        .arg(cmd)
-        .args(args.iter().map(|a| a.as_ref()))
-        .args(["--device", "cpu"])
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn weights_args(w: &[&PathBuf]) -> Vec<PathBuf> {
     w.iter().flat_map(|p| [PathBuf::from("--weights"), p.to_path_buf()]).collect()
 }
@@ -84,7 +69,7 @@ fn refs(v: &[PathBuf]) -> Vec<&dyn AsRef<OsStr>> {
 fn eval_json(args: &[PathBuf]) -> Value {
     let mut a = args.to_vec();
     a.extend(["--format", "json"].map(PathBuf::from));
-    serde_json::from_str(&ok(promptir("eval", &refs(&a)))).unwrap()
+    serde_json::from_str(&ok(on_cpu("eval", &refs(&a)))).unwrap()
 }
 
 fn names(j: &Value) -> Vec<String> {
@@ -114,7 +99,7 @@ fn test_split_numbers_equal_skimage_on_the_predict_pngs() {
             "--png-dir".into(),
             png.clone(),
         ]);
-        ok(promptir("predict", &refs(&p)));
+        ok(on_cpu("predict", &refs(&p)));
 
         let mut e = common_args.clone();
         e.extend(["--data".into(), root.clone(), "--split".into(), "test".into()]);
@@ -178,7 +163,7 @@ fn test_split_numbers_equal_skimage_on_the_predict_pngs() {
             continue; // the table once is enough (TTA runs are the slow ones)
         }
         // The table shows the same numbers, rounded, and names the setup.
-        let table = ok(promptir("eval", &refs(&e)));
+        let table = ok(on_cpu("eval", &refs(&e)));
         assert!(
             table.contains("(ensemble of 2)\nTTA off") && table.contains("5 images"),
             "{table}"
@@ -328,7 +313,7 @@ fn tta_auto_uses_the_trained_views_and_compare_scores_each_set() {
     eprintln!("PSNR all by TTA set (off, flips, 8, auto): {all:?}");
 
     // The table names the views and has a row per set, with the gains.
-    let table = ok(promptir("eval", &refs(&cmp)));
+    let table = ok(on_cpu("eval", &refs(&cmp)));
     assert!(table.contains("TTA auto (id, hflip)"), "{table}");
     for (m, n) in [("off", 1), ("flips", 4), ("8", 8), ("auto", 2)] {
         let label = format!("{m} ({n})");
@@ -355,11 +340,7 @@ fn tta_auto_uses_the_trained_views_and_compare_scores_each_set() {
 
 /// Runs a command that must fail with a user error (exit 2, one line); returns stderr.
 fn fails(cmd: &str, args: &[PathBuf]) -> String {
-    let out = promptir(cmd, &refs(args));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    err
+    user_error(&on_cpu(cmd, &refs(args)))
 }
 
 #[test]
@@ -413,22 +394,12 @@ fn user_errors_name_the_problem() {
     v.extend(["--data".into(), course.clone(), "--output".into(), file]);
     assert!(fails("visualize", &v).contains("--output is a file"));
 
-    let out = promptir("eval", &refs(&[PathBuf::from("--split"), PathBuf::from("dev")]));
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = user_error(&on_cpu("eval", &[&"--split", &"dev"]));
     assert!(
         err.contains("invalid value 'dev' for '--split <SPLIT>'")
             && err.contains("val, train, test"),
         "{err}"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-    }
 }
 
 #[test]
@@ -441,7 +412,7 @@ fn visualize_writes_panels_named_by_psnr_and_an_overview() {
     let mut p = weights_args(&[&w]);
     p.extend(["--input".into(), root.join("test/degraded"), "--png-dir".into(), png.clone()]);
     p.extend(["--output".into(), t.path().join("pred.npz")]);
-    ok(promptir("predict", &refs(&p)));
+    ok(on_cpu("predict", &refs(&p)));
     let mut e = weights_args(&[&w]);
     e.extend(["--data".into(), root.clone(), "--split".into(), "test".into()]);
     let scores = eval_json(&e);
@@ -454,7 +425,7 @@ fn visualize_writes_panels_named_by_psnr_and_an_overview() {
     let out = t.path().join("vis/new");
     let mut v = e.clone();
     v.extend(["--output".into(), out.clone(), "--count".into(), "3".into()]);
-    let said = ok(promptir("visualize", &refs(&v)));
+    let said = ok(on_cpu("visualize", &refs(&v)));
     assert!(said.starts_with("wrote 3 panels"), "{said}");
     // Types in turn: rain 0.png, snow 1.png, rain 2.png.
     let mut rows = Vec::new();

@@ -9,11 +9,11 @@ use promptir::io::{to_u8_chw, RgbImage};
 use promptir::model::PromptIr;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Output;
 use tch::{Device, Tensor};
 
-use crate::common::checkpoint_at;
+use crate::common::{checkpoint_at, ok, ok_printed, on_cpu, user_error};
 
 /// Deterministic noise images (`name`, height, width) in `dir`; jpg names are JPEG-encoded.
 fn images_at(dir: &Path, specs: &[(&str, usize, usize)]) {
@@ -36,19 +36,6 @@ fn images_at(dir: &Path, specs: &[(&str, usize, usize)]) {
             RgbImage { width: w, height: h, hwc }.save_png(&path).unwrap();
         }
     }
-}
-
-fn promptir(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_promptir"))
-        .arg("predict")
-        .args(args.iter().map(|a| a.as_ref()))
-        .args(["--device", "cpu"])
-        .output()
-        .unwrap()
-}
-
-fn assert_ok(out: &Output) {
-    assert!(out.status.success(), "predict failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Runs scripts/check_pred.py; returns its JSON report and the arrays' bytes by key.
@@ -91,16 +78,10 @@ fn npz_has_np_savez_layout_and_equals_pngs_and_the_model() {
     images_at(&inp, &SPECS);
     let w = checkpoint_at(t.path(), "a.safetensors", 1);
     let npz = t.path().join("pred.npz");
-    assert_ok(&promptir(&[
-        &"--weights",
-        &w,
-        &"--input",
-        &inp,
-        &"--output",
-        &npz,
-        &"--png-dir",
-        &png,
-    ]));
+    ok(on_cpu(
+        "predict",
+        &[&"--weights", &w, &"--input", &inp, &"--output", &npz, &"--png-dir", &png],
+    ));
 
     let (report, bytes) = numpy_read(&npz, Some(&png));
     let keys: Vec<&str> =
@@ -130,7 +111,7 @@ fn two_checkpoints_average_their_float_outputs() {
     images_at(&inp, &SPECS[..2]);
     let (a, b) = (checkpoint_at(t.path(), "a.st", 1), checkpoint_at(t.path(), "b.st", 2));
     let npz = t.path().join("pred.npz");
-    assert_ok(&promptir(&[&"--weights", &a, &"--weights", &b, &"--input", &inp, &"-o", &npz]));
+    ok(on_cpu("predict", &[&"--weights", &a, &"--weights", &b, &"--input", &inp, &"-o", &npz]));
     let (_, bytes) = numpy_read(&npz, None);
     let (ma, mb) = (load(&a), load(&b));
     for (name, _, _) in &SPECS[..2] {
@@ -150,9 +131,11 @@ fn tta_is_the_mean_over_the_eight_transforms() {
     images_at(&inp, &SPECS[1..2]); // 25x37: non-square, so transposed views are padded differently
     let w = checkpoint_at(t.path(), "a.st", 3);
     let npz = t.path().join("pred.npz");
-    let out = promptir(&[&"--weights", &w, &"--input", &inp, &"--output", &npz, &"--tta", &"8"]);
-    assert_ok(&out);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("tta 8: id, rot90, rot180"));
+    let out = ok(on_cpu(
+        "predict",
+        &[&"--weights", &w, &"--input", &inp, &"--output", &npz, &"--tta", &"8"],
+    ));
+    assert!(out.contains("tta 8: id, rot90, rot180"), "{out}");
     let (_, bytes) = numpy_read(&npz, None);
     let got = &bytes["1.png"];
 
@@ -183,11 +166,10 @@ fn tta_modes_average_their_views_and_parse() {
     let w = checkpoint_at(t.path(), "a.st", 3);
     let run = |mode: &str| {
         let npz = t.path().join(format!("pred_{mode}.npz"));
-        let out =
-            promptir(&[&"--weights", &w, &"--input", &inp, &"--output", &npz, &"--tta", &mode]);
-        assert_ok(&out);
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (numpy_read(&npz, None).1.remove("1.png").unwrap(), text(&out.stdout), text(&out.stderr))
+        let a: &[&dyn AsRef<OsStr>] =
+            &[&"--weights", &w, &"--input", &inp, &"--output", &npz, &"--tta", &mode];
+        let printed = ok_printed(on_cpu("predict", a));
+        (numpy_read(&npz, None).1.remove("1.png").unwrap(), printed)
     };
     let model = load(&w);
     let x = input(&inp, "1.png");
@@ -195,35 +177,34 @@ fn tta_modes_average_their_views_and_parse() {
     let (lib_flips, lib_eight) = tch::no_grad(|| {
         (Tta::new(&model, &flips_views).restore(&x), Tta::new(&model, &Dihedral::ALL).restore(&x))
     });
-    let (flips, out, _) = run("flips");
+    let (flips, out) = run("flips");
     assert!(out.contains("tta flips: id, rot180, hflip, vflip"), "{out}");
     assert!(flips == quantise(&lib_flips));
-    let (eight, _, _) = run("8");
+    let (eight, _) = run("8");
     // A random network is not equivariant: 4 views and 8 views give different images.
     let differ = flips.iter().zip(&eight).filter(|(a, b)| a != b).count();
     assert!(differ * 10 > flips.len(), "flips and 8 differ in only {differ} values");
     assert!(eight == quantise(&lib_eight));
     // A checkpoint without a training record: auto is the 8 views, with a note why.
-    let (auto, out, err) = run("auto");
+    let (auto, out) = run("auto");
     assert!(auto == eight && out.contains("tta auto: id, rot90"), "{out}");
-    assert!(err.contains("note: ") && err.contains("a.st: no record"), "{err}");
+    assert!(out.contains("note: ") && out.contains("a.st: no record"), "{out}");
     // A bare --tta (what early scripts wrote) is auto.
     let bare = t.path().join("pred_bare.npz");
-    let out = promptir(&[&"--weights", &w, &"--input", &inp, &"--output", &bare, &"--tta"]);
-    assert_ok(&out);
+    let a: &[&dyn AsRef<OsStr>] =
+        &[&"--weights", &w, &"--input", &inp, &"--output", &bare, &"--tta"];
+    let out = ok(on_cpu("predict", a));
     assert!(numpy_read(&bare, None).1.remove("1.png").unwrap() == auto);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("tta auto: id, rot90"));
-    let (off, out, _) = run("off");
+    assert!(out.contains("tta auto: id, rot90"), "{out}");
+    let (off, out) = run("off");
     assert!(off == quantise(&tch::no_grad(|| model.restore(&x))) && out.contains("tta off: id"));
 
     // An unknown mode is named, with the valid ones.
     let npz = t.path().join("bad.npz");
     let needle = "invalid value 'on' for '--tta [<MODE>]'";
-    let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--weights", &w, &"--input", &inp];
-    a.extend([&"--output" as &dyn AsRef<std::ffi::OsStr>, &npz, &"--tta", &"on"]);
-    let o = promptir(&a);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!((o.status.code(), e.lines().count()), (Some(2), 1), "{e}");
+    let a: &[&dyn AsRef<OsStr>] =
+        &[&"--weights", &w, &"--input", &inp, &"--output", &npz, &"--tta", &"on"];
+    let e = user_error(&on_cpu("predict", a));
     assert!(e.contains(needle) && e.contains("off, 8, flips, auto"), "{e}");
     assert!(!npz.exists());
 }
@@ -235,7 +216,7 @@ fn tiled_prediction_equals_the_library_tiling() {
     images_at(&inp, &[("0.png", 40, 70)]);
     let w = checkpoint_at(t.path(), "a.st", 4);
     let npz = t.path().join("pred.npz");
-    let args: [&dyn AsRef<std::ffi::OsStr>; 10] = [
+    let args: &[&dyn AsRef<OsStr>] = &[
         &"--weights",
         &w,
         &"--input",
@@ -247,7 +228,7 @@ fn tiled_prediction_equals_the_library_tiling() {
         &"--tile-overlap",
         &"8",
     ];
-    assert_ok(&promptir(&args));
+    ok(on_cpu("predict", args));
     let (report, bytes) = numpy_read(&npz, None);
     assert_eq!(report["entries"]["0.png"]["shape"], serde_json::json!([3, 40, 70]));
     let model = load(&w);
@@ -259,11 +240,8 @@ fn tiled_prediction_equals_the_library_tiling() {
 }
 
 /// Runs predict expecting a user error mentioning every `needles`, and no output at all.
-fn assert_fails(args: &[&dyn AsRef<std::ffi::OsStr>], npz: &Path, png: &Path, needles: &[&str]) {
-    let out = promptir(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "expected one line: {err}");
+fn assert_fails(args: &[&dyn AsRef<OsStr>], npz: &Path, png: &Path, needles: &[&str]) {
+    let err = user_error(&on_cpu("predict", args));
     for n in needles {
         assert!(err.contains(n), "{n:?} not in {err:?}");
     }
@@ -277,7 +255,7 @@ fn user_errors_name_the_problem_and_write_nothing() {
     images_at(&inp, &SPECS[..2]);
     let w = checkpoint_at(t.path(), "a.st", 1);
     let base = |input: &Path, weights: &Path, output: &Path| {
-        let v: Vec<Box<dyn AsRef<std::ffi::OsStr>>> = vec![
+        let v: Vec<Box<dyn AsRef<OsStr>>> = vec![
             Box::new("--weights"),
             Box::new(weights.to_path_buf()),
             Box::new("--input"),
@@ -291,7 +269,7 @@ fn user_errors_name_the_problem_and_write_nothing() {
     };
     let run = |input: &Path, weights: &Path, output: &Path, needles: &[&str]| {
         let v = base(input, weights, output);
-        let refs: Vec<&dyn AsRef<std::ffi::OsStr>> = v.iter().map(|b| b.as_ref()).collect();
+        let refs: Vec<&dyn AsRef<OsStr>> = v.iter().map(|b| b.as_ref()).collect();
         assert_fails(&refs, &npz, &png, needles);
     };
 

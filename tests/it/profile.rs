@@ -2,16 +2,14 @@
 //! iterations' ops (forward, backward, one fused AdamW step each), and their self times add up
 //! to the step time the row measured.
 
-use crate::common::{repo, run_python};
+use crate::common::{ok, promptir, repo, run_python, user_error};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// `promptir bench ARGS --profile TRACE`, ARGS split at spaces.
 fn bench_profiled(args: &str, trace: &Path) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptir"));
-    cmd.arg("bench").args(args.split(' ')).arg("--profile").arg(trace);
-    cmd.output().unwrap()
+    promptir().arg("bench").args(args.split(' ')).arg("--profile").arg(trace).output().unwrap()
 }
 
 /// `profile_table.py TRACE ARGS --json` (gpu-check's test reads its trace with it too).
@@ -31,8 +29,7 @@ fn a_profiled_training_step_sums_to_its_measured_time() {
         "--config tiny --size 32 --batch 2 --mode train --iters 3 --warmup 1 --threads 1 --json",
         &trace,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let row: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row: Value = serde_json::from_str(&ok(out)).unwrap();
     let times: Vec<f64> =
         row["times_ms"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
     let mean_ms = times.iter().sum::<f64>() / times.len() as f64;
@@ -69,8 +66,7 @@ fn profile_takes_one_row() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.json");
     let out = bench_profiled("--config tiny --size 16,32 --mode infer --iters 1", &trace);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = user_error(&out);
     assert!(err.contains("--profile records one row"), "{err}");
     assert!(!trace.exists());
 }

@@ -2,6 +2,7 @@
 //! JSON, seeds grouped into mean ± sample std, the published column, and the three figures
 //! (size, and a line per experiment in each).
 
+use crate::common::{ok, promptir, user_error};
 use promptir::config::{Experiment, Published};
 use promptir::tools::report::{self, ReportOptions, FIGURE_SIZE};
 use serde_json::json;
@@ -429,16 +430,14 @@ fn eval_files_must_match_their_names() {
 fn the_cli_writes_the_report_and_rejects_weights_folders() {
     let d = tempfile::tempdir().unwrap();
     let runs = ablation(d.path());
-    let bin = env!("CARGO_BIN_EXE_promptir");
-    let out = std::process::Command::new(bin)
+    let out = promptir()
         .arg("report")
         .args(&runs)
         .args(["--output", d.path().join("out").to_str().unwrap()])
         .args(["--evals", d.path().join("evals").to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = ok(out);
     assert!(stdout.starts_with("3 run(s), 1 ensemble(s): wrote "), "{stdout}");
     for f in [
         "ablation.md",
@@ -451,8 +450,6 @@ fn the_cli_writes_the_report_and_rejects_weights_folders() {
     }
     let bad = d.path().join("weights/l1_only");
     std::fs::create_dir_all(&bad).unwrap();
-    let out = std::process::Command::new(bin).arg("report").arg(&bad).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = user_error(&promptir().arg("report").arg(&bad).output().unwrap());
     assert!(err.contains("no config.yaml; pass run log folders"), "{err}");
 }

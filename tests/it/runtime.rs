@@ -1,13 +1,13 @@
 //! `runtime::tune_allocator` as the binary applies it: large activations are reused from the
 //! heap instead of being mapped (and page-faulted) afresh at every forward.
 
+use crate::common::{ok, promptir};
 use serde_json::Value;
-use std::process::Command;
 
 /// Page faults per 512x512 forward of the tiny network (its largest activations are 88 MiB,
 /// above glibc's 32 MiB mmap threshold), with the binary's allocator setting or glibc's default.
 fn faults_per_forward(malloc: Option<&str>) -> f64 {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptir"));
+    let mut cmd = promptir();
     cmd.args(["bench", "--config", "tiny", "--size", "512", "--mode", "infer", "--iters", "3"])
         .args(["--warmup", "1", "--threads", "1", "--json"]);
     if let Some(m) = malloc {
@@ -15,9 +15,7 @@ fn faults_per_forward(malloc: Option<&str>) -> f64 {
     } else {
         cmd.env_remove("PROMPTIR_MALLOC");
     }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let row: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row: Value = serde_json::from_str(&ok(cmd.output().unwrap())).unwrap();
     row["page_faults_per_iter"].as_f64().unwrap()
 }
 

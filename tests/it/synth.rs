@@ -190,13 +190,12 @@ fn refuses_a_non_empty_output_folder() {
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "no staging folder left");
 
     // The CLI turns it into one line and exit code 2.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_promptir"))
+    let o = crate::common::promptir()
         .args(["synth", "--train", "2", "--test", "0", "--size", "32", "-o"])
         .arg(&out)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stderr = crate::common::user_error(&o);
     assert!(stderr.starts_with("error: ") && stderr.contains("not empty"), "{stderr}");
 
     // An existing empty folder is fine.

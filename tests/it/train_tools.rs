@@ -137,15 +137,14 @@ fn ema_follows_its_formula_on_the_device_tensors() {
 }
 
 fn eval_psnr(best: &Path, data: &Path, ema: &str) -> f64 {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptir"))
+    let out = crate::common::promptir()
         .args(["eval", "--device", "cpu", "--format", "json", "--ema", ema, "--weights"])
         .arg(best)
         .arg("--data")
         .arg(data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j: Value = serde_json::from_str(&crate::common::ok(out)).unwrap();
     j["psnr"]["all"].as_f64().unwrap()
 }
 
