@@ -221,4 +221,25 @@ mod tests {
         assert_eq!(r.outputs.len(), 1);
         assert_eq!(r.outputs[0], items[0].degraded.to_chw());
     }
+
+    #[test]
+    fn one_process_sums_rebuild_the_same_report_bit_for_bit() {
+        // What a single process's "reduction" does: its own sums back in. Five images whose
+        // PSNRs do not add associatively, and a kind with no image (left out, as evaluate does).
+        let items: Vec<EvalItem> = (0..5u8)
+            .map(|i| EvalItem {
+                name: format!("{i}"),
+                kind: ["rain", "snow"][usize::from(i % 2)].into(),
+                degraded: img(3 + 7 * i, 11 + usize::from(i), 9),
+                clean: img(0, 11 + usize::from(i), 9),
+            })
+            .collect();
+        let id = FnRestore(|t: &Tensor| t.shallow_clone());
+        let r = evaluate(&id, &items, Device::Cpu, None, 0, |_| {});
+        let kinds = ["haze", "rain", "snow"].map(String::from);
+        let back = r.clone().with_sums(&kinds, &r.sums(&kinds));
+        assert_eq!(back.summary(), r.summary());
+        assert!(!back.psnr.groups().contains_key("haze"));
+        assert_eq!(back.psnr.overall().sum().to_bits(), r.psnr.overall().sum().to_bits());
+    }
 }
