@@ -8,7 +8,8 @@
 //!   [`dist`]: torchrun launches, the c10d process group, bucketed gradient averaging;
 //!   [`native`]: the libtorch calls tch does not bind (`csrc/native.cpp`: autocast dtypes, fused
 //!   AdamW, AMP unscaling).
-//! - [`model`]: the network, one struct per upstream block, fields named as in PyTorch.
+//! - [`model`]: the networks behind one seam ([`model::ModelConfig`], [`model::Network`]),
+//!   one struct per upstream block, fields named as in PyTorch.
 //! - [`io`]: atomic writes, images, safetensors and checkpoints with their provenance,
 //!   importing official weights, TensorBoard event files.
 //! - [`config`]: the typed experiment YAML (`extends`, `--set`, validation).

@@ -19,12 +19,12 @@ impl ImportCmd {
         let r = import_official(&self.ckpt, &self.output)
             .with_context(|| format!("importing {}", self.ckpt.display()))?;
         println!(
-            "wrote {} ({} tensors, {} parameters, dim {}, blocks {:?})",
+            "wrote {} ({} tensors, {} parameters, {} {})",
             self.output.display(),
             r.tensors,
             r.parameters,
-            r.config.dim,
-            r.config.num_blocks
+            r.config.arch().name(),
+            r.config.summary()
         );
         if !r.dropped.is_empty() {
             println!(

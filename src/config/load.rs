@@ -118,8 +118,13 @@ impl Experiment {
 
     fn from_value(v: Value, origin: &Path) -> Result<Self> {
         serde_path_to_error::deserialize(v).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner().to_string();
+            let mut key = e.path().to_string();
+            let mut inner = e.into_inner().to_string();
+            // `model` reads its keys once `arch` is known, out of the tracker's sight; its
+            // message names the key, which goes back into the path.
+            if let Some((msg, k, arch)) = crate::model::key_of_arch(&inner) {
+                (key, inner) = (format!("{key}.{k}"), format!("{msg} (arch {arch})"));
+            }
             let what = if inner.contains("unknown field") { "unknown key" } else { "bad value" };
             cfg_err(origin, format!("{what} at `{key}`: {inner}"))
         })
@@ -170,7 +175,12 @@ mod tests {
         assert!(e.contains("bad value at `train.lr`"), "{e}");
         let p = write(d.path(), "z.yaml", "model: {layer_norm_type: biasfree}\n");
         let e = Experiment::load(&p, &[]).unwrap_err().to_string();
-        assert!(e.contains("model.layer_norm_type"), "{e}");
+        assert!(e.contains("bad value at `model.layer_norm_type`: unknown variant"), "{e}");
+        assert!(e.ends_with("(arch promptir)"), "{e}");
+        let p = write(d.path(), "w.yaml", "model: {arch: promptir, width: 32}\n");
+        let e = Experiment::load(&p, &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown key at `model.width`: unknown field `width`"), "{e}");
+        assert!(e.ends_with("(arch promptir)"), "{e}");
         let p = write(d.path(), "s.yaml", "train: {stages: [{until_epoch: 3, patch: 64}]}\n");
         let e = Experiment::load(&p, &[]).unwrap_err().to_string();
         assert!(e.contains("train.stages"), "{e}");

@@ -3,7 +3,7 @@
 //! wrappers around it, never copies of the loop.
 
 use super::dihedral::Dihedral;
-use crate::model::PromptIr;
+use crate::model::Network;
 use tch::{nn::Module, Tensor};
 
 /// (B, 3, H, W) in [0, 1] -> (B, 3, H, W), any H and W. The output is **not** clamped: losses see
@@ -25,9 +25,9 @@ pub fn padded(x: &Tensor, m: i64, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
     f(&xp).narrow(2, 0, h).narrow(3, 0, w)
 }
 
-impl Restore for PromptIr {
+impl Restore for Network {
     fn restore(&self, x: &Tensor) -> Tensor {
-        padded(x, self.config.pad_multiple(), |x| self.forward(x))
+        padded(x, self.pad_multiple(), |x| self.forward(x))
     }
 }
 

@@ -5,7 +5,7 @@ use super::dihedral::Dihedral;
 use super::restore::{Ensemble, Restore, Tta};
 use super::tile::Tiled;
 use crate::io::{load_model_choosing, to_u8_chw, EmaChoice, LoadedModel, RgbImage};
-use crate::model::PromptIr;
+use crate::model::Network;
 use crate::{Error, Result};
 use std::path::PathBuf;
 use tch::{Device, Tensor};
@@ -42,7 +42,7 @@ pub fn build_restorer(
 }
 
 /// The checkpoints averaged, without TTA or tiles.
-pub fn ensemble(models: Vec<LoadedModel>) -> Ensemble<PromptIr> {
+pub fn ensemble(models: Vec<LoadedModel>) -> Ensemble<Network> {
     // The var stores can go: the modules hold their own handles to the loaded tensors.
     Ensemble(models.into_iter().map(|m| m.model).collect())
 }

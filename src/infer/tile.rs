@@ -111,7 +111,7 @@ impl<R: Restore> Restore for Tiled<R> {
 mod tests {
     use super::*;
     use crate::infer::FnRestore;
-    use crate::model::{ModelConfig, PromptIr};
+    use crate::model::{ModelConfig, Network};
     use tch::{Device, Kind};
 
     /// Uniform noise from a seed, drawn while no seeded model init runs.
@@ -191,7 +191,7 @@ mod tests {
         // max 4.6e-2, mean 6.4e-3, against a mean |output - input| of 0.105; constant prompts
         // cut it to about a third. Misplaced tiles would show the input noise (mean ~0.3).
         let vs = tch::nn::VarStore::new(Device::Cpu);
-        let model = PromptIr::seeded(&vs.root(), &ModelConfig::tiny(), 0);
+        let model = Network::seeded(&vs.root(), &ModelConfig::tiny(), 0);
         let x = rand(2, &[1, 3, 72, 88]);
         tch::no_grad(|| {
             let full = model.restore(&x);

@@ -6,16 +6,19 @@
 
 use super::import::infer_config;
 use super::tensors::{load_strict, load_strict_prefixed, save_tensors, TensorFile};
-use crate::model::{ModelConfig, PromptIr};
+use crate::model::{ModelConfig, Network};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
 
-/// The metadata layout version this promptir writes, and the only one it reads: a change to
-/// what a checkpoint holds or means bumps it, and a file of another version is refused.
-pub const FORMAT_VERSION: &str = "1";
+/// The metadata layout version this promptir writes: a change to what a checkpoint holds or
+/// means bumps it. Version 2 added `arch` to the model config.
+pub const FORMAT_VERSION: &str = "2";
+/// The versions it reads; any other is refused. Version 1 is version 2 without `arch`, which
+/// [`ModelConfig`] reads as PromptIR.
+const READS: [&str; 2] = ["1", "2"];
 /// Tensors of a resume point that are not weights (optimizer moments) start with this.
 pub const STATE_PREFIX: &str = "state.";
 /// The weights' moving average (`train.ema`), saved beside the raw weights under these names.
@@ -187,15 +190,17 @@ impl CheckpointMeta {
         let meta = file.metadata();
         let bad = |msg: String| Error::weights(&file.path, msg);
         match meta.get(FORMAT_KEY) {
-            Some(v) if v == FORMAT_VERSION => {}
+            Some(v) if READS.contains(&v.as_str()) => {}
             Some(v) => {
                 return Err(bad(format!(
-                    "checkpoint format version {v}, this promptir reads version {FORMAT_VERSION} only; use the promptir that wrote it"
+                    "checkpoint format version {v}, this promptir reads versions {} only; use the promptir that wrote it",
+                    READS.join(", ")
                 )))
             }
             None if meta.contains_key(CONFIG_KEY) => {
                 return Err(bad(format!(
-                    "written by a promptir before format versions (no {FORMAT_KEY}); this promptir reads version {FORMAT_VERSION} only, retrain or re-import it"
+                    "written by a promptir before format versions (no {FORMAT_KEY}); this promptir reads versions {} only, retrain or re-import it",
+                    READS.join(", ")
                 )))
             }
             None => {
@@ -268,7 +273,7 @@ pub fn save_model(vs: &nn::VarStore, meta: &CheckpointMeta, path: &Path) -> Resu
 /// A network rebuilt from a checkpoint's own metadata.
 pub struct LoadedModel {
     pub vs: nn::VarStore,
-    pub model: PromptIr,
+    pub model: Network,
     pub meta: CheckpointMeta,
     pub path: PathBuf,
     /// The moving average was loaded, not the raw weights.
@@ -344,7 +349,7 @@ pub fn load_model_choosing(path: &Path, device: Device, ema: EmaChoice) -> Resul
             )),
         };
     let vs = nn::VarStore::new(device);
-    let model = PromptIr::new(&vs.root(), &meta.model);
+    let model = Network::new(&vs.root(), &meta.model);
     if use_ema {
         load_strict_prefixed(&vs, &file, EMA_PREFIX, &|k| !k.starts_with(EMA_PREFIX))?;
     } else {
@@ -405,13 +410,21 @@ mod tests {
             save_tensors(&path, &x, m).unwrap();
             CheckpointMeta::read(&TensorFile::open(&path).unwrap()).unwrap_err().to_string()
         };
-        let e = read(&|m| drop(m.insert(FORMAT_KEY.into(), "2".into())));
+        let e = read(&|m| drop(m.insert(FORMAT_KEY.into(), "3".into())));
         assert!(
             e.contains(
-                "m.safetensors: checkpoint format version 2, this promptir reads version 1 only"
+                "m.safetensors: checkpoint format version 3, this promptir reads versions 1, 2 only"
             ),
             "{e}"
         );
+        // Version 1: the same, without `arch` in the config (PromptIR).
+        let mut v1 = meta.to_map();
+        v1.insert(FORMAT_KEY.into(), "1".into());
+        let mut cfg: serde_json::Value = serde_json::from_str(&v1[CONFIG_KEY]).unwrap();
+        assert_eq!(cfg.as_object_mut().unwrap().remove("arch"), Some("promptir".into()));
+        v1.insert(CONFIG_KEY.into(), cfg.to_string());
+        save_tensors(&path, &x, v1).unwrap();
+        assert_eq!(CheckpointMeta::read(&TensorFile::open(&path).unwrap()).unwrap(), meta);
         let e = read(&|m| drop(m.remove(FORMAT_KEY)));
         assert!(e.contains("before format versions"), "{e}");
         let e = read(&|m| m.clear());

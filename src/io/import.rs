@@ -4,7 +4,7 @@
 
 use super::checkpoint::{save_model, CheckpointMeta};
 use super::tensors::{load_strict, TensorFile};
-use crate::model::{LayerNormType, ModelConfig, PromptIr, IGNORED_UPSTREAM_KEYS};
+use crate::model::{LayerNormType, ModelConfig, Network, PromptIrConfig, IGNORED_UPSTREAM_KEYS};
 use crate::{Error, Result};
 use safetensors::tensor::Dtype;
 use std::collections::BTreeMap;
@@ -51,7 +51,7 @@ pub fn infer_config(
         if (dim as f64 * 2.66) as i64 == hidden { 2.66 } else { hidden as f64 / dim as f64 };
     let p = |i: usize| shape_n(&format!("prompt{i}.prompt_param"), 5);
     let (p1, p2, p3) = (p(1)?, p(2)?, p(3)?);
-    let cfg = ModelConfig {
+    let cfg = PromptIrConfig {
         inp_channels: embed[1],
         out_channels: shape_n("output.weight", 4)?[0],
         dim,
@@ -80,7 +80,7 @@ pub fn infer_config(
         prompt_sizes: [p1[3], p2[3], p3[3]],
     };
     cfg.validate().map_err(|e| err(format!("inferred an invalid config ({e})")))?;
-    Ok(cfg)
+    Ok(ModelConfig::Promptir(cfg))
 }
 
 /// The Python that unpickles `.ckpt`/`.pth` files, carried in the binary.
@@ -162,7 +162,7 @@ pub fn import_official(src: &Path, dst: &Path) -> Result<ImportReport> {
         let file = TensorFile::open(&st_path)?;
         let config = infer_config(src, &file.header())?;
         let vs = nn::VarStore::new(Device::Cpu);
-        let _model = PromptIr::new(&vs.root(), &config);
+        let _model = Network::new(&vs.root(), &config);
         let dropped = load_strict(&vs, &file, &|k| IGNORED_UPSTREAM_KEYS.contains(&k))?;
         let meta = CheckpointMeta {
             imported_from: Some(src.display().to_string()),

@@ -1,4 +1,4 @@
-//! The network's hyper-parameters ([`ModelConfig`]), their checks and the parameter estimate.
+//! PromptIR's hyper-parameters ([`PromptIrConfig`]), their checks and the parameter estimate.
 
 use super::WidthPlan;
 use serde::{Deserialize, Serialize};
@@ -16,11 +16,11 @@ pub enum LayerNormType {
 /// Configs beyond this many parameters (8 GB of fp32 weights) are refused as typos.
 pub const MAX_PARAMETERS: f64 = 2e9;
 
-/// The network's hyper-parameters. The default is the official model (35,376,967 parameters
+/// PromptIR's hyper-parameters (`model:` with `arch: promptir`). The default is the official model (35,376,967 parameters
 /// used in forward); widths are derived from `dim` so that small configs work too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {
+pub struct PromptIrConfig {
     pub inp_channels: i64,
     pub out_channels: i64,
     pub dim: i64,
@@ -38,9 +38,9 @@ pub struct ModelConfig {
     pub prompt_sizes: [i64; 3],
 }
 
-impl Default for ModelConfig {
+impl Default for PromptIrConfig {
     fn default() -> Self {
-        ModelConfig {
+        PromptIrConfig {
             inp_channels: 3,
             out_channels: 3,
             dim: 48,
@@ -57,7 +57,7 @@ impl Default for ModelConfig {
     }
 }
 
-impl ModelConfig {
+impl PromptIrConfig {
     /// The official network.
     pub fn paper() -> Self {
         Self::default()
@@ -65,7 +65,7 @@ impl ModelConfig {
 
     /// A small network with the same wiring, for CPU tests and demos (about 0.2 M parameters).
     pub fn tiny() -> Self {
-        ModelConfig {
+        PromptIrConfig {
             dim: 8,
             num_blocks: [1, 1, 1, 1],
             num_refinement_blocks: 1,
@@ -183,22 +183,22 @@ mod tests {
     #[test]
     fn parameter_estimate_is_close_and_absurd_sizes_are_refused() {
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        let _m = super::super::PromptIr::new(&vs.root(), &ModelConfig::tiny());
+        let _m = super::super::PromptIr::new(&vs.root(), &PromptIrConfig::tiny());
         let tiny: usize = vs.variables().values().map(|t| t.numel()).sum();
         // The paper model's count is the documented one (upstream, parameters used in forward).
         for (cfg, exact) in
-            [(ModelConfig::paper(), 35_376_967.0), (ModelConfig::tiny(), tiny as f64)]
+            [(PromptIrConfig::paper(), 35_376_967.0), (PromptIrConfig::tiny(), tiny as f64)]
         {
             let ratio = cfg.approx_parameters() / exact;
             assert!((0.7..=1.0).contains(&ratio), "dim {}: estimate/exact = {ratio}", cfg.dim);
         }
-        let e = ModelConfig { dim: 4000, ..ModelConfig::paper() }.validate().unwrap_err();
+        let e = PromptIrConfig { dim: 4000, ..PromptIrConfig::paper() }.validate().unwrap_err();
         assert!(e.contains("parameters") && e.contains("model.dim"), "{e}");
         // Values that would overflow the width arithmetic are refused before it runs.
         for cfg in [
-            ModelConfig { dim: i64::MAX, ..ModelConfig::paper() },
-            ModelConfig { prompt_dims: [64, i64::MAX, 320], ..ModelConfig::paper() },
-            ModelConfig { num_blocks: [4, 6, -1, 8], ..ModelConfig::paper() },
+            PromptIrConfig { dim: i64::MAX, ..PromptIrConfig::paper() },
+            PromptIrConfig { prompt_dims: [64, i64::MAX, 320], ..PromptIrConfig::paper() },
+            PromptIrConfig { num_blocks: [4, 6, -1, 8], ..PromptIrConfig::paper() },
         ] {
             assert!(cfg.validate().is_err());
         }

@@ -1,4 +1,7 @@
-//! PromptIR (Potlapalli et al., NeurIPS 2023, arXiv 2306.13090), ported from the official
+//! The networks. [`ModelConfig`] names an architecture with its own keys and [`Network`] is
+//! the built network: the rest of the crate uses only these two (see `network.rs`).
+//!
+//! PromptIR (Potlapalli et al., NeurIPS 2023, arXiv 2306.13090) is ported from the official
 //! `va1shn9v/PromptIR` `net/model.py` (commit 20eff77, its last change through 106159a) with
 //! `decoder=True`.
 //!
@@ -7,13 +10,15 @@
 
 mod blocks;
 mod config;
+mod network;
 mod prompt;
 mod promptir;
 
 pub use blocks::{
     Attention, Downsample, FeedForward, LayerNorm, OverlapPatchEmbed, TransformerBlock, Upsample,
 };
-pub use config::{LayerNormType, ModelConfig};
+pub use config::{LayerNormType, PromptIrConfig};
+pub use network::{key_of_arch, Arch, ModelConfig, Network};
 pub use prompt::PromptGenBlock;
 pub use promptir::{with_global_rng, PromptIr, WidthPlan};
 

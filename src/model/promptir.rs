@@ -2,8 +2,8 @@
 
 use super::blocks::{blocks, run_blocks};
 use super::{
-    conv, pointwise, to_channels_last, Downsample, Layout, ModelConfig, OverlapPatchEmbed,
-    PromptGenBlock, TransformerBlock, Upsample,
+    conv, pointwise, to_channels_last, Downsample, Layout, OverlapPatchEmbed, PromptGenBlock,
+    PromptIrConfig, TransformerBlock, Upsample,
 };
 use std::sync::{Mutex, MutexGuard};
 use tch::{nn, nn::Module, Tensor};
@@ -46,7 +46,7 @@ pub struct WidthPlan {
 }
 
 impl WidthPlan {
-    pub fn new(cfg: &ModelConfig) -> Self {
+    pub fn new(cfg: &PromptIrConfig) -> Self {
         let d = cfg.dim;
         let [p1, p2, p3] = cfg.prompt_dims;
         let (c1, c2, c3, c4) = (d, 2 * d, 4 * d, 8 * d);
@@ -94,7 +94,7 @@ pub struct PromptIr {
     pub decoder_level1: Vec<TransformerBlock>,
     pub refinement: Vec<TransformerBlock>,
     pub output: nn::Conv2D,
-    pub config: ModelConfig,
+    pub config: PromptIrConfig,
     /// Activation layout of `forward` (not a parameter; `Auto` unless a benchmark sets it).
     pub layout: Layout,
 }
@@ -102,23 +102,23 @@ pub struct PromptIr {
 impl PromptIr {
     /// Builds the network under `p` (use `vs.root()` so keys equal the official state_dict),
     /// drawing its initial values from libtorch's global generator as it stands.
-    /// Panics on an invalid config: call `ModelConfig::validate` first on user input.
-    pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+    /// Panics on an invalid config: call `PromptIrConfig::validate` first on user input.
+    pub fn new(p: &nn::Path, cfg: &PromptIrConfig) -> Self {
         let _draws = init_lock();
         Self::build(p, cfg)
     }
 
     /// [`PromptIr::new`] with the generator seeded first: the same seed gives the same initial
     /// weights even while other threads build models (parallel tests, several runs in one process).
-    pub fn seeded(p: &nn::Path, cfg: &ModelConfig, seed: u64) -> Self {
+    pub fn seeded(p: &nn::Path, cfg: &PromptIrConfig, seed: u64) -> Self {
         let _draws = init_lock();
         tch::manual_seed(seed as i64);
         Self::build(p, cfg)
     }
 
-    fn build(p: &nn::Path, cfg: &ModelConfig) -> Self {
+    fn build(p: &nn::Path, cfg: &PromptIrConfig) -> Self {
         if let Err(e) = cfg.validate() {
-            panic!("invalid ModelConfig: {e}");
+            panic!("invalid PromptIrConfig: {e}");
         }
         let w = WidthPlan::new(cfg);
         let (ffn, bias, ln, h, nb) =

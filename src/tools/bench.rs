@@ -206,9 +206,9 @@ pub fn run_row(spec: &BenchSpec, mode: Mode, size: i64) -> Result<BenchRow> {
     exp.train.precision = spec.precision;
     exp.train.optimizer = spec.optimizer;
     let mut step = TrainStep::new(&exp, device)?;
-    step.model.layout = spec.layout;
+    step.model.set_layout(spec.layout);
     let params: i64 = step.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-    let shape = [spec.batch, spec.model.inp_channels, size, size];
+    let shape = [spec.batch, spec.model.channels(), size, size];
     let (x, target) = with_global_rng(|| {
         (Tensor::rand(shape, (Kind::Float, device)), Tensor::rand(shape, (Kind::Float, device)))
     });

@@ -11,7 +11,7 @@
 
 use crate::config::EmaConfig;
 use crate::io::{load_strict_prefixed, TensorFile, EMA_PREFIX};
-use crate::model::{ModelConfig, PromptIr};
+use crate::model::{ModelConfig, Network};
 use crate::native::foreach_lerp;
 use crate::Result;
 use tch::{nn, Device, Tensor};
@@ -20,7 +20,7 @@ pub struct Ema {
     decay: f64,
     start_step: usize,
     vs: nn::VarStore,
-    pub model: PromptIr,
+    pub model: Network,
     /// (average, live weight) pairs, in the same order.
     shadow: Vec<Tensor>,
     live: Vec<Tensor>,
@@ -40,7 +40,7 @@ impl Ema {
         let vs = nn::VarStore::new(device);
         // Its random init is overwritten below; the draws it takes from the global generator
         // come after the network's seeded init, and training draws nothing from it later.
-        let net = PromptIr::new(&vs.root(), model);
+        let net = Network::new(&vs.root(), model);
         let (mut mine, theirs) = (vs.variables(), weights.variables());
         let mut names: Vec<&String> = theirs.keys().collect();
         names.sort();

@@ -8,7 +8,7 @@ use crate::config::{Experiment, OptimizerKind, Precision};
 use crate::dist::{Collective, Single};
 use crate::infer::Restore;
 use crate::io::ScalerState;
-use crate::model::PromptIr;
+use crate::model::Network;
 use crate::native::Autocast;
 use crate::Result;
 use std::rc::Rc;
@@ -31,7 +31,7 @@ pub struct StepOutcome {
 /// A network with its loss and optimizer, and the fp16 scaler when training in fp16.
 pub struct TrainStep {
     pub vs: nn::VarStore,
-    pub model: PromptIr,
+    pub model: Network,
     pub loss: Loss,
     pub opt: AdamW,
     pub precision: Precision,
@@ -48,7 +48,7 @@ impl TrainStep {
     pub fn new(exp: &Experiment, device: Device) -> Result<Self> {
         let loss = Loss::new(&exp.loss, device)?;
         let vs = nn::VarStore::new(device);
-        let model = PromptIr::seeded(&vs.root(), &exp.model, exp.seed);
+        let model = Network::seeded(&vs.root(), &exp.model, exp.seed);
         let opt = AdamW::from_config(&vs, &exp.train)?;
         let precision = exp.train.precision;
         let scaler = (precision == Precision::Fp16)

@@ -179,7 +179,7 @@ pub fn save_checkpoint(
     seed: u64,
 ) -> tch::nn::VarStore {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _model = promptir::model::PromptIr::seeded(&vs.root(), &meta.model, seed);
+    let _model = promptir::model::Network::seeded(&vs.root(), &meta.model, seed);
     promptir::io::save_model(&vs, meta, path).unwrap();
     vs
 }

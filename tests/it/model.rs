@@ -1,6 +1,6 @@
 //! Structure of the port: key names and shapes, parameter counts, the width plan.
 
-use promptir::model::{LayerNormType, ModelConfig, PromptIr, WidthPlan, IGNORED_UPSTREAM_KEYS};
+use promptir::model::{LayerNormType, PromptIr, PromptIrConfig, WidthPlan, IGNORED_UPSTREAM_KEYS};
 use std::collections::BTreeMap;
 use tch::{nn, Device};
 
@@ -15,7 +15,7 @@ fn official_keys() -> Vec<(String, Vec<i64>)> {
         .collect()
 }
 
-fn var_shapes(cfg: &ModelConfig) -> BTreeMap<String, Vec<i64>> {
+fn var_shapes(cfg: &PromptIrConfig) -> BTreeMap<String, Vec<i64>> {
     let vs = nn::VarStore::new(Device::Cpu);
     let _m = PromptIr::new(&vs.root(), cfg);
     vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect()
@@ -29,13 +29,13 @@ fn var_store_paths_equal_official_state_dict_keys() {
         .into_iter()
         .filter(|(k, _)| !IGNORED_UPSTREAM_KEYS.contains(&k.as_str()))
         .collect();
-    assert_eq!(var_shapes(&ModelConfig::paper()), expected);
+    assert_eq!(var_shapes(&PromptIrConfig::paper()), expected);
 }
 
 #[test]
 fn paper_parameter_count() {
     let n: i64 =
-        var_shapes(&ModelConfig::paper()).values().map(|s| s.iter().product::<i64>()).sum();
+        var_shapes(&PromptIrConfig::paper()).values().map(|s| s.iter().product::<i64>()).sum();
     assert_eq!(n, 35_376_967);
     let all: i64 = official_keys().iter().map(|(_, s)| s.iter().product::<i64>()).sum();
     assert_eq!(all, 35_592_263);
@@ -43,7 +43,7 @@ fn paper_parameter_count() {
 
 #[test]
 fn width_plan_equals_upstream_literals_at_dim_48() {
-    let w = WidthPlan::new(&ModelConfig::paper());
+    let w = WidthPlan::new(&PromptIrConfig::paper());
     assert_eq!((w.c1, w.c2, w.c3, w.c4), (48, 96, 192, 384));
     // upstream: int(dim*2**2)+512, int(dim*2**1)+224, int(dim*2**1)+64, int(dim*2**1)+192
     assert_eq!((w.noise3, w.noise2, w.noise1, w.chan3_in, w.chan2_in), (704, 320, 160, 288, 192));
@@ -61,8 +61,11 @@ fn gdfn_hidden_width_truncates_like_python() {
 
 #[test]
 fn bias_free_has_no_norm_bias_and_bias_adds_conv_biases() {
-    let cfg =
-        ModelConfig { layer_norm_type: LayerNormType::BiasFree, bias: true, ..ModelConfig::tiny() };
+    let cfg = PromptIrConfig {
+        layer_norm_type: LayerNormType::BiasFree,
+        bias: true,
+        ..PromptIrConfig::tiny()
+    };
     let keys = var_shapes(&cfg);
     assert!(!keys.keys().any(|k| k.ends_with("body.bias")));
     assert!(keys.contains_key("encoder_level1.0.attn.qkv.bias"));
@@ -76,7 +79,7 @@ fn bias_free_has_no_norm_bias_and_bias_adds_conv_biases() {
 #[test]
 fn init_matches_pytorch_defaults() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let _m = PromptIr::seeded(&vs.root(), &ModelConfig::paper(), 0);
+    let _m = PromptIr::seeded(&vs.root(), &PromptIrConfig::paper(), 0);
     let v = vs.variables();
     let max = |k: &str| f64::try_from(v[k].abs().max()).unwrap();
     let min = |k: &str| f64::try_from(v[k].min()).unwrap();
@@ -99,7 +102,7 @@ fn init_matches_pytorch_defaults() {
 /// libtorch's global generator halfway through an init. A seed must fix the weights regardless.
 #[test]
 fn a_seed_gives_the_same_weights_while_other_threads_build_models() {
-    let cfg = &ModelConfig::tiny();
+    let cfg = &PromptIrConfig::tiny();
     let weights = move |seed| {
         let vs = nn::VarStore::new(Device::Cpu);
         let _m = PromptIr::seeded(&vs.root(), cfg, seed);
@@ -135,10 +138,10 @@ fn a_seed_gives_the_same_weights_while_other_threads_build_models() {
 
 #[test]
 fn invalid_configs_are_rejected_with_the_key() {
-    let bad = ModelConfig { heads: [1, 2, 5, 8], ..ModelConfig::paper() };
+    let bad = PromptIrConfig { heads: [1, 2, 5, 8], ..PromptIrConfig::paper() };
     let e = bad.validate().unwrap_err();
     assert!(e.contains("not divisible by 5 heads"), "{e}");
-    let bad = ModelConfig { dim: 7, ..ModelConfig::paper() };
+    let bad = PromptIrConfig { dim: 7, ..PromptIrConfig::paper() };
     assert!(bad.validate().unwrap_err().contains("model.dim"));
-    assert!(ModelConfig::tiny().validate().is_ok());
+    assert!(PromptIrConfig::tiny().validate().is_ok());
 }

@@ -134,7 +134,7 @@ fn prompt_block_at_same_double_and_odd_sizes() {
     }
 }
 
-fn config_of(f: &Fixture) -> ModelConfig {
+fn config_of(f: &Fixture) -> PromptIrConfig {
     serde_json::from_value(f.args.clone()).unwrap()
 }
 
@@ -142,7 +142,7 @@ fn config_of(f: &Fixture) -> ModelConfig {
 fn paper_model_64x64() {
     let f = fixture("model_paper");
     let cfg = config_of(&f);
-    assert_eq!(cfg, ModelConfig::paper());
+    assert_eq!(cfg, PromptIrConfig::paper());
     let d = f.check(|p| Box::new(PromptIr::new(p, &cfg)));
     eprintln!("paper config 64x64: max abs diff {d:e}");
 }
@@ -151,7 +151,7 @@ fn paper_model_64x64() {
 fn tiny_model_forward_and_gradients() {
     let f = fixture("model_tiny");
     let cfg = config_of(&f);
-    assert_eq!(cfg, ModelConfig::tiny());
+    assert_eq!(cfg, PromptIrConfig::tiny());
     let vs = nn::VarStore::new(Device::Cpu);
     let m = PromptIr::new(&vs.root(), &cfg);
     f.load_params(&vs);
@@ -173,7 +173,7 @@ fn tiny_model_forward_and_gradients() {
 fn restore_pads_non_multiple_sizes_like_reflect_padding() {
     let f = fixture("model_tiny_padded");
     let vs = nn::VarStore::new(Device::Cpu);
-    let m = PromptIr::new(&vs.root(), &config_of(&f));
+    let m = Network::new(&vs.root(), &ModelConfig::Promptir(config_of(&f)));
     f.load_params(&vs);
     let y = tch::no_grad(|| m.restore(&f.t("input")));
     assert_eq!(y.size(), [1, 3, 27, 35]);

@@ -6,7 +6,7 @@ use promptir::infer::Tiled;
 use promptir::infer::{Dihedral, Tta, TtaMode};
 use promptir::io as checkpoint;
 use promptir::io::{to_u8_chw, RgbImage};
-use promptir::model::PromptIr;
+use promptir::model::Network;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -56,7 +56,7 @@ fn numpy_read(npz: &Path, png_dir: Option<&Path>) -> (Value, BTreeMap<String, Ve
     (report, bytes)
 }
 
-fn load(path: &Path) -> PromptIr {
+fn load(path: &Path) -> Network {
     checkpoint::load_model(path, Device::Cpu).unwrap().model
 }
 

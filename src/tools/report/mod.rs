@@ -310,13 +310,13 @@ pub fn load_ensembles(dir: &Path, split: SplitName) -> Result<Vec<EnsembleRecord
 
 fn model_label(m: &ModelConfig) -> String {
     let which = if *m == ModelConfig::paper() {
-        "the paper's PromptIR"
+        "the paper's"
     } else if *m == ModelConfig::tiny() {
-        "the tiny PromptIR"
+        "the tiny"
     } else {
-        "a custom PromptIR"
+        "a custom"
     };
-    format!("{which} (dim {}, blocks {:?})", m.dim, m.num_blocks)
+    format!("{which} {} ({})", m.arch().label(), m.summary())
 }
 
 /// Collects runs and ensembles and the notes under the table.

@@ -4,7 +4,7 @@
 
 use crate::common::{ok, paired_dataset, promptir, repo, tensors};
 use promptir::io as checkpoint;
-use promptir::model::{ModelConfig, PromptIr};
+use promptir::model::{ModelConfig, Network};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,7 +22,7 @@ fn save_loop_child() {
     let Some(path) = std::env::var_os(SAVE_LOOP_ENV) else { return };
     let cfg = ModelConfig::tiny();
     let vs = nn::VarStore::new(Device::Cpu);
-    let _m = PromptIr::new(&vs.root(), &cfg);
+    let _m = Network::new(&vs.root(), &cfg);
     let start: i64 = std::env::var("PROMPTIR_TEST_SAVE_FROM").unwrap().parse().unwrap();
     for i in start.. {
         tch::no_grad(|| {

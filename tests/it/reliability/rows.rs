@@ -4,7 +4,7 @@
 use super::fixture::{s, Fixture};
 use crate::common::tensors;
 use promptir::io::{self as checkpoint, TensorFile};
-use promptir::model::{ModelConfig, PromptIr};
+use promptir::model::{ModelConfig, Network, PromptIrConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{nn, Device, Tensor};
@@ -225,9 +225,10 @@ pub(super) fn rows() -> Vec<Row> {
                 let a = fx.resume(r, &[]);
                 let p = r.join("weights/r/last.safetensors");
                 let meta = TensorFile::open(&p).unwrap().metadata();
-                let cfg = ModelConfig { dim: 16, ..ModelConfig::tiny() };
+                let cfg =
+                    ModelConfig::Promptir(PromptIrConfig { dim: 16, ..PromptIrConfig::tiny() });
                 let vs = nn::VarStore::new(Device::Cpu);
-                let _m = PromptIr::new(&vs.root(), &cfg);
+                let _m = Network::new(&vs.root(), &cfg);
                 let t: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
                 checkpoint::save_tensors(&p, &t, meta).unwrap();
                 a

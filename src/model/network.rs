@@ -1,0 +1,209 @@
+//! The seam between the harness and the networks. An experiment's `model:` is a
+//! [`ModelConfig`]: `arch` (PromptIR when absent, so older files keep their meaning) and that
+//! architecture's own keys, a key of another arch being an error naming both. [`Network`] is
+//! the built network. Adding an architecture is one arm in each enum here plus its folder.
+
+use super::{Layout, PromptIr, PromptIrConfig};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use tch::{nn, nn::Module, Tensor};
+
+/// The architectures, as `model.arch` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    Promptir,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Promptir => "promptir",
+        }
+    }
+
+    /// As papers and tables write it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Arch::Promptir => "PromptIR",
+        }
+    }
+}
+
+/// Which network, with its hyper-parameters. Written as `{arch: promptir, dim: 48, ...}` in
+/// YAML and in checkpoint metadata.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "arch", rename_all = "snake_case")]
+pub enum ModelConfig {
+    Promptir(PromptIrConfig),
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig::Promptir(PromptIrConfig::default())
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // serde's internally tagged enums need the tag; here it defaults to PromptIR.
+        let mut keys = serde_yaml::Mapping::deserialize(d)?;
+        let arch = match keys.remove("arch") {
+            None => Arch::Promptir,
+            Some(v) => Arch::deserialize(v).map_err(|e| D::Error::custom(format!("arch: {e}")))?,
+        };
+        let keys = serde_yaml::Value::Mapping(keys);
+        let of_arch = |e: serde_path_to_error::Error<serde_yaml::Error>| {
+            let key = e.path().to_string();
+            D::Error::custom(format!("{} (key `{key}` of arch {})", e.into_inner(), arch.name()))
+        };
+        match arch {
+            Arch::Promptir => {
+                serde_path_to_error::deserialize(keys).map(ModelConfig::Promptir).map_err(of_arch)
+            }
+        }
+    }
+}
+
+/// Splits a [`ModelConfig`] key error into (message, key, arch), for callers that track paths.
+pub fn key_of_arch(msg: &str) -> Option<(&str, &str, &str)> {
+    let (msg, rest) = msg.rsplit_once(" (key `")?;
+    let (key, arch) = rest.strip_suffix(')')?.split_once("` of arch ")?;
+    Some((msg, key, arch))
+}
+
+impl ModelConfig {
+    /// The official PromptIR network (the default experiment's).
+    pub fn paper() -> Self {
+        ModelConfig::Promptir(PromptIrConfig::paper())
+    }
+
+    /// PromptIR's small CPU configuration (tests, demos, `tiny.yaml`).
+    pub fn tiny() -> Self {
+        ModelConfig::Promptir(PromptIrConfig::tiny())
+    }
+
+    pub fn arch(&self) -> Arch {
+        match self {
+            ModelConfig::Promptir(_) => Arch::Promptir,
+        }
+    }
+
+    /// Checks everything the constructor relies on, so that building never panics.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            ModelConfig::Promptir(c) => c.validate(),
+        }
+    }
+
+    /// Image channels in and out.
+    pub fn channels(&self) -> i64 {
+        match self {
+            ModelConfig::Promptir(c) => c.inp_channels,
+        }
+    }
+
+    /// The main sizes, for one-line summaries ("dim 48, blocks [4, 6, 6, 8]").
+    pub fn summary(&self) -> String {
+        match self {
+            ModelConfig::Promptir(c) => format!("dim {}, blocks {:?}", c.dim, c.num_blocks),
+        }
+    }
+
+    /// Input sizes must be multiples of this; `restore` pads to it.
+    pub fn pad_multiple(&self) -> i64 {
+        match self {
+            ModelConfig::Promptir(c) => c.pad_multiple(),
+        }
+    }
+
+    /// A lower bound of the parameter count, cheap enough to refuse typos before building.
+    pub fn approx_parameters(&self) -> f64 {
+        match self {
+            ModelConfig::Promptir(c) => c.approx_parameters(),
+        }
+    }
+}
+
+/// A built network; var-store paths are its official state_dict keys.
+#[derive(Debug)]
+pub enum Network {
+    Promptir(PromptIr),
+}
+
+impl Network {
+    /// Builds `cfg` under `p` with PyTorch's default init. Panics on an invalid config: call
+    /// [`ModelConfig::validate`] first on user input.
+    pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+        match cfg {
+            ModelConfig::Promptir(c) => Network::Promptir(PromptIr::new(p, c)),
+        }
+    }
+
+    /// [`Network::new`] with libtorch's generator seeded (the same seed, the same weights).
+    pub fn seeded(p: &nn::Path, cfg: &ModelConfig, seed: u64) -> Self {
+        match cfg {
+            ModelConfig::Promptir(c) => Network::Promptir(PromptIr::seeded(p, c, seed)),
+        }
+    }
+
+    pub fn config(&self) -> ModelConfig {
+        match self {
+            Network::Promptir(n) => ModelConfig::Promptir(n.config.clone()),
+        }
+    }
+
+    pub fn pad_multiple(&self) -> i64 {
+        match self {
+            Network::Promptir(n) => n.config.pad_multiple(),
+        }
+    }
+
+    pub fn set_layout(&mut self, layout: Layout) {
+        match self {
+            Network::Promptir(n) => n.layout = layout,
+        }
+    }
+}
+
+impl Module for Network {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Network::Promptir(n) => n.forward(x),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<ModelConfig, String> {
+        serde_yaml::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn arch_defaults_to_promptir_and_round_trips() {
+        assert_eq!(parse("dim: 8").unwrap(), parse("arch: promptir\ndim: 8").unwrap());
+        let tiny = ModelConfig::tiny();
+        let yaml = serde_yaml::to_string(&tiny).unwrap();
+        assert!(yaml.starts_with("arch: promptir\n"), "{yaml}");
+        assert_eq!(parse(&yaml).unwrap(), tiny);
+        let json = serde_json::to_string(&tiny).unwrap();
+        assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), tiny);
+        // A metadata config written before `arch` existed is PromptIR's.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old.as_object_mut().unwrap().remove("arch");
+        assert_eq!(serde_json::from_value::<ModelConfig>(old).unwrap(), tiny);
+    }
+
+    #[test]
+    fn unknown_arches_and_keys_are_named() {
+        let e = parse("arch: restormr").unwrap_err();
+        assert!(e.contains("unknown variant `restormr`") && e.contains("promptir"), "{e}");
+        let e = parse("arch: promptir\nwidth: 32").unwrap_err();
+        assert!(e.contains("unknown field `width`") && e.contains("of arch promptir"), "{e}");
+        let e = parse("dim: many").unwrap_err();
+        assert!(e.contains("key `dim` of arch promptir"), "{e}");
+    }
+}
