@@ -4,7 +4,7 @@
 
 use super::checkpoint::{save_model, CheckpointMeta};
 use super::tensors::{load_strict, TensorFile};
-use crate::model::{LayerNormType, ModelConfig, Network, PromptIrConfig, IGNORED_UPSTREAM_KEYS};
+use crate::model::{ModelConfig, Network};
 use crate::{Error, Result};
 use safetensors::tensor::Dtype;
 use std::collections::BTreeMap;
@@ -12,75 +12,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device};
 
-/// Reads the network's hyper-parameters off an official state_dict's keys and shapes, so that
-/// importing needs no config (the release checkpoint comes out as `ModelConfig::paper()`).
+/// The network an official state_dict's keys and shapes describe, so that importing needs no
+/// config.
 pub fn infer_config(
     path: &Path,
     header: &BTreeMap<String, (Dtype, Vec<i64>)>,
 ) -> Result<ModelConfig> {
-    let err = |msg: String| Error::weights(path, format!("{msg}; is this a PromptIR checkpoint?"));
-    let shape =
-        |k: &str| header.get(k).map(|(_, s)| s.clone()).ok_or_else(|| err(format!("no key {k}")));
-    let count = |prefix: &str| {
-        let dot = format!("{prefix}.");
-        header
-            .keys()
-            .filter_map(|k| k.strip_prefix(&dot)?.split('.').next()?.parse::<i64>().ok())
-            .max()
-            .map_or(0, |m| m + 1)
-    };
-    // Shapes come from the file: index them only after checking their rank.
-    let shape_n = |k: &str, n: usize| {
-        let s = shape(k)?;
-        if s.len() == n {
-            Ok(s)
-        } else {
-            Err(err(format!("{k} has shape {s:?}, expected {n} dimensions")))
-        }
-    };
-    let heads = |prefix: &str| shape_n(&format!("{prefix}.attn.temperature"), 3).map(|s| s[0]);
-    let embed = shape_n("patch_embed.proj.weight", 4)?;
-    let dim = embed[0];
-    let project_in = shape_n("encoder_level1.0.ffn.project_in.weight", 4)?;
-    let hidden = project_in[0] / 2;
-    if dim < 1 {
-        return Err(err(format!("patch_embed.proj.weight has shape {embed:?}")));
-    }
-    // The factor itself is not stored: take the upstream 2.66 when it reproduces the width.
-    let ffn_expansion_factor =
-        if (dim as f64 * 2.66) as i64 == hidden { 2.66 } else { hidden as f64 / dim as f64 };
-    let p = |i: usize| shape_n(&format!("prompt{i}.prompt_param"), 5);
-    let (p1, p2, p3) = (p(1)?, p(2)?, p(3)?);
-    let cfg = PromptIrConfig {
-        inp_channels: embed[1],
-        out_channels: shape_n("output.weight", 4)?[0],
-        dim,
-        num_blocks: [
-            count("encoder_level1"),
-            count("encoder_level2"),
-            count("encoder_level3"),
-            count("latent"),
-        ],
-        num_refinement_blocks: count("refinement"),
-        heads: [
-            heads("encoder_level1.0")?,
-            heads("encoder_level2.0")?,
-            heads("encoder_level3.0")?,
-            heads("latent.0")?,
-        ],
-        ffn_expansion_factor,
-        bias: header.contains_key("patch_embed.proj.bias"),
-        layer_norm_type: if header.contains_key("encoder_level1.0.norm1.body.bias") {
-            LayerNormType::WithBias
-        } else {
-            LayerNormType::BiasFree
-        },
-        prompt_len: p1[1],
-        prompt_dims: [p1[2], p2[2], p3[2]],
-        prompt_sizes: [p1[3], p2[3], p3[3]],
-    };
-    cfg.validate().map_err(|e| err(format!("inferred an invalid config ({e})")))?;
-    Ok(ModelConfig::Promptir(cfg))
+    let shapes = header.iter().map(|(k, (_, s))| (k.clone(), s.clone())).collect();
+    ModelConfig::from_shapes(&shapes).map_err(|msg| Error::weights(path, msg))
 }
 
 /// The Python that unpickles `.ckpt`/`.pth` files, carried in the binary.
@@ -163,7 +102,8 @@ pub fn import_official(src: &Path, dst: &Path) -> Result<ImportReport> {
         let config = infer_config(src, &file.header())?;
         let vs = nn::VarStore::new(Device::Cpu);
         let _model = Network::new(&vs.root(), &config);
-        let dropped = load_strict(&vs, &file, &|k| IGNORED_UPSTREAM_KEYS.contains(&k))?;
+        let unused = config.unused_upstream_keys();
+        let dropped = load_strict(&vs, &file, &|k| unused.contains(&k))?;
         let meta = CheckpointMeta {
             imported_from: Some(src.display().to_string()),
             ..CheckpointMeta::new(config.clone())

@@ -6,6 +6,7 @@
 use super::{Layout, PromptIr, PromptIrConfig};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
 use tch::{nn, nn::Module, Tensor};
 
 /// The architectures, as `model.arch` names them.
@@ -107,6 +108,21 @@ impl ModelConfig {
     pub fn summary(&self) -> String {
         match self {
             ModelConfig::Promptir(c) => format!("dim {}, blocks {:?}", c.dim, c.num_blocks),
+        }
+    }
+
+    /// The network an official state_dict's keys and shapes describe.
+    pub fn from_shapes(shapes: &BTreeMap<String, Vec<i64>>) -> Result<Self, String> {
+        super::config::from_shapes(shapes)
+            .map(ModelConfig::Promptir)
+            .map_err(|msg| format!("{msg}; is this a PromptIR checkpoint?"))
+    }
+
+    /// Keys of the official state_dict that the official forward never uses: not built here,
+    /// dropped (and reported) on import.
+    pub fn unused_upstream_keys(&self) -> &'static [&'static str] {
+        match self {
+            ModelConfig::Promptir(_) => &super::IGNORED_UPSTREAM_KEYS,
         }
     }
 
