@@ -1,6 +1,6 @@
 """PyTorch eager side of `make bench`: the same work as `promptir bench`, on the repository's
-reference model (scripts/reference/promptir_ref.py, the official forward op for op), with the
-same libtorch, and the same JSON-lines output schema.
+reference models (scripts/reference/<arch>_ref.py, each the official forward op for op and
+checked equal to it), with the same libtorch, and the same JSON-lines output schema.
 
     .venv/bin/python scripts/bench_torch.py --config paper --size 64,128 --mode train,infer --json
 
@@ -53,6 +53,19 @@ def model_config(args):
     return dict(PAPER if args.config == "paper" else TINY)
 
 
+def build_net(cfg):
+    """The reference network of `cfg["arch"]` (PromptIR when absent, as in the Rust config)."""
+    cfg = dict(cfg)
+    arch = cfg.pop("arch", "promptir")
+    if arch == "promptir":
+        from promptir_ref import PromptIR
+        return PromptIR(cfg)
+    if arch == "restormer":
+        from restormer_ref import Restormer
+        return Restormer(cfg)
+    sys.exit(f"bench_torch.py: no reference network for arch {arch!r}")
+
+
 def proc_status_mib(key):
     with open("/proc/self/status") as f:
         for line in f:
@@ -79,7 +92,6 @@ def cpu_ms():
 
 def run_row(args, mode, size):
     import torch
-    from promptir_ref import PromptIR, param_count
 
     cfg = model_config(args)
     if args.threads:
@@ -102,7 +114,7 @@ def run_row(args, mode, size):
         return (total - free) / 2**20
 
     before = cuda_used_mib() if cuda else None
-    net = PromptIR(cfg).to(device)
+    net = build_net(cfg).to(device)
     shape = (args.batch, cfg["inp_channels"], size, size)
     x = torch.rand(shape, device=device)
     target = torch.rand(shape, device=device)
@@ -159,7 +171,7 @@ def run_row(args, mode, size):
     row = dict(
         implementation="pytorch",
         config=args.config,
-        params=param_count(net),
+        params=sum(p.numel() for p in net.parameters()),
         mode=mode,
         size=size,
         batch=args.batch,

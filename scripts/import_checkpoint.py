@@ -1,9 +1,11 @@
-"""Unpickles an official PromptIR checkpoint and writes its tensors as safetensors.
+"""Unpickles an official checkpoint and writes its tensors as safetensors.
 
 Run by `promptir import` (the script travels inside the binary and is fed to the venv's python):
     python - IN OUT
-Accepts a Lightning .ckpt (weights under "state_dict" with a "net." prefix) or a plain
-torch.save'd state_dict (.pth/.pt). Key checks happen in Rust; this only converts.
+Accepts a Lightning .ckpt (weights under "state_dict" with a "net." prefix: PromptIR, AdaIR,
+MoCE-IR), BasicSR's .pth (weights under "params", as Restormer and NAFNet release them; BasicSR
+reads "params" by default, so this does too before "params_ema") or a plain torch.save'd
+state_dict (.pth/.pt). Key checks happen in Rust; this only converts.
 Exit code 3 with one line on stderr for files that hold no state_dict.
 """
 import sys
@@ -20,9 +22,11 @@ def main(src, dst):
     except Exception as e:  # noqa: BLE001 - any unpickling failure is the user's file
         print(f"cannot unpickle {src}: {e}", file=sys.stderr)
         return 3
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    sd = None
+    if isinstance(obj, dict):
+        sd = next((obj[k] for k in ("state_dict", "params", "params_ema") if k in obj), obj)
     if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
-        print(f"{src} holds no state_dict of tensors (expected a Lightning .ckpt or a torch.save'd state_dict)",
+        print(f"{src} holds no state_dict of tensors (expected a Lightning .ckpt, a BasicSR .pth or a torch.save'd state_dict)",
               file=sys.stderr)
         return 3
     if all(k.startswith("net.") for k in sd):

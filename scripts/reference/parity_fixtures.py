@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import promptir_ref as ref  # noqa: E402
+import restormer_ref  # noqa: E402
 
 
 def dump(path, module, x, args, grads=False, out=None, scale=1.0):
@@ -76,6 +77,23 @@ def main(out):
     # Smaller perturbation at full depth: 40 residual blocks with norm weights far from 1 blow
     # the output up to ~1e3, where float32 rounding alone exceeds the 1e-4 tolerance.
     dump(p("model_paper"), ref.PromptIR(ref.PAPER), torch.rand(1, 3, 64, 64), ref.PAPER, scale=0.2)
+    # Restormer: tiny with gradients, reflect-padded odd sizes, the other LayerNorm with biases,
+    # and the paper config at 64x64. Half the perturbation: at full scale its tiny output
+    # reaches ~200, where the reference's own float32 rounding is 1.3e-4 (against float64).
+    rt = restormer_ref.TINY
+    dump(p("restormer_tiny"), restormer_ref.Restormer(rt), torch.rand(2, 3, 32, 40), rt, grads=True, scale=0.5)
+    dump(p("restormer_tiny_padded"), restormer_ref.Restormer(rt), torch.rand(1, 3, 27, 35), rt, out=padded_forward,
+         scale=0.5)
+    rb = dict(rt, layer_norm_type="bias_free", bias=True)
+    dump(p("restormer_bias_free"), restormer_ref.Restormer(rb), torch.rand(1, 3, 24, 16), rb, scale=0.5)
+    dump(p("restormer_paper"), restormer_ref.Restormer(restormer_ref.PAPER), torch.rand(1, 3, 64, 64),
+         restormer_ref.PAPER, scale=0.2)
+    # As BasicSR releases it: {'params': state_dict} in a .pth.
+    m = ref.perturb_(restormer_ref.Restormer(rb), 3)
+    torch.save({"params": m.state_dict()}, os.path.join(out, "restormer_basicsr.pth"))
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        save_file({"input": x, "output": m(x)}, p("restormer_basicsr_io"))
     # An official-layout Lightning checkpoint (net. prefix, the six unused modules, optimizer state).
     m = ref.perturb_(ref.PromptIR(ref.TINY, with_unused=True), 2)
     x = torch.rand(1, 3, 32, 32)

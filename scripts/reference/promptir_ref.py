@@ -149,7 +149,7 @@ class PromptIR(nn.Module):
             return nn.Sequential(*[TransformerBlock(c, h, ff, bias, kind) for _ in range(n)])
 
         # Registration order follows the official module so state_dict order matches too.
-        self.patch_embed = OverlapPatchEmbed(cfg["inp_channels"], c1, bias)
+        self.patch_embed = OverlapPatchEmbed(cfg["inp_channels"], c1, False)  # upstream: its default bias
         self.prompt1 = PromptGenBlock(p1, L, s1, c2)
         self.prompt2 = PromptGenBlock(p2, L, s2, c3)
         self.prompt3 = PromptGenBlock(p3, L, s3, c4)

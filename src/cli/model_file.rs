@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use promptir::io::{import_official, is_weight_key, CheckpointMeta, TensorFile, EMA_PREFIX};
+use promptir::model::Arch;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -12,11 +13,14 @@ pub struct ImportCmd {
     /// Where to write the converted checkpoint (.safetensors).
     #[arg(long, short)]
     output: PathBuf,
+    /// The network it holds (promptir, restormer); recognised from the keys when left out.
+    #[arg(long)]
+    arch: Option<Arch>,
 }
 
 impl ImportCmd {
     pub fn run(self) -> anyhow::Result<()> {
-        let r = import_official(&self.ckpt, &self.output)
+        let r = import_official(&self.ckpt, &self.output, self.arch)
             .with_context(|| format!("importing {}", self.ckpt.display()))?;
         println!(
             "wrote {} ({} tensors, {} parameters, {} {})",

@@ -1,5 +1,6 @@
 //! Reading experiment files: `extends: base.yaml` merges a base file (relative to the including
-//! file); `--set a.b=v` overrides any key with a YAML value. Merging happens on YAML values, then
+//! file), except that a `model:` of another `arch` replaces the base's; `--set a.b=v` overrides
+//! any key with a YAML value. Merging happens on YAML values, then
 //! the typed struct is deserialised, so a misspelled key anywhere (file or override) is an error
 //! naming it.
 
@@ -40,6 +41,16 @@ fn merge(base: &mut Value, over: Value) {
     }
 }
 
+/// Whether `over` names another `model.arch` than `base` (absent is PromptIR). Its model then
+/// replaces the base's whole: the base's keys belong to another network.
+fn switches_arch(base: &Value, over: &Value) -> bool {
+    let arch = |v: &Value| match v.get("model").and_then(|m| m.get("arch")) {
+        Some(a) => a.as_str().map(str::to_owned),
+        None => Some("promptir".to_owned()),
+    };
+    over.get("model").and_then(|m| m.get("arch")).is_some() && arch(base) != arch(over)
+}
+
 /// Loads `path` with its `extends` chain resolved (cycles are errors).
 fn resolve(path: &Path, seen: &mut Vec<PathBuf>) -> Result<Value> {
     let canon = path.canonicalize().map_err(|e| {
@@ -56,6 +67,11 @@ fn resolve(path: &Path, seen: &mut Vec<PathBuf>) -> Result<Value> {
         Some(Value::String(base)) => {
             let base_path = path.parent().unwrap_or(Path::new(".")).join(base);
             let mut merged = resolve(&base_path, seen)?;
+            if switches_arch(&merged, &v) {
+                if let Some(m) = merged.as_mapping_mut() {
+                    m.remove("model");
+                }
+            }
             merge(&mut merged, v);
             Ok(merged)
         }
@@ -139,6 +155,7 @@ impl Experiment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ModelConfig;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
@@ -162,6 +179,34 @@ mod tests {
         assert_eq!(e.name, "child");
         // The resolved YAML parses back to the same experiment.
         assert_eq!(Experiment::from_yaml_str(&e.to_yaml(), &p).unwrap(), e);
+    }
+
+    /// A model of another arch replaces the base's; one of the same arch merges key by key.
+    #[test]
+    fn a_model_of_another_arch_replaces_the_base_model() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "base.yaml", "model: {dim: 16, prompt_len: 3}\n");
+        let p = write(d.path(), "r.yaml", "extends: base.yaml\nmodel: {arch: restormer, dim: 8}\n");
+        let e = Experiment::load(&p, &[]).unwrap();
+        let want = crate::model::RestormerConfig { dim: 8, ..Default::default() };
+        assert_eq!(e.model, ModelConfig::Restormer(want));
+        let p =
+            write(d.path(), "same.yaml", "extends: base.yaml\nmodel: {arch: promptir, dim: 8}\n");
+        match Experiment::load(&p, &[]).unwrap().model {
+            ModelConfig::Promptir(c) => assert_eq!((c.dim, c.prompt_len), (8, 3)),
+            other => panic!("{other:?}"),
+        }
+        // `--set` merges into the model as it stands: the PromptIR keys then name the arch.
+        let e = Experiment::load(
+            &write(d.path(), "b.yaml", "model: {prompt_len: 3}\n"),
+            &["model.arch=restormer".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown key at `model.prompt_len`") && e.ends_with("(arch restormer)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -300,7 +300,7 @@ fn check_config_fits_tensors(file: &TensorFile, config: &ModelConfig) -> Result<
     }
     // Name the differing keys when the tensors say what the config should be.
     let mut differs = Vec::new();
-    if let Ok(actual) = infer_config(&file.path, &header) {
+    if let Ok(actual) = infer_config(&file.path, &header, Some(config.arch())) {
         let (a, b) = (serde_json::to_value(config), serde_json::to_value(&actual));
         if let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) {
             for (k, v) in &a {

@@ -1,10 +1,11 @@
-//! `promptir import`: official PromptIR checkpoints (Lightning `.ckpt`, `torch.save` `.pth`, or
-//! safetensors with the official keys) into this project's format. The network's config is read
-//! off the tensor shapes; pickles are opened by a small Python helper carried in the binary.
+//! `promptir import`: official checkpoints (Lightning `.ckpt`, `torch.save` `.pth` holding a
+//! state_dict or BasicSR's `{'params': ...}`, or safetensors with the official keys) into this
+//! project's format. The architecture is recognised from the keys and its config read off the
+//! tensor shapes; pickles are opened by a small Python helper carried in the binary.
 
 use super::checkpoint::{save_model, CheckpointMeta};
 use super::tensors::{load_strict, TensorFile};
-use crate::model::{ModelConfig, Network};
+use crate::model::{recognise, Arch, ModelConfig, Network};
 use crate::{Error, Result};
 use safetensors::tensor::Dtype;
 use std::collections::BTreeMap;
@@ -13,13 +14,14 @@ use std::path::{Path, PathBuf};
 use tch::{nn, Device};
 
 /// The network an official state_dict's keys and shapes describe, so that importing needs no
-/// config.
+/// config: of `arch` when given, else of the architecture the keys are recognised as.
 pub fn infer_config(
     path: &Path,
     header: &BTreeMap<String, (Dtype, Vec<i64>)>,
+    arch: Option<Arch>,
 ) -> Result<ModelConfig> {
     let shapes = header.iter().map(|(k, (_, s))| (k.clone(), s.clone())).collect();
-    ModelConfig::from_shapes(&shapes).map_err(|msg| Error::weights(path, msg))
+    recognise(&shapes, arch).map_err(|msg| Error::weights(path, msg))
 }
 
 /// The Python that unpickles `.ckpt`/`.pth` files, carried in the binary.
@@ -48,8 +50,9 @@ pub struct ImportReport {
 }
 
 /// Converts an official checkpoint (Lightning `.ckpt`, `torch.save` `.pth`/`.pt`, or a
-/// `.safetensors` with official keys) into a checkpoint of this project.
-pub fn import_official(src: &Path, dst: &Path) -> Result<ImportReport> {
+/// `.safetensors` with official keys) of `arch` (recognised from the keys when `None`) into a
+/// checkpoint of this project.
+pub fn import_official(src: &Path, dst: &Path, arch: Option<Arch>) -> Result<ImportReport> {
     if !src.is_file() {
         return Err(Error::weights(src, "no such file; check the checkpoint path"));
     }
@@ -99,7 +102,7 @@ pub fn import_official(src: &Path, dst: &Path) -> Result<ImportReport> {
     };
     let result = (|| {
         let file = TensorFile::open(&st_path)?;
-        let config = infer_config(src, &file.header())?;
+        let config = infer_config(src, &file.header(), arch)?;
         let vs = nn::VarStore::new(Device::Cpu);
         let _model = Network::new(&vs.root(), &config);
         let unused = config.unused_upstream_keys();

@@ -1,8 +1,19 @@
-//! Restormer building blocks as PromptIR uses them: LayerNorm over channels, MDTA attention,
+//! Restormer building blocks, as Restormer, PromptIR and their successors use them: LayerNorm over channels, MDTA attention,
 //! GDFN feed-forward, the transformer block, patch embedding and the 2x resamplers.
 
-use super::{conv, is_channels_last, pointwise, LayerNormType};
+use super::{conv, is_channels_last, pointwise};
+use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
+
+/// Which LayerNorm the transformer blocks use. Upstream takes a string and silently falls back
+/// to WithBias for anything but exactly `'BiasFree'`; an enum makes a typo a load error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerNormType {
+    #[default]
+    WithBias,
+    BiasFree,
+}
 
 /// Per-pixel LayerNorm over channels (upstream `LayerNorm` holding a `body`), eps 1e-5.
 #[derive(Debug)]

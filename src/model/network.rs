@@ -3,7 +3,8 @@
 //! architecture's own keys, a key of another arch being an error naming both. [`Network`] is
 //! the built network. Adding an architecture is one arm in each enum here plus its folder.
 
-use super::{Layout, PromptIr, PromptIrConfig};
+use super::shapes::Shapes;
+use super::{Layout, PromptIr, PromptIrConfig, Restormer, RestormerConfig};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -14,12 +15,16 @@ use tch::{nn, nn::Module, Tensor};
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
     Promptir,
+    Restormer,
 }
 
 impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::Promptir, Arch::Restormer];
+
     pub fn name(self) -> &'static str {
         match self {
             Arch::Promptir => "promptir",
+            Arch::Restormer => "restormer",
         }
     }
 
@@ -27,7 +32,18 @@ impl Arch {
     pub fn label(self) -> &'static str {
         match self {
             Arch::Promptir => "PromptIR",
+            Arch::Restormer => "Restormer",
         }
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Arch::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Arch::ALL.iter().map(|a| a.name()).collect();
+            format!("unknown arch `{s}`; expected one of {}", names.join(", "))
+        })
     }
 }
 
@@ -37,6 +53,7 @@ impl Arch {
 #[serde(tag = "arch", rename_all = "snake_case")]
 pub enum ModelConfig {
     Promptir(PromptIrConfig),
+    Restormer(RestormerConfig),
 }
 
 impl Default for ModelConfig {
@@ -61,6 +78,9 @@ impl<'de> Deserialize<'de> for ModelConfig {
         match arch {
             Arch::Promptir => {
                 serde_path_to_error::deserialize(keys).map(ModelConfig::Promptir).map_err(of_arch)
+            }
+            Arch::Restormer => {
+                serde_path_to_error::deserialize(keys).map(ModelConfig::Restormer).map_err(of_arch)
             }
         }
     }
@@ -87,6 +107,7 @@ impl ModelConfig {
     pub fn arch(&self) -> Arch {
         match self {
             ModelConfig::Promptir(_) => Arch::Promptir,
+            ModelConfig::Restormer(_) => Arch::Restormer,
         }
     }
 
@@ -94,6 +115,7 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             ModelConfig::Promptir(c) => c.validate(),
+            ModelConfig::Restormer(c) => c.validate(),
         }
     }
 
@@ -101,6 +123,7 @@ impl ModelConfig {
     pub fn channels(&self) -> i64 {
         match self {
             ModelConfig::Promptir(c) => c.inp_channels,
+            ModelConfig::Restormer(c) => c.inp_channels,
         }
     }
 
@@ -108,14 +131,18 @@ impl ModelConfig {
     pub fn summary(&self) -> String {
         match self {
             ModelConfig::Promptir(c) => format!("dim {}, blocks {:?}", c.dim, c.num_blocks),
+            ModelConfig::Restormer(c) => format!("dim {}, blocks {:?}", c.dim, c.num_blocks),
         }
     }
 
-    /// The network an official state_dict's keys and shapes describe.
-    pub fn from_shapes(shapes: &BTreeMap<String, Vec<i64>>) -> Result<Self, String> {
-        super::config::from_shapes(shapes)
-            .map(ModelConfig::Promptir)
-            .map_err(|msg| format!("{msg}; is this a PromptIR checkpoint?"))
+    /// The config of `arch` that an official state_dict's keys and shapes describe. Which
+    /// arch a file holds is [`super::recognise`]'s question.
+    pub fn from_shapes(arch: Arch, shapes: &BTreeMap<String, Vec<i64>>) -> Result<Self, String> {
+        let shapes = Shapes(shapes);
+        match arch {
+            Arch::Promptir => super::promptir::from_shapes(&shapes).map(ModelConfig::Promptir),
+            Arch::Restormer => super::restormer::from_shapes(&shapes).map(ModelConfig::Restormer),
+        }
     }
 
     /// Keys of the official state_dict that the official forward never uses: not built here,
@@ -123,6 +150,7 @@ impl ModelConfig {
     pub fn unused_upstream_keys(&self) -> &'static [&'static str] {
         match self {
             ModelConfig::Promptir(_) => &super::IGNORED_UPSTREAM_KEYS,
+            ModelConfig::Restormer(_) => &[],
         }
     }
 
@@ -130,6 +158,7 @@ impl ModelConfig {
     pub fn pad_multiple(&self) -> i64 {
         match self {
             ModelConfig::Promptir(c) => c.pad_multiple(),
+            ModelConfig::Restormer(c) => c.pad_multiple(),
         }
     }
 
@@ -137,6 +166,7 @@ impl ModelConfig {
     pub fn approx_parameters(&self) -> f64 {
         match self {
             ModelConfig::Promptir(c) => c.approx_parameters(),
+            ModelConfig::Restormer(c) => c.approx_parameters(),
         }
     }
 }
@@ -144,7 +174,9 @@ impl ModelConfig {
 /// A built network; var-store paths are its official state_dict keys.
 #[derive(Debug)]
 pub enum Network {
-    Promptir(PromptIr),
+    // Boxed: the networks' sizes differ by kilobytes of block vectors.
+    Promptir(Box<PromptIr>),
+    Restormer(Box<Restormer>),
 }
 
 impl Network {
@@ -152,32 +184,39 @@ impl Network {
     /// [`ModelConfig::validate`] first on user input.
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
         match cfg {
-            ModelConfig::Promptir(c) => Network::Promptir(PromptIr::new(p, c)),
+            ModelConfig::Promptir(c) => Network::Promptir(Box::new(PromptIr::new(p, c))),
+            ModelConfig::Restormer(c) => Network::Restormer(Box::new(Restormer::new(p, c))),
         }
     }
 
     /// [`Network::new`] with libtorch's generator seeded (the same seed, the same weights).
     pub fn seeded(p: &nn::Path, cfg: &ModelConfig, seed: u64) -> Self {
         match cfg {
-            ModelConfig::Promptir(c) => Network::Promptir(PromptIr::seeded(p, c, seed)),
+            ModelConfig::Promptir(c) => Network::Promptir(Box::new(PromptIr::seeded(p, c, seed))),
+            ModelConfig::Restormer(c) => {
+                Network::Restormer(Box::new(Restormer::seeded(p, c, seed)))
+            }
         }
     }
 
     pub fn config(&self) -> ModelConfig {
         match self {
             Network::Promptir(n) => ModelConfig::Promptir(n.config.clone()),
+            Network::Restormer(n) => ModelConfig::Restormer(n.config.clone()),
         }
     }
 
     pub fn pad_multiple(&self) -> i64 {
         match self {
             Network::Promptir(n) => n.config.pad_multiple(),
+            Network::Restormer(n) => n.config.pad_multiple(),
         }
     }
 
     pub fn set_layout(&mut self, layout: Layout) {
         match self {
             Network::Promptir(n) => n.layout = layout,
+            Network::Restormer(n) => n.layout = layout,
         }
     }
 }
@@ -186,6 +225,7 @@ impl Module for Network {
     fn forward(&self, x: &Tensor) -> Tensor {
         match self {
             Network::Promptir(n) => n.forward(x),
+            Network::Restormer(n) => n.forward(x),
         }
     }
 }
@@ -219,6 +259,13 @@ mod tests {
         assert!(e.contains("unknown variant `restormr`") && e.contains("promptir"), "{e}");
         let e = parse("arch: promptir\nwidth: 32").unwrap_err();
         assert!(e.contains("unknown field `width`") && e.contains("of arch promptir"), "{e}");
+        // PromptIR's prompt keys are not Restormer's.
+        let e = parse("arch: restormer\nprompt_len: 5").unwrap_err();
+        assert!(e.contains("unknown field `prompt_len`") && e.contains("of arch restormer"), "{e}");
+        assert_eq!(
+            parse("arch: restormer\ndim: 8\nnum_blocks: [1, 1, 1, 1]").unwrap().arch(),
+            Arch::Restormer
+        );
         let e = parse("dim: many").unwrap_err();
         assert!(e.contains("key `dim` of arch promptir"), "{e}");
     }

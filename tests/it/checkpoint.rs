@@ -2,7 +2,9 @@
 
 use crate::common::{max_abs_diff, parity_fixtures, save_checkpoint, tensors};
 use promptir::io::{self as checkpoint, save_tensors, TensorFile};
-use promptir::model::{ModelConfig, IGNORED_UPSTREAM_KEYS};
+use promptir::model::{
+    Arch, LayerNormType, ModelConfig, Network, RestormerConfig, IGNORED_UPSTREAM_KEYS,
+};
 use std::collections::BTreeMap;
 use tch::{nn, nn::Module, Device, Tensor};
 
@@ -17,7 +19,7 @@ fn imports_lightning_and_plain_checkpoints_with_the_same_outputs() {
     let (x, y) = io();
     for src in ["lightning.ckpt", "plain.pth"] {
         let out = dir.path().join(format!("{src}.safetensors"));
-        let r = checkpoint::import_official(&parity_fixtures().join(src), &out).unwrap();
+        let r = checkpoint::import_official(&parity_fixtures().join(src), &out, None).unwrap();
         assert_eq!(r.config, ModelConfig::tiny(), "{src}: config read off the shapes");
         let mut dropped = r.dropped.clone();
         dropped.sort();
@@ -34,11 +36,59 @@ fn imports_lightning_and_plain_checkpoints_with_the_same_outputs() {
     }
 }
 
+/// BasicSR's `{'params': state_dict}` as Restormer releases it: recognised as Restormer, config
+/// read off the shapes (bias-free LayerNorm, conv biases), same outputs as PyTorch.
+#[test]
+fn imports_a_basicsr_restormer_and_recognises_its_arch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("restormer.safetensors");
+    let src = parity_fixtures().join("restormer_basicsr.pth");
+    let r = checkpoint::import_official(&src, &out, None).unwrap();
+    let expected = RestormerConfig {
+        layer_norm_type: LayerNormType::BiasFree,
+        bias: true,
+        ..RestormerConfig::tiny()
+    };
+    assert_eq!(r.config, ModelConfig::Restormer(expected));
+    assert!(r.dropped.is_empty());
+    let f = TensorFile::open(&parity_fixtures().join("restormer_basicsr_io.safetensors")).unwrap();
+    let loaded = checkpoint::load_model(&out, Device::Cpu).unwrap();
+    let y = tch::no_grad(|| loaded.model.forward(&f.tensor("input").unwrap()));
+    let d = max_abs_diff(&y, &f.tensor("output").unwrap());
+    assert!(d <= 1e-4, "max abs diff {d:e}");
+    // Forced to another arch, it is named as not being one.
+    let e =
+        checkpoint::import_official(&src, &dir.path().join("p.safetensors"), Some(Arch::Promptir))
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("no key prompt1.prompt_param; is this a PromptIR checkpoint?"), "{e}");
+}
+
+/// A state_dict that is no arch's: the closest arch comes first, with what differs.
+#[test]
+fn a_state_dict_of_no_arch_names_the_closest_and_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = Network::new(&vs.root(), &ModelConfig::Restormer(RestormerConfig::tiny()));
+    let mut ts: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    ts.retain(|(k, _)| k != "refinement.0.ffn.dwconv.weight");
+    ts.push(("extra_head.weight".into(), Tensor::zeros([2], (tch::Kind::Float, Device::Cpu))));
+    let src = dir.path().join("odd.safetensors");
+    save_tensors(&src, &ts, BTreeMap::new()).unwrap();
+    let out = dir.path().join("out.safetensors");
+    let e = checkpoint::import_official(&src, &out, None).unwrap_err().to_string();
+    assert!(
+        e.contains("match no architecture (closest first: restormer: missing refinement.0.ffn.dwconv.weight; unexpected extra_head.weight | promptir: no key prompt1.prompt_param)"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
 #[test]
 fn checkpoint_without_state_dict_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.safetensors");
-    let e = checkpoint::import_official(&parity_fixtures().join("no_state_dict.ckpt"), &out)
+    let e = checkpoint::import_official(&parity_fixtures().join("no_state_dict.ckpt"), &out, None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("no_state_dict.ckpt") && e.contains("holds no state_dict"), "{e}");

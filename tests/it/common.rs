@@ -53,7 +53,11 @@ pub fn parity_fixtures() -> &'static Path {
     DIR.get_or_init(|| {
         fixtures(
             "parity",
-            &["scripts/reference/parity_fixtures.py", "scripts/reference/promptir_ref.py"],
+            &[
+                "scripts/reference/parity_fixtures.py",
+                "scripts/reference/promptir_ref.py",
+                "scripts/reference/restormer_ref.py",
+            ],
         )
     })
 }

@@ -126,3 +126,20 @@ fn only_the_paper_scale_report_rows_carry_the_published_numbers() {
         assert_eq!(psnr(other), None, "{other}");
     }
 }
+
+/// `<arch>.yaml` is the report's recipe with only the network changed, and `tiny_<arch>.yaml`
+/// is `tiny.yaml` so.
+#[test]
+fn each_arch_experiment_changes_only_the_network() {
+    use promptir::model::{ModelConfig, RestormerConfig};
+    for (base, file, model) in [
+        ("base.yaml", "restormer.yaml", ModelConfig::Restormer(RestormerConfig::paper())),
+        ("tiny.yaml", "tiny_restormer.yaml", ModelConfig::Restormer(RestormerConfig::tiny())),
+    ] {
+        let (mut e, b) = (load(file), load(base));
+        assert_eq!(e.model, model, "{file}");
+        e.model = b.model.clone();
+        e.name = b.name.clone();
+        assert_eq!(e, b, "{file} differs from {base} beyond the network");
+    }
+}

@@ -1,12 +1,19 @@
 //! Structure of the port: key names and shapes, parameter counts, the width plan.
 
-use promptir::model::{LayerNormType, PromptIr, PromptIrConfig, WidthPlan, IGNORED_UPSTREAM_KEYS};
+use promptir::model::{
+    LayerNormType, ModelConfig, Network, PromptIr, PromptIrConfig, RestormerConfig, WidthPlan,
+    IGNORED_UPSTREAM_KEYS,
+};
 use std::collections::BTreeMap;
 use tch::{nn, Device};
 
 fn official_keys() -> Vec<(String, Vec<i64>)> {
-    include_str!("../data/official_keys.txt")
-        .lines()
+    key_list(include_str!("../data/official_keys.txt"))
+}
+
+/// A `key d0,d1,...` list written from an official module's state_dict.
+fn key_list(text: &str) -> Vec<(String, Vec<i64>)> {
+    text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
             let (k, s) = l.split_once(' ').unwrap();
@@ -41,6 +48,22 @@ fn paper_parameter_count() {
     assert_eq!(all, 35_592_263);
 }
 
+/// Restormer's keys and shapes are the official default network's, and so is its size.
+#[test]
+fn restormer_keys_and_parameter_count_are_the_official_ones() {
+    let official = key_list(include_str!("../data/restormer_official_keys.txt"));
+    assert_eq!(official.len(), 494);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = Network::new(&vs.root(), &ModelConfig::Restormer(RestormerConfig::paper()));
+    let ours: BTreeMap<String, Vec<i64>> =
+        vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
+    assert_eq!(ours, official.into_iter().collect::<BTreeMap<_, _>>());
+    let n: i64 = ours.values().map(|s| s.iter().product::<i64>()).sum();
+    assert_eq!(n, 26_126_644);
+    let approx = RestormerConfig::paper().approx_parameters() / n as f64;
+    assert!((0.8..=1.0).contains(&approx), "estimate/exact = {approx}");
+}
+
 #[test]
 fn width_plan_equals_upstream_literals_at_dim_48() {
     let w = WidthPlan::new(&PromptIrConfig::paper());
@@ -70,10 +93,11 @@ fn bias_free_has_no_norm_bias_and_bias_adds_conv_biases() {
     assert!(!keys.keys().any(|k| k.ends_with("body.bias")));
     assert!(keys.contains_key("encoder_level1.0.attn.qkv.bias"));
     assert!(keys.contains_key("output.bias"));
-    // Upstream hard-codes bias=False in the resamplers and the prompt conv.
-    assert!(
-        !keys.contains_key("down1_2.body.0.bias") && !keys.contains_key("prompt1.conv3x3.bias")
-    );
+    // Upstream hard-codes bias=False in the resamplers and the prompt conv, and builds the stem
+    // with OverlapPatchEmbed's default (bias=False) whatever `bias` says.
+    for k in ["down1_2.body.0.bias", "prompt1.conv3x3.bias", "patch_embed.proj.bias"] {
+        assert!(!keys.contains_key(k), "{k}");
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! The port against PyTorch: every block and the whole network, on the same weights and inputs.
-//! The PyTorch side is `scripts/reference/promptir_ref.py`, a reference written in this repo
-//! whose outputs and gradients equal the official `net/model.py` exactly (checked once against
-//! va1shn9v/PromptIR@106159a: max abs difference 0 for forward and backward).
+//! The ports against PyTorch: every block and each whole network, on the same weights and
+//! inputs. The PyTorch side is `scripts/reference/<arch>_ref.py`, references written in this
+//! repo whose outputs and gradients equal the official code exactly (each file says the commit
+//! and what was compared: max abs difference 0 for forward and backward).
 
 use crate::common::{max_abs_diff, parity_fixtures};
 use promptir::infer::Restore;
@@ -138,25 +138,18 @@ fn config_of(f: &Fixture) -> PromptIrConfig {
     serde_json::from_value(f.args.clone()).unwrap()
 }
 
-#[test]
-fn paper_model_64x64() {
-    let f = fixture("model_paper");
-    let cfg = config_of(&f);
-    assert_eq!(cfg, PromptIrConfig::paper());
-    let d = f.check(|p| Box::new(PromptIr::new(p, &cfg)));
-    eprintln!("paper config 64x64: max abs diff {d:e}");
+fn restormer_config(f: &Fixture) -> ModelConfig {
+    ModelConfig::Restormer(serde_json::from_value(f.args.clone()).unwrap())
 }
 
-#[test]
-fn tiny_model_forward_and_gradients() {
-    let f = fixture("model_tiny");
-    let cfg = config_of(&f);
-    assert_eq!(cfg, PromptIrConfig::tiny());
+/// The network's output, then every gradient of a loss weighing each output element differently.
+fn forward_and_gradients(f: &Fixture, cfg: &ModelConfig) {
     let vs = nn::VarStore::new(Device::Cpu);
-    let m = PromptIr::new(&vs.root(), &cfg);
+    let m = Network::new(&vs.root(), cfg);
     f.load_params(&vs);
     let y = m.forward(&f.t("input"));
-    assert!(max_abs_diff(&y, &f.t("output")) <= TOL);
+    let d = max_abs_diff(&y, &f.t("output"));
+    assert!(d <= TOL, "max abs diff {d:e}");
     let w = Tensor::linspace(-1.0, 1.0, y.numel() as i64, (tch::Kind::Float, Device::Cpu))
         .view(y.size().as_slice());
     (&y * w).sum(tch::Kind::Float).backward();
@@ -169,15 +162,58 @@ fn tiny_model_forward_and_gradients() {
     }
 }
 
-#[test]
-fn restore_pads_non_multiple_sizes_like_reflect_padding() {
-    let f = fixture("model_tiny_padded");
+/// `restore` on an input that is no multiple of 8: upstream's reflect padding, then cropped.
+fn restore_padded(f: &Fixture, cfg: &ModelConfig) {
     let vs = nn::VarStore::new(Device::Cpu);
-    let m = Network::new(&vs.root(), &ModelConfig::Promptir(config_of(&f)));
+    let m = Network::new(&vs.root(), cfg);
     f.load_params(&vs);
     let y = tch::no_grad(|| m.restore(&f.t("input")));
     assert_eq!(y.size(), [1, 3, 27, 35]);
     assert!(max_abs_diff(&y, &f.t("output")) <= TOL);
+}
+
+#[test]
+fn paper_model_64x64() {
+    let f = fixture("model_paper");
+    let cfg = config_of(&f);
+    assert_eq!(cfg, PromptIrConfig::paper());
+    let d = f.check(|p| Box::new(PromptIr::new(p, &cfg)));
+    eprintln!("paper config 64x64: max abs diff {d:e}");
+}
+
+#[test]
+fn tiny_model_forward_and_gradients() {
+    let f = fixture("model_tiny");
+    assert_eq!(config_of(&f), PromptIrConfig::tiny());
+    forward_and_gradients(&f, &ModelConfig::Promptir(config_of(&f)));
+}
+
+#[test]
+fn restore_pads_non_multiple_sizes_like_reflect_padding() {
+    let f = fixture("model_tiny_padded");
+    restore_padded(&f, &ModelConfig::Promptir(config_of(&f)));
+}
+
+#[test]
+fn restormer_tiny_forward_gradients_and_padding() {
+    let f = fixture("restormer_tiny");
+    let cfg = restormer_config(&f);
+    assert_eq!(cfg, ModelConfig::Restormer(RestormerConfig::tiny()));
+    forward_and_gradients(&f, &cfg);
+    restore_padded(&fixture("restormer_tiny_padded"), &cfg);
+    // Bias-free LayerNorm with conv biases.
+    let f = fixture("restormer_bias_free");
+    let cfg = restormer_config(&f);
+    f.check(|p| Box::new(Network::new(p, &cfg)));
+}
+
+#[test]
+fn restormer_paper_model_64x64() {
+    let f = fixture("restormer_paper");
+    let cfg = restormer_config(&f);
+    assert_eq!(cfg, ModelConfig::Restormer(RestormerConfig::paper()));
+    let d = f.check(|p| Box::new(Network::new(p, &cfg)));
+    eprintln!("Restormer paper config 64x64: max abs diff {d:e}");
 }
 
 #[test]

@@ -207,6 +207,18 @@ pub(super) fn rows() -> Vec<Row> {
             |r, fx| fx.resume(r, &["--set", "model.dim=16"]),
         ),
         row(
+            "resume with another arch",
+            &[
+                "--resume r",
+                "model.arch: \"restormer\" (the run's: \"promptir\")",
+                "start a new run",
+            ],
+            |r, fx| {
+                let restormer = crate::common::repo().join("experiments/tiny_restormer.yaml");
+                fx.resume(r, &["--config", restormer.to_str().unwrap()])
+            },
+        ),
+        row(
             "resume with another batch size",
             &["--resume r", "steps in epoch", "train.batch_size"],
             |r, fx| fx.resume(r, &["--set", "train.batch_size=1"]),
@@ -297,7 +309,11 @@ pub(super) fn rows() -> Vec<Row> {
         }),
         row(
             "state_dict of another network",
-            &["other.safetensors", "no key patch_embed.proj.weight", "PromptIR checkpoint"],
+            &[
+                "other.safetensors",
+                "match no architecture",
+                "promptir: no key patch_embed.proj.weight",
+            ],
             |r, _| {
                 let t =
                     vec![("fc.weight".to_string(), Tensor::zeros([2, 2], tch::kind::FLOAT_CPU))];

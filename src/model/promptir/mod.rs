@@ -1,29 +1,32 @@
-//! The PromptIR U-Net: Restormer encoder/decoder with prompt blocks on the decoder side.
+//! PromptIR (Potlapalli et al., NeurIPS 2023, arXiv 2306.13090): Restormer's encoder/decoder
+//! with prompt blocks on the decoder side. Ported from the official `va1shn9v/PromptIR`
+//! `net/model.py` (commit 20eff77, its last change through 106159a) with `decoder=True`.
 
-use super::blocks::{blocks, run_blocks};
-use super::{
-    conv, pointwise, to_channels_last, Downsample, Layout, OverlapPatchEmbed, PromptGenBlock,
-    PromptIrConfig, TransformerBlock, Upsample,
+mod config;
+mod prompt;
+
+pub(super) use config::from_shapes;
+pub use config::PromptIrConfig;
+pub use prompt::PromptGenBlock;
+
+use crate::model::blocks::{blocks, run_blocks};
+use crate::model::init::drawing;
+use crate::model::{
+    conv, pointwise, to_channels_last, Downsample, Layout, OverlapPatchEmbed, TransformerBlock,
+    Upsample,
 };
-use std::sync::{Mutex, MutexGuard};
 use tch::{nn, nn::Module, Tensor};
 
-/// libtorch has one global generator per device. Without this lock a seeded init in one thread
-/// interleaves its draws with another thread's (or is reseeded halfway), so "same seed, same
-/// weights" silently fails under `cargo test`'s parallel tests. Every draw the library makes from
-/// that generator holds it (model init here, benchmark inputs).
-static INIT_DRAWS: Mutex<()> = Mutex::new(());
-
-fn init_lock() -> MutexGuard<'static, ()> {
-    // A panic while holding it (an invalid config) leaves nothing half-done that matters here.
-    INIT_DRAWS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Runs `f`, which draws from libtorch's global generator, while no seeded model init runs.
-pub fn with_global_rng<T>(f: impl FnOnce() -> T) -> T {
-    let _draws = init_lock();
-    f()
-}
+/// Upstream modules that exist in the official state_dict but never run in `forward`.
+/// They are not built here; the importer drops them by name and reports it.
+pub const IGNORED_UPSTREAM_KEYS: [&str; 6] = [
+    "chnl_reduce1.weight",
+    "chnl_reduce2.weight",
+    "chnl_reduce3.weight",
+    "reduce_noise_channel_1.weight",
+    "reduce_noise_channel_2.weight",
+    "reduce_noise_channel_3.weight",
+];
 
 /// Channel widths in terms of `dim`. Upstream writes several of these as literals that are only
 /// right at dim 48 (`4*dim+512`, `2*dim+224`, ...); a test pins them to those literals.
@@ -104,16 +107,13 @@ impl PromptIr {
     /// drawing its initial values from libtorch's global generator as it stands.
     /// Panics on an invalid config: call `PromptIrConfig::validate` first on user input.
     pub fn new(p: &nn::Path, cfg: &PromptIrConfig) -> Self {
-        let _draws = init_lock();
-        Self::build(p, cfg)
+        drawing(None, || Self::build(p, cfg))
     }
 
     /// [`PromptIr::new`] with the generator seeded first: the same seed gives the same initial
     /// weights even while other threads build models (parallel tests, several runs in one process).
     pub fn seeded(p: &nn::Path, cfg: &PromptIrConfig, seed: u64) -> Self {
-        let _draws = init_lock();
-        tch::manual_seed(seed as i64);
-        Self::build(p, cfg)
+        drawing(Some(seed), || Self::build(p, cfg))
     }
 
     fn build(p: &nn::Path, cfg: &PromptIrConfig) -> Self {
@@ -131,7 +131,8 @@ impl PromptIr {
         let stack = |name: &str, n, dim, heads| blocks(p / name, n, dim, heads, ffn, bias, ln);
         let conv1 = |name: &str, cin, cout| conv(p / name, cin, cout, 1, 1, bias);
         PromptIr {
-            patch_embed: OverlapPatchEmbed::new(p / "patch_embed", cfg.inp_channels, w.c1, bias),
+            // Upstream builds the stem with OverlapPatchEmbed's own default, bias=False.
+            patch_embed: OverlapPatchEmbed::new(p / "patch_embed", cfg.inp_channels, w.c1, false),
             encoder_level1: stack("encoder_level1", nb[0], w.c1, h[0]),
             down1_2: Downsample::new(p / "down1_2", w.c1),
             encoder_level2: stack("encoder_level2", nb[1], w.c2, h[1]),

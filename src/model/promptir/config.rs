@@ -1,21 +1,9 @@
 //! PromptIR's hyper-parameters ([`PromptIrConfig`]), their checks and the parameter estimate.
 
 use super::WidthPlan;
+use crate::model::shapes::{Backbone, Shapes};
+use crate::model::{LayerNormType, MAX_PARAMETERS};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-
-/// Which LayerNorm the transformer blocks use. Upstream takes a string and silently falls back
-/// to WithBias for anything but exactly `'BiasFree'`; an enum makes a typo a load error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LayerNormType {
-    #[default]
-    WithBias,
-    BiasFree,
-}
-
-/// Configs beyond this many parameters (8 GB of fp32 weights) are refused as typos.
-pub const MAX_PARAMETERS: f64 = 2e9;
 
 /// PromptIR's hyper-parameters (`model:` with `arch: promptir`). The default is the official model (35,376,967 parameters
 /// used in forward); widths are derived from `dim` so that small configs work too.
@@ -179,62 +167,20 @@ impl PromptIrConfig {
 
 /// Reads the hyper-parameters off an official state_dict's keys and shapes, so that importing
 /// needs no config (the release checkpoint comes out as `PromptIrConfig::paper()`).
-pub(super) fn from_shapes(shapes: &BTreeMap<String, Vec<i64>>) -> Result<PromptIrConfig, String> {
-    let shape = |k: &str| shapes.get(k).cloned().ok_or_else(|| format!("no key {k}"));
-    let count = |prefix: &str| {
-        let dot = format!("{prefix}.");
-        shapes
-            .keys()
-            .filter_map(|k| k.strip_prefix(&dot)?.split('.').next()?.parse::<i64>().ok())
-            .max()
-            .map_or(0, |m| m + 1)
-    };
-    // Shapes come from the file: index them only after checking their rank.
-    let shape_n = |k: &str, n: usize| {
-        let s = shape(k)?;
-        if s.len() == n {
-            Ok(s)
-        } else {
-            Err(format!("{k} has shape {s:?}, expected {n} dimensions"))
-        }
-    };
-    let heads = |prefix: &str| shape_n(&format!("{prefix}.attn.temperature"), 3).map(|s| s[0]);
-    let embed = shape_n("patch_embed.proj.weight", 4)?;
-    let dim = embed[0];
-    let project_in = shape_n("encoder_level1.0.ffn.project_in.weight", 4)?;
-    let hidden = project_in[0] / 2;
-    if dim < 1 {
-        return Err(format!("patch_embed.proj.weight has shape {embed:?}"));
-    }
-    // The factor itself is not stored: take the upstream 2.66 when it reproduces the width.
-    let ffn_expansion_factor =
-        if (dim as f64 * 2.66) as i64 == hidden { 2.66 } else { hidden as f64 / dim as f64 };
-    let p = |i: usize| shape_n(&format!("prompt{i}.prompt_param"), 5);
+pub(in crate::model) fn from_shapes(shapes: &Shapes) -> Result<PromptIrConfig, String> {
+    let b = Backbone::read(shapes)?;
+    let p = |i: usize| shapes.get(&format!("prompt{i}.prompt_param"), 5);
     let (p1, p2, p3) = (p(1)?, p(2)?, p(3)?);
     let cfg = PromptIrConfig {
-        inp_channels: embed[1],
-        out_channels: shape_n("output.weight", 4)?[0],
-        dim,
-        num_blocks: [
-            count("encoder_level1"),
-            count("encoder_level2"),
-            count("encoder_level3"),
-            count("latent"),
-        ],
-        num_refinement_blocks: count("refinement"),
-        heads: [
-            heads("encoder_level1.0")?,
-            heads("encoder_level2.0")?,
-            heads("encoder_level3.0")?,
-            heads("latent.0")?,
-        ],
-        ffn_expansion_factor,
-        bias: shapes.contains_key("patch_embed.proj.bias"),
-        layer_norm_type: if shapes.contains_key("encoder_level1.0.norm1.body.bias") {
-            LayerNormType::WithBias
-        } else {
-            LayerNormType::BiasFree
-        },
+        inp_channels: b.inp_channels,
+        out_channels: b.out_channels,
+        dim: b.dim,
+        num_blocks: b.num_blocks,
+        num_refinement_blocks: b.num_refinement_blocks,
+        heads: b.heads,
+        ffn_expansion_factor: b.ffn_expansion_factor,
+        bias: b.bias,
+        layer_norm_type: b.layer_norm_type,
         prompt_len: p1[1],
         prompt_dims: [p1[2], p2[2], p3[2]],
         prompt_sizes: [p1[3], p2[3], p3[3]],

@@ -1,6 +1,6 @@
 //! PGM: the prompt generation block, PromptIR's addition to Restormer.
 
-use super::{conv, is_channels_last, to_channels_last, TORCH_DEFAULT_INIT};
+use crate::model::{conv, is_channels_last, to_channels_last, TORCH_DEFAULT_INIT};
 use tch::{nn, nn::Module, Tensor};
 
 /// Mixes `prompt_len` learned prompt components with weights predicted from the input features,
