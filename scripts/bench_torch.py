@@ -63,6 +63,9 @@ def build_net(cfg):
     if arch == "restormer":
         from restormer_ref import Restormer
         return Restormer(cfg)
+    if arch == "nafnet":
+        from nafnet_ref import NAFNet
+        return NAFNet(cfg)
     sys.exit(f"bench_torch.py: no reference network for arch {arch!r}")
 
 

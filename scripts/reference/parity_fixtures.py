@@ -17,11 +17,12 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import promptir_ref as ref  # noqa: E402
+import nafnet_ref  # noqa: E402
 import restormer_ref  # noqa: E402
 
 
-def dump(path, module, x, args, grads=False, out=None, scale=1.0):
-    module = ref.perturb_(module, 1, scale)
+def dump(path, module, x, args, grads=False, out=None, scale=1.0, perturb=ref.perturb_):
+    module = perturb(module, 1, scale)
     if grads:
         x = x.clone()
         y = module(x) if out is None else out(module, x)
@@ -94,6 +95,18 @@ def main(out):
     x = torch.rand(1, 3, 16, 24)
     with torch.no_grad():
         save_file({"input": x, "output": m(x)}, p("restormer_basicsr_io"))
+    # NAFNet: tiny with gradients at a size its forward zero-pads (40 -> 48), an odd size, and the
+    # SIDD config at 64x64; beta and gamma moved off zero (each block is the identity at init).
+    nt, np_ = nafnet_ref.TINY, nafnet_ref.perturb_
+    dump(p("nafnet_tiny"), nafnet_ref.NAFNet(nt), torch.rand(2, 3, 32, 40), nt, grads=True, perturb=np_)
+    dump(p("nafnet_tiny_odd"), nafnet_ref.NAFNet(nt), torch.rand(1, 3, 27, 35), nt, perturb=np_)
+    dump(p("nafnet_sidd"), nafnet_ref.NAFNet(nafnet_ref.SIDD), torch.rand(1, 3, 64, 64), nafnet_ref.SIDD,
+         perturb=np_, scale=0.5)
+    m = np_(nafnet_ref.NAFNet(nt), 3)
+    torch.save({"params": m.state_dict()}, os.path.join(out, "nafnet_basicsr.pth"))
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        save_file({"input": x, "output": m(x).contiguous()}, p("nafnet_basicsr_io"))
     # An official-layout Lightning checkpoint (net. prefix, the six unused modules, optimizer state).
     m = ref.perturb_(ref.PromptIR(ref.TINY, with_unused=True), 2)
     x = torch.rand(1, 3, 32, 32)

@@ -39,7 +39,7 @@ pub const TORCH_DEFAULT_INIT: nn::Init = nn::Init::Kaiming {
     non_linearity: nn::init::NonLinearity::ExplicitGain(0.577_350_269_189_625_8), // 1/sqrt(3)
 };
 
-/// A bias-free (unless `bias`) conv with PyTorch's default init.
+/// A bias-free (unless `bias`) conv with PyTorch's default init, "same" padding, stride 1.
 pub(crate) fn conv(
     p: nn::Path,
     cin: i64,
@@ -48,17 +48,32 @@ pub(crate) fn conv(
     groups: i64,
     bias: bool,
 ) -> nn::Conv2D {
+    conv_with(
+        p,
+        cin,
+        cout,
+        k,
+        nn::ConvConfig { padding: k / 2, groups, bias, ..Default::default() },
+    )
+}
+
+/// A conv with PyTorch's default init and `cfg`'s stride, padding, groups and bias.
+pub(crate) fn conv_with(
+    p: nn::Path,
+    cin: i64,
+    cout: i64,
+    k: i64,
+    cfg: nn::ConvConfig,
+) -> nn::Conv2D {
+    let groups = cfg.groups;
     let cfg = nn::ConvConfig {
-        padding: k / 2,
-        groups,
-        bias,
         ws_init: TORCH_DEFAULT_INIT,
         // PyTorch's conv bias: U(+-1/sqrt(fan_in)), fan_in = cin/groups*k*k.
         bs_init: {
             let bound = 1.0 / (((cin / groups) * k * k) as f64).sqrt();
             nn::Init::Uniform { lo: -bound, up: bound }
         },
-        ..Default::default()
+        ..cfg
     };
     nn::conv2d(p, cin, cout, k, cfg)
 }

@@ -1,7 +1,7 @@
 //! The networks. [`ModelConfig`] names an architecture with its own keys and [`Network`] is
 //! the built network: the rest of the crate uses only these two (see `network.rs`).
 //!
-//! One folder per architecture (`promptir/`, `restormer/`), each with its config (keys, checks,
+//! One folder per architecture (`promptir/`, `restormer/`, `nafnet/`), each with its config (keys, checks,
 //! reading it off an official state_dict's shapes) and its network. `blocks.rs` holds
 //! Restormer's blocks, which the later networks reuse.
 //!
@@ -11,6 +11,7 @@
 mod blocks;
 mod init;
 mod layout;
+mod nafnet;
 mod network;
 mod promptir;
 mod recognise;
@@ -25,6 +26,7 @@ pub(crate) use init::conv;
 pub use init::{with_global_rng, TORCH_DEFAULT_INIT};
 pub(crate) use layout::{is_channels_last, pointwise};
 pub use layout::{to_channels_last, Layout};
+pub use nafnet::{LayerNorm2d, NafBlock, NafNet, NafNetConfig};
 pub use network::{key_of_arch, Arch, ModelConfig, Network};
 pub use promptir::{PromptGenBlock, PromptIr, PromptIrConfig, WidthPlan, IGNORED_UPSTREAM_KEYS};
 pub use recognise::recognise;

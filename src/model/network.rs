@@ -4,7 +4,7 @@
 //! the built network. Adding an architecture is one arm in each enum here plus its folder.
 
 use super::shapes::Shapes;
-use super::{Layout, PromptIr, PromptIrConfig, Restormer, RestormerConfig};
+use super::{Layout, NafNet, NafNetConfig, PromptIr, PromptIrConfig, Restormer, RestormerConfig};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -16,15 +16,17 @@ use tch::{nn, nn::Module, Tensor};
 pub enum Arch {
     Promptir,
     Restormer,
+    Nafnet,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 2] = [Arch::Promptir, Arch::Restormer];
+    pub const ALL: [Arch; 3] = [Arch::Promptir, Arch::Restormer, Arch::Nafnet];
 
     pub fn name(self) -> &'static str {
         match self {
             Arch::Promptir => "promptir",
             Arch::Restormer => "restormer",
+            Arch::Nafnet => "nafnet",
         }
     }
 
@@ -33,6 +35,7 @@ impl Arch {
         match self {
             Arch::Promptir => "PromptIR",
             Arch::Restormer => "Restormer",
+            Arch::Nafnet => "NAFNet",
         }
     }
 }
@@ -54,6 +57,7 @@ impl std::str::FromStr for Arch {
 pub enum ModelConfig {
     Promptir(PromptIrConfig),
     Restormer(RestormerConfig),
+    Nafnet(NafNetConfig),
 }
 
 impl Default for ModelConfig {
@@ -82,6 +86,9 @@ impl<'de> Deserialize<'de> for ModelConfig {
             Arch::Restormer => {
                 serde_path_to_error::deserialize(keys).map(ModelConfig::Restormer).map_err(of_arch)
             }
+            Arch::Nafnet => {
+                serde_path_to_error::deserialize(keys).map(ModelConfig::Nafnet).map_err(of_arch)
+            }
         }
     }
 }
@@ -108,6 +115,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Promptir(_) => Arch::Promptir,
             ModelConfig::Restormer(_) => Arch::Restormer,
+            ModelConfig::Nafnet(_) => Arch::Nafnet,
         }
     }
 
@@ -116,6 +124,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Promptir(c) => c.validate(),
             ModelConfig::Restormer(c) => c.validate(),
+            ModelConfig::Nafnet(c) => c.validate(),
         }
     }
 
@@ -124,6 +133,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Promptir(c) => c.inp_channels,
             ModelConfig::Restormer(c) => c.inp_channels,
+            ModelConfig::Nafnet(c) => c.img_channel,
         }
     }
 
@@ -132,6 +142,10 @@ impl ModelConfig {
         match self {
             ModelConfig::Promptir(c) => format!("dim {}, blocks {:?}", c.dim, c.num_blocks),
             ModelConfig::Restormer(c) => format!("dim {}, blocks {:?}", c.dim, c.num_blocks),
+            ModelConfig::Nafnet(c) => format!(
+                "width {}, blocks {:?} + {} + {:?}",
+                c.width, c.enc_blk_nums, c.middle_blk_num, c.dec_blk_nums
+            ),
         }
     }
 
@@ -142,6 +156,7 @@ impl ModelConfig {
         match arch {
             Arch::Promptir => super::promptir::from_shapes(&shapes).map(ModelConfig::Promptir),
             Arch::Restormer => super::restormer::from_shapes(&shapes).map(ModelConfig::Restormer),
+            Arch::Nafnet => super::nafnet::from_shapes(&shapes).map(ModelConfig::Nafnet),
         }
     }
 
@@ -150,7 +165,7 @@ impl ModelConfig {
     pub fn unused_upstream_keys(&self) -> &'static [&'static str] {
         match self {
             ModelConfig::Promptir(_) => &super::IGNORED_UPSTREAM_KEYS,
-            ModelConfig::Restormer(_) => &[],
+            ModelConfig::Restormer(_) | ModelConfig::Nafnet(_) => &[],
         }
     }
 
@@ -159,6 +174,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Promptir(c) => c.pad_multiple(),
             ModelConfig::Restormer(c) => c.pad_multiple(),
+            ModelConfig::Nafnet(c) => c.pad_multiple(),
         }
     }
 
@@ -167,6 +183,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Promptir(c) => c.approx_parameters(),
             ModelConfig::Restormer(c) => c.approx_parameters(),
+            ModelConfig::Nafnet(c) => c.approx_parameters(),
         }
     }
 }
@@ -177,6 +194,7 @@ pub enum Network {
     // Boxed: the networks' sizes differ by kilobytes of block vectors.
     Promptir(Box<PromptIr>),
     Restormer(Box<Restormer>),
+    Nafnet(Box<NafNet>),
 }
 
 impl Network {
@@ -186,6 +204,7 @@ impl Network {
         match cfg {
             ModelConfig::Promptir(c) => Network::Promptir(Box::new(PromptIr::new(p, c))),
             ModelConfig::Restormer(c) => Network::Restormer(Box::new(Restormer::new(p, c))),
+            ModelConfig::Nafnet(c) => Network::Nafnet(Box::new(NafNet::new(p, c))),
         }
     }
 
@@ -196,6 +215,7 @@ impl Network {
             ModelConfig::Restormer(c) => {
                 Network::Restormer(Box::new(Restormer::seeded(p, c, seed)))
             }
+            ModelConfig::Nafnet(c) => Network::Nafnet(Box::new(NafNet::seeded(p, c, seed))),
         }
     }
 
@@ -203,6 +223,7 @@ impl Network {
         match self {
             Network::Promptir(n) => ModelConfig::Promptir(n.config.clone()),
             Network::Restormer(n) => ModelConfig::Restormer(n.config.clone()),
+            Network::Nafnet(n) => ModelConfig::Nafnet(n.config.clone()),
         }
     }
 
@@ -210,6 +231,7 @@ impl Network {
         match self {
             Network::Promptir(n) => n.config.pad_multiple(),
             Network::Restormer(n) => n.config.pad_multiple(),
+            Network::Nafnet(n) => n.config.pad_multiple(),
         }
     }
 
@@ -217,6 +239,7 @@ impl Network {
         match self {
             Network::Promptir(n) => n.layout = layout,
             Network::Restormer(n) => n.layout = layout,
+            Network::Nafnet(n) => n.layout = layout,
         }
     }
 }
@@ -226,6 +249,7 @@ impl Module for Network {
         match self {
             Network::Promptir(n) => n.forward(x),
             Network::Restormer(n) => n.forward(x),
+            Network::Nafnet(n) => n.forward(x),
         }
     }
 }

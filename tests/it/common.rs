@@ -57,6 +57,7 @@ pub fn parity_fixtures() -> &'static Path {
                 "scripts/reference/parity_fixtures.py",
                 "scripts/reference/promptir_ref.py",
                 "scripts/reference/restormer_ref.py",
+                "scripts/reference/nafnet_ref.py",
             ],
         )
     })

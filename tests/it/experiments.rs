@@ -131,10 +131,12 @@ fn only_the_paper_scale_report_rows_carry_the_published_numbers() {
 /// is `tiny.yaml` so.
 #[test]
 fn each_arch_experiment_changes_only_the_network() {
-    use promptir::model::{ModelConfig, RestormerConfig};
+    use promptir::model::{ModelConfig, NafNetConfig, RestormerConfig};
     for (base, file, model) in [
         ("base.yaml", "restormer.yaml", ModelConfig::Restormer(RestormerConfig::paper())),
         ("tiny.yaml", "tiny_restormer.yaml", ModelConfig::Restormer(RestormerConfig::tiny())),
+        ("base.yaml", "nafnet.yaml", ModelConfig::Nafnet(NafNetConfig::sidd())),
+        ("tiny.yaml", "tiny_nafnet.yaml", ModelConfig::Nafnet(NafNetConfig::tiny())),
     ] {
         let (mut e, b) = (load(file), load(base));
         assert_eq!(e.model, model, "{file}");

@@ -28,3 +28,4 @@ mod synth;
 mod tensorboard;
 mod train;
 mod train_tools;
+mod zoo;

@@ -1,8 +1,8 @@
 //! Structure of the port: key names and shapes, parameter counts, the width plan.
 
 use promptir::model::{
-    LayerNormType, ModelConfig, Network, PromptIr, PromptIrConfig, RestormerConfig, WidthPlan,
-    IGNORED_UPSTREAM_KEYS,
+    LayerNormType, ModelConfig, NafNetConfig, Network, PromptIr, PromptIrConfig, RestormerConfig,
+    WidthPlan, IGNORED_UPSTREAM_KEYS,
 };
 use std::collections::BTreeMap;
 use tch::{nn, Device};
@@ -62,6 +62,30 @@ fn restormer_keys_and_parameter_count_are_the_official_ones() {
     assert_eq!(n, 26_126_644);
     let approx = RestormerConfig::paper().approx_parameters() / n as f64;
     assert!((0.8..=1.0).contains(&approx), "estimate/exact = {approx}");
+}
+
+/// NAFNet's keys and shapes are the official SIDD network's; both published configs' sizes.
+#[test]
+fn nafnet_keys_and_parameter_counts_are_the_official_ones() {
+    let official = key_list(include_str!("../data/nafnet_official_keys.txt"));
+    assert_eq!(official.len(), 664);
+    let shapes = |cfg: NafNetConfig| -> BTreeMap<String, Vec<i64>> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _m = Network::new(&vs.root(), &ModelConfig::Nafnet(cfg));
+        vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect()
+    };
+    let sidd = shapes(NafNetConfig::sidd());
+    assert_eq!(sidd, official.into_iter().collect::<BTreeMap<_, _>>());
+    let count = |s: &BTreeMap<String, Vec<i64>>| -> i64 {
+        s.values().map(|s| s.iter().product::<i64>()).sum()
+    };
+    assert_eq!(count(&sidd), 29_159_715);
+    assert_eq!(count(&shapes(NafNetConfig::gopro())), 67_888_835);
+    for cfg in [NafNetConfig::sidd(), NafNetConfig::gopro()] {
+        let exact = count(&shapes(cfg.clone())) as f64;
+        let ratio = cfg.approx_parameters() / exact;
+        assert!((0.9..=1.0).contains(&ratio), "width {}: estimate/exact = {ratio}", cfg.width);
+    }
 }
 
 #[test]

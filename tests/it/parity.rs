@@ -207,6 +207,30 @@ fn restormer_tiny_forward_gradients_and_padding() {
     f.check(|p| Box::new(Network::new(p, &cfg)));
 }
 
+fn nafnet_config(f: &Fixture) -> ModelConfig {
+    ModelConfig::Nafnet(serde_json::from_value(f.args.clone()).unwrap())
+}
+
+/// NAFNet pads to a multiple of 16 with zeros inside its forward, as upstream: 32x40 (padded to
+/// 32x48) with every gradient, then 27x35 through `restore`, which adds no padding of its own.
+#[test]
+fn nafnet_tiny_forward_gradients_and_own_padding() {
+    let f = fixture("nafnet_tiny");
+    let cfg = nafnet_config(&f);
+    assert_eq!(cfg, ModelConfig::Nafnet(NafNetConfig::tiny()));
+    forward_and_gradients(&f, &cfg);
+    restore_padded(&fixture("nafnet_tiny_odd"), &cfg);
+}
+
+#[test]
+fn nafnet_sidd_model_64x64() {
+    let f = fixture("nafnet_sidd");
+    let cfg = nafnet_config(&f);
+    assert_eq!(cfg, ModelConfig::Nafnet(NafNetConfig::sidd()));
+    let d = f.check(|p| Box::new(Network::new(p, &cfg)));
+    eprintln!("NAFNet SIDD config 64x64: max abs diff {d:e}");
+}
+
 #[test]
 fn restormer_paper_model_64x64() {
     let f = fixture("restormer_paper");
