@@ -66,6 +66,9 @@ def build_net(cfg):
     if arch == "nafnet":
         from nafnet_ref import NAFNet
         return NAFNet(cfg)
+    if arch == "adair":
+        from adair_ref import AdaIR
+        return AdaIR(cfg)
     sys.exit(f"bench_torch.py: no reference network for arch {arch!r}")
 
 
@@ -118,7 +121,7 @@ def run_row(args, mode, size):
 
     before = cuda_used_mib() if cuda else None
     net = build_net(cfg).to(device)
-    shape = (args.batch, cfg["inp_channels"], size, size)
+    shape = (args.batch, cfg.get("inp_channels", cfg.get("img_channel")), size, size)  # NAFNet: img_channel
     x = torch.rand(shape, device=device)
     target = torch.rand(shape, device=device)
     base_rss = proc_status_mib("VmRSS:")

@@ -17,16 +17,20 @@
 #                       (bench rows), final validation PSNR
 #   dist-smoke.txt      `promptir train` under torchrun in a process group of one (NCCL on CUDA,
 #                       Gloo on CPU), 4 steps
+#   zoo.jsonl/.md       Restormer, NAFNet and AdaIR (their experiments/<arch>.yaml) beside PyTorch
+#                       running their references: a bf16 training step at 128x128 batch 8 and
+#                       bf16 inference at 256x256
 #   stages.md           each stage: ok or FAILED, and its seconds
 #   summary.md          all of the above in one page, rewritten after each stage
 # The stages run in that order of need (bench, training smoke, data-parallel smoke, profile,
-# layouts), each even when one before it failed; the exit status is 1 if any failed. A run
+# layouts, the other networks), each even when one before it failed; the exit status is 1 if any failed. A run
 # stopped by a time limit (`timeout`) leaves summary.md with the stages it finished.
 # TORCH_LIB is the `lib` folder of a torch 2.11.0 install; it goes first on LD_LIBRARY_PATH and
 # its python (the venv around it, or $PYTHON) runs the PyTorch rows.
 #
 # Without CUDA the same steps and kinds of row run on CPU with a small config
-# (GPU_CHECK_CPU_CONFIG, default tiny), one iteration and a short smoke (patch 32, batch 2), so
+# (GPU_CHECK_CPU_CONFIG, default tiny; tiny_<arch>.yaml for the other networks, one bf16 training
+# row each), one iteration and a short smoke (patch 32, batch 2), so
 # the script stays tested (tests/it/gpu_check.rs).
 # GPU_CHECK_ITERS / GPU_CHECK_WARMUP / GPU_CHECK_REPS override the iteration counts and
 # GPU_CHECK_THREADS the CPU threads (default: libtorch's on CUDA, 1 on the CPU path, which keeps
@@ -77,6 +81,8 @@ if grep -Eq '^cuda available +true' "$OUTDIR/doctor.txt"; then
     # About four epochs: `last` (weights and moments, ~430 MB) is saved after each.
     smoke_exp=experiments/base.yaml smoke_patch=128 smoke_batch=8 smoke_size=256 smoke_pairs=400
     smoke_steps=${SMOKE_STEPS:-200}
+    zoo_configs="experiments/restormer.yaml experiments/nafnet.yaml experiments/adair.yaml"
+    zoo_rows="train:128:8:bf16 infer:256:1:bf16"
 else
     echo "gpu-check: no CUDA device: running the CPU path (config ${GPU_CHECK_CPU_CONFIG:-tiny})" >&2
     device=cpu config=${GPU_CHECK_CPU_CONFIG:-tiny}
@@ -85,6 +91,8 @@ else
     threads=${GPU_CHECK_THREADS:-1}
     smoke_exp=experiments/tiny.yaml smoke_patch=32 smoke_batch=2 smoke_size=48 smoke_pairs=24
     smoke_steps=${SMOKE_STEPS:-10}
+    zoo_configs="experiments/tiny_restormer.yaml experiments/tiny_nafnet.yaml experiments/tiny_adair.yaml"
+    zoo_rows="train:32:2:bf16"
 fi
 thread_args=()
 [[ -n $threads ]] && thread_args=(--threads "$threads")
@@ -98,6 +106,23 @@ bench_rows() {
     bash scripts/bench.sh --config "$config" --rows "$rows" --reps "$reps" --iters "$iters" \
         --warmup "$warmup" --device "$device" "${thread_args[@]}" --out "$OUTDIR/bench.jsonl" |
         tee "$OUTDIR/bench.md"
+}
+
+# The other networks, each beside PyTorch running its reference (bf16: AdaIR's FFTs in fp32).
+zoo_bench() {
+    : >"$OUTDIR/zoo.jsonl"
+    : >"$OUTDIR/zoo.md"
+    local cfg failed=0
+    for cfg in $zoo_configs; do
+        bash scripts/bench.sh --config "$cfg" --rows "$zoo_rows" --reps 1 --iters "$iters" \
+            --warmup "$warmup" --device "$device" "${thread_args[@]}" --out "$OUTDIR/zoo-one.jsonl" \
+            >"$OUTDIR/zoo-one.md" || { echo "gpu-check: bench of $cfg failed" >&2; failed=1; continue; }
+        cat "$OUTDIR/zoo-one.jsonl" >>"$OUTDIR/zoo.jsonl"
+        { echo "### $cfg"; echo; grep '^|' "$OUTDIR/zoo-one.md"; echo; } >>"$OUTDIR/zoo.md"
+    done
+    rm -f "$OUTDIR"/zoo-one.{jsonl,md}
+    cat "$OUTDIR/zoo.md"
+    return "$failed"
 }
 
 # `promptir train` arguments for the smoke data and sizes; each run adds --name and the rest.
@@ -247,6 +272,7 @@ write_summary() {
         section "Where a bf16 training step spends its time (profile-train-bf16.json in Perfetto for the timeline)" \
             profile-train-bf16.md
         section "Rust activation layouts" layouts.md
+        section "The other networks: Rust vs PyTorch" zoo.md
         echo "CUDA reserved = device memory in use after the row minus before the model was built"
         echo "(the caching allocator's peak reservation; tch does not expose max_memory_allocated)."
     } >"$OUTDIR/summary.md.tmp"
@@ -265,7 +291,7 @@ stage() { # name function: run it, time it, record it, refresh the summary
 backend=$([[ $device == cuda ]] && echo NCCL || echo Gloo)
 # A rerun into the same folder starts clean (synth and train never overwrite), and its summary
 # is this run's from the start (a rerun cut short must not leave the last one's).
-rm -rf "$OUTDIR"/{bench,layouts}.{jsonl,md} "$OUTDIR"/{train-smoke,profile-train-bf16}.md \
+rm -rf "$OUTDIR"/{bench,layouts,zoo}.{jsonl,md} "$OUTDIR"/{train-smoke,profile-train-bf16}.md \
     "$OUTDIR/dist-smoke.txt" "$OUTDIR"/smoke-{data,logs,weights}
 printf '| stage | result | seconds |\n|---|---|---:|\n' >"$OUTDIR/stages.md"
 write_summary
@@ -275,6 +301,7 @@ stage "training smoke: $smoke_steps steps of $smoke_exp at patch $smoke_patch, b
 stage "data-parallel smoke: torchrun, one process ($backend)" dist_smoke
 stage "profile: a bf16 training step" profile_step
 stage "Rust in both activation layouts" both_layouts
+stage "the other networks: Rust vs PyTorch on $device" zoo_bench
 step "wrote $OUTDIR/summary.md"
 if [[ ${#failed_stages[@]} -gt 0 ]]; then
     printf 'gpu-check: FAILED: %s\n' "${failed_stages[@]}" >&2

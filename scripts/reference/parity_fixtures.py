@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import promptir_ref as ref  # noqa: E402
+import adair_ref  # noqa: E402
 import nafnet_ref  # noqa: E402
 import restormer_ref  # noqa: E402
 
@@ -107,6 +108,31 @@ def main(out):
     x = torch.rand(1, 3, 20, 24)
     with torch.no_grad():
         save_file({"input": x, "output": m(x).contiguous()}, p("nafnet_basicsr_io"))
+    # AdaIR: tiny with gradients (the frequency boxes are empty below 128 pixels per level), at
+    # 512x512 where the last block's box is not (the seed is searched for one whose predicted
+    # rate opens it), and the paper config at 64x64. As upstream releases it: a Lightning .ckpt.
+    at = adair_ref.TINY
+    pa = adair_ref.perturb_adair_
+    dump(p("adair_tiny"), adair_ref.AdaIR(at), torch.rand(2, 3, 32, 40), at, grads=True, perturb=pa, scale=0.5)
+    for seed in range(100):
+        torch.manual_seed(seed)
+        m = pa(adair_ref.AdaIR(at), 1, 0.5)
+        x = torch.rand(1, 3, 512, 512)
+        with torch.no_grad():
+            m(x)
+        if any(h > 0 and w > 0 for h, w in m.fre3.last_mask_sizes):
+            break
+    else:
+        raise SystemExit("no seed opens AdaIR's frequency box")
+    dump(p("adair_tiny_masked"), m, x, dict(at, mask_sizes=m.fre3.last_mask_sizes), perturb=lambda mod, *_: mod)
+    dump(p("adair_paper"), adair_ref.AdaIR(adair_ref.PAPER), torch.rand(1, 3, 64, 64), adair_ref.PAPER, perturb=pa,
+         scale=0.2)
+    m = pa(adair_ref.AdaIR(at), 3, 0.5)  # at full scale its output reaches ~200 (see Restormer's)
+    torch.save({"epoch": 1, "state_dict": {f"net.{k}": v for k, v in m.state_dict().items()}},
+               os.path.join(out, "adair_lightning.ckpt"))
+    x = torch.rand(1, 3, 24, 32)
+    with torch.no_grad():
+        save_file({"input": x, "output": m(x)}, p("adair_lightning_io"))
     # An official-layout Lightning checkpoint (net. prefix, the six unused modules, optimizer state).
     m = ref.perturb_(ref.PromptIR(ref.TINY, with_unused=True), 2)
     x = torch.rand(1, 3, 32, 32)

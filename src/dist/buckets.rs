@@ -1,7 +1,7 @@
 //! Gradient averaging over a few large flat buckets instead of one collective per parameter.
 
 use super::group::ProcessGroup;
-use crate::{Error, Result};
+use crate::Result;
 use tch::{Device, Tensor};
 
 /// Averages gradients over the ranks with one all-reduce per bucket: consecutive parameters
@@ -52,17 +52,18 @@ impl GradBuckets {
         Ok(())
     }
 
-    /// Replaces each of `params`' gradients by its mean over the ranks. Every parameter must
-    /// have one (PromptIR uses all of its parameters in every forward).
+    /// Replaces each of `params`' gradients by its mean over the ranks. A parameter without a
+    /// gradient is left out, as the optimizer leaves it: which parameters get none is fixed by
+    /// the network (AdaIR's modules that never run, or that reach the loss only through an
+    /// integer), the same on every rank, so every rank sends the same buffers.
     pub fn average(&self, group: &ProcessGroup, params: &[Tensor]) -> Result<()> {
         let _g = tch::no_grad_guard();
         let scale = 1.0 / group.world as f64;
         for bucket in &self.buckets {
-            let grads: Vec<Tensor> = bucket.iter().map(|&i| params[i].grad()).collect();
-            if grads.iter().any(|g| !g.defined()) {
-                return Err(Error::Internal(
-                    "a parameter got no gradient; data-parallel training needs every parameter in the forward".into(),
-                ));
+            let grads: Vec<Tensor> =
+                bucket.iter().map(|&i| params[i].grad()).filter(Tensor::defined).collect();
+            if grads.is_empty() {
+                continue;
             }
             let flat = flatten(&grads, group.device);
             group.all_reduce_sum(&flat)?;

@@ -1,13 +1,14 @@
 //! The networks. [`ModelConfig`] names an architecture with its own keys and [`Network`] is
 //! the built network: the rest of the crate uses only these two (see `network.rs`).
 //!
-//! One folder per architecture (`promptir/`, `restormer/`, `nafnet/`), each with its config (keys, checks,
+//! One folder per architecture (`promptir/`, `restormer/`, `nafnet/`, `adair/`), each with its config (keys, checks,
 //! reading it off an official state_dict's shapes) and its network. `blocks.rs` holds
 //! Restormer's blocks, which the later networks reuse.
 //!
 //! Every struct mirrors one upstream class and its fields carry the Python attribute names, so
 //! var-store paths equal the official state_dict keys (`encoder_level1.0.attn.qkv.weight`, ...).
 
+mod adair;
 mod blocks;
 mod init;
 mod layout;
@@ -18,6 +19,7 @@ mod recognise;
 mod restormer;
 mod shapes;
 
+pub use adair::{AdaIr, AdaIrConfig, ChanelCrossAttention, FreModule};
 pub use blocks::{
     Attention, Downsample, FeedForward, LayerNorm, LayerNormType, OverlapPatchEmbed,
     TransformerBlock, Upsample,

@@ -4,7 +4,10 @@
 //! the built network. Adding an architecture is one arm in each enum here plus its folder.
 
 use super::shapes::Shapes;
-use super::{Layout, NafNet, NafNetConfig, PromptIr, PromptIrConfig, Restormer, RestormerConfig};
+use super::{
+    AdaIr, AdaIrConfig, Layout, NafNet, NafNetConfig, PromptIr, PromptIrConfig, Restormer,
+    RestormerConfig,
+};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -17,16 +20,18 @@ pub enum Arch {
     Promptir,
     Restormer,
     Nafnet,
+    Adair,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 3] = [Arch::Promptir, Arch::Restormer, Arch::Nafnet];
+    pub const ALL: [Arch; 4] = [Arch::Promptir, Arch::Restormer, Arch::Nafnet, Arch::Adair];
 
     pub fn name(self) -> &'static str {
         match self {
             Arch::Promptir => "promptir",
             Arch::Restormer => "restormer",
             Arch::Nafnet => "nafnet",
+            Arch::Adair => "adair",
         }
     }
 
@@ -36,6 +41,7 @@ impl Arch {
             Arch::Promptir => "PromptIR",
             Arch::Restormer => "Restormer",
             Arch::Nafnet => "NAFNet",
+            Arch::Adair => "AdaIR",
         }
     }
 }
@@ -58,6 +64,7 @@ pub enum ModelConfig {
     Promptir(PromptIrConfig),
     Restormer(RestormerConfig),
     Nafnet(NafNetConfig),
+    Adair(AdaIrConfig),
 }
 
 impl Default for ModelConfig {
@@ -89,6 +96,9 @@ impl<'de> Deserialize<'de> for ModelConfig {
             Arch::Nafnet => {
                 serde_path_to_error::deserialize(keys).map(ModelConfig::Nafnet).map_err(of_arch)
             }
+            Arch::Adair => {
+                serde_path_to_error::deserialize(keys).map(ModelConfig::Adair).map_err(of_arch)
+            }
         }
     }
 }
@@ -116,6 +126,7 @@ impl ModelConfig {
             ModelConfig::Promptir(_) => Arch::Promptir,
             ModelConfig::Restormer(_) => Arch::Restormer,
             ModelConfig::Nafnet(_) => Arch::Nafnet,
+            ModelConfig::Adair(_) => Arch::Adair,
         }
     }
 
@@ -125,6 +136,7 @@ impl ModelConfig {
             ModelConfig::Promptir(c) => c.validate(),
             ModelConfig::Restormer(c) => c.validate(),
             ModelConfig::Nafnet(c) => c.validate(),
+            ModelConfig::Adair(c) => c.validate(),
         }
     }
 
@@ -134,6 +146,7 @@ impl ModelConfig {
             ModelConfig::Promptir(c) => c.inp_channels,
             ModelConfig::Restormer(c) => c.inp_channels,
             ModelConfig::Nafnet(c) => c.img_channel,
+            ModelConfig::Adair(c) => c.inp_channels,
         }
     }
 
@@ -146,6 +159,7 @@ impl ModelConfig {
                 "width {}, blocks {:?} + {} + {:?}",
                 c.width, c.enc_blk_nums, c.middle_blk_num, c.dec_blk_nums
             ),
+            ModelConfig::Adair(c) => format!("dim {}, blocks {:?}", c.dim, c.num_blocks),
         }
     }
 
@@ -157,6 +171,7 @@ impl ModelConfig {
             Arch::Promptir => super::promptir::from_shapes(&shapes).map(ModelConfig::Promptir),
             Arch::Restormer => super::restormer::from_shapes(&shapes).map(ModelConfig::Restormer),
             Arch::Nafnet => super::nafnet::from_shapes(&shapes).map(ModelConfig::Nafnet),
+            Arch::Adair => super::adair::from_shapes(&shapes).map(ModelConfig::Adair),
         }
     }
 
@@ -165,7 +180,7 @@ impl ModelConfig {
     pub fn unused_upstream_keys(&self) -> &'static [&'static str] {
         match self {
             ModelConfig::Promptir(_) => &super::IGNORED_UPSTREAM_KEYS,
-            ModelConfig::Restormer(_) | ModelConfig::Nafnet(_) => &[],
+            ModelConfig::Restormer(_) | ModelConfig::Nafnet(_) | ModelConfig::Adair(_) => &[],
         }
     }
 
@@ -175,6 +190,7 @@ impl ModelConfig {
             ModelConfig::Promptir(c) => c.pad_multiple(),
             ModelConfig::Restormer(c) => c.pad_multiple(),
             ModelConfig::Nafnet(c) => c.pad_multiple(),
+            ModelConfig::Adair(c) => c.pad_multiple(),
         }
     }
 
@@ -184,6 +200,7 @@ impl ModelConfig {
             ModelConfig::Promptir(c) => c.approx_parameters(),
             ModelConfig::Restormer(c) => c.approx_parameters(),
             ModelConfig::Nafnet(c) => c.approx_parameters(),
+            ModelConfig::Adair(c) => c.approx_parameters(),
         }
     }
 }
@@ -195,6 +212,7 @@ pub enum Network {
     Promptir(Box<PromptIr>),
     Restormer(Box<Restormer>),
     Nafnet(Box<NafNet>),
+    Adair(Box<AdaIr>),
 }
 
 impl Network {
@@ -205,6 +223,7 @@ impl Network {
             ModelConfig::Promptir(c) => Network::Promptir(Box::new(PromptIr::new(p, c))),
             ModelConfig::Restormer(c) => Network::Restormer(Box::new(Restormer::new(p, c))),
             ModelConfig::Nafnet(c) => Network::Nafnet(Box::new(NafNet::new(p, c))),
+            ModelConfig::Adair(c) => Network::Adair(Box::new(AdaIr::new(p, c))),
         }
     }
 
@@ -216,6 +235,7 @@ impl Network {
                 Network::Restormer(Box::new(Restormer::seeded(p, c, seed)))
             }
             ModelConfig::Nafnet(c) => Network::Nafnet(Box::new(NafNet::seeded(p, c, seed))),
+            ModelConfig::Adair(c) => Network::Adair(Box::new(AdaIr::seeded(p, c, seed))),
         }
     }
 
@@ -224,6 +244,7 @@ impl Network {
             Network::Promptir(n) => ModelConfig::Promptir(n.config.clone()),
             Network::Restormer(n) => ModelConfig::Restormer(n.config.clone()),
             Network::Nafnet(n) => ModelConfig::Nafnet(n.config.clone()),
+            Network::Adair(n) => ModelConfig::Adair(n.config.clone()),
         }
     }
 
@@ -232,6 +253,7 @@ impl Network {
             Network::Promptir(n) => n.config.pad_multiple(),
             Network::Restormer(n) => n.config.pad_multiple(),
             Network::Nafnet(n) => n.config.pad_multiple(),
+            Network::Adair(n) => n.config.pad_multiple(),
         }
     }
 
@@ -240,6 +262,7 @@ impl Network {
             Network::Promptir(n) => n.layout = layout,
             Network::Restormer(n) => n.layout = layout,
             Network::Nafnet(n) => n.layout = layout,
+            Network::Adair(n) => n.set_layout(layout),
         }
     }
 }
@@ -250,6 +273,7 @@ impl Module for Network {
             Network::Promptir(n) => n.forward(x),
             Network::Restormer(n) => n.forward(x),
             Network::Nafnet(n) => n.forward(x),
+            Network::Adair(n) => n.forward(x),
         }
     }
 }

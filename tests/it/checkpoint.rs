@@ -3,7 +3,8 @@
 use crate::common::{max_abs_diff, parity_fixtures, save_checkpoint, tensors};
 use promptir::io::{self as checkpoint, save_tensors, TensorFile};
 use promptir::model::{
-    Arch, LayerNormType, ModelConfig, NafNetConfig, Network, RestormerConfig, IGNORED_UPSTREAM_KEYS,
+    AdaIrConfig, Arch, LayerNormType, ModelConfig, NafNetConfig, Network, RestormerConfig,
+    IGNORED_UPSTREAM_KEYS,
 };
 use std::collections::BTreeMap;
 use tch::{nn, nn::Module, Device, Tensor};
@@ -78,6 +79,21 @@ fn imports_a_basicsr_nafnet() {
     assert!(max_abs_diff(&y, &f.tensor("output").unwrap()) <= 1e-4);
 }
 
+/// AdaIR as its authors release it: a Lightning .ckpt with the `net.` prefix, recognised and
+/// exact.
+#[test]
+fn imports_a_lightning_adair() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("adair.safetensors");
+    let src = parity_fixtures().join("adair_lightning.ckpt");
+    let r = checkpoint::import_official(&src, &out, None).unwrap();
+    assert_eq!(r.config, ModelConfig::Adair(AdaIrConfig::tiny()));
+    let f = TensorFile::open(&parity_fixtures().join("adair_lightning_io.safetensors")).unwrap();
+    let loaded = checkpoint::load_model(&out, Device::Cpu).unwrap();
+    let y = tch::no_grad(|| loaded.model.forward(&f.tensor("input").unwrap()));
+    assert!(max_abs_diff(&y, &f.tensor("output").unwrap()) <= 1e-4);
+}
+
 /// A state_dict that is no arch's: the closest arch comes first, with what differs.
 #[test]
 fn a_state_dict_of_no_arch_names_the_closest_and_what_differs() {
@@ -92,7 +108,7 @@ fn a_state_dict_of_no_arch_names_the_closest_and_what_differs() {
     let out = dir.path().join("out.safetensors");
     let e = checkpoint::import_official(&src, &out, None).unwrap_err().to_string();
     assert!(
-        e.contains("match no architecture (closest first: restormer: missing refinement.0.ffn.dwconv.weight; unexpected extra_head.weight | promptir: no key prompt1.prompt_param | nafnet: no key intro.weight)"),
+        e.contains("match no architecture (closest first: restormer: missing refinement.0.ffn.dwconv.weight; unexpected extra_head.weight | promptir: no key prompt1.prompt_param | nafnet: no key intro.weight | adair: no key fre1.conv1.weight)"),
         "{e}"
     );
     assert!(!out.exists());

@@ -58,6 +58,7 @@ pub fn parity_fixtures() -> &'static Path {
                 "scripts/reference/promptir_ref.py",
                 "scripts/reference/restormer_ref.py",
                 "scripts/reference/nafnet_ref.py",
+                "scripts/reference/adair_ref.py",
             ],
         )
     })

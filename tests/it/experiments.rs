@@ -131,12 +131,14 @@ fn only_the_paper_scale_report_rows_carry_the_published_numbers() {
 /// is `tiny.yaml` so.
 #[test]
 fn each_arch_experiment_changes_only_the_network() {
-    use promptir::model::{ModelConfig, NafNetConfig, RestormerConfig};
+    use promptir::model::{AdaIrConfig, ModelConfig, NafNetConfig, RestormerConfig};
     for (base, file, model) in [
         ("base.yaml", "restormer.yaml", ModelConfig::Restormer(RestormerConfig::paper())),
         ("tiny.yaml", "tiny_restormer.yaml", ModelConfig::Restormer(RestormerConfig::tiny())),
         ("base.yaml", "nafnet.yaml", ModelConfig::Nafnet(NafNetConfig::sidd())),
         ("tiny.yaml", "tiny_nafnet.yaml", ModelConfig::Nafnet(NafNetConfig::tiny())),
+        ("base.yaml", "adair.yaml", ModelConfig::Adair(AdaIrConfig::paper())),
+        ("tiny.yaml", "tiny_adair.yaml", ModelConfig::Adair(AdaIrConfig::tiny())),
     ] {
         let (mut e, b) = (load(file), load(base));
         assert_eq!(e.model, model, "{file}");

@@ -113,7 +113,19 @@ fn gpu_check_script_runs_its_cpu_path() {
     assert!(summary.contains("## Training smoke"), "{summary}");
     assert!(summary.contains("self time of CPU ops"), "{summary}");
     let stages: Vec<&str> = summary.lines().filter(|l| l.contains("| ok |")).collect();
-    assert_eq!(stages.len(), 5, "{summary}");
+    assert_eq!(stages.len(), 6, "{summary}");
+    // The other networks: each Rust row beside PyTorch's on the same network (its count).
+    let zoo: Vec<Value> =
+        read("zoo.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for params in [208_221, 290_715, 295_861] {
+        let impls: Vec<&str> = zoo
+            .iter()
+            .filter(|e| e["row"]["params"] == params)
+            .map(|e| e["row"]["implementation"].as_str().unwrap())
+            .collect();
+        assert!(impls.contains(&"rust") && impls.contains(&"pytorch"), "{params}: {impls:?}");
+    }
+    assert!(summary.contains("## The other networks: Rust vs PyTorch"), "{summary}");
 }
 
 /// A GPU machine may be lent for one call: a stage that fails (here every stage that uses the
@@ -142,6 +154,7 @@ fn gpu_check_runs_every_stage_when_one_fails() {
     assert_eq!(result("data-parallel smoke"), "ok", "{summary}");
     assert_eq!(result("profile"), "FAILED", "{summary}");
     assert_eq!(result("Rust in both"), "FAILED", "{summary}");
+    assert_eq!(result("the other networks"), "ok", "{summary}");
     assert!(!summary.contains("STALE"), "{summary}");
     // The smoke ran in full: a row per precision with finite, decreasing losses (PyTorch's
     // images/s are missing with the bench).

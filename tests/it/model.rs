@@ -1,8 +1,8 @@
 //! Structure of the port: key names and shapes, parameter counts, the width plan.
 
 use promptir::model::{
-    LayerNormType, ModelConfig, NafNetConfig, Network, PromptIr, PromptIrConfig, RestormerConfig,
-    WidthPlan, IGNORED_UPSTREAM_KEYS,
+    AdaIrConfig, LayerNormType, ModelConfig, NafNetConfig, Network, PromptIr, PromptIrConfig,
+    RestormerConfig, WidthPlan, IGNORED_UPSTREAM_KEYS,
 };
 use std::collections::BTreeMap;
 use tch::{nn, Device};
@@ -86,6 +86,23 @@ fn nafnet_keys_and_parameter_counts_are_the_official_ones() {
         let ratio = cfg.approx_parameters() / exact;
         assert!((0.9..=1.0).contains(&ratio), "width {}: estimate/exact = {ratio}", cfg.width);
     }
+}
+
+/// AdaIR's keys and shapes are the official network's, and so is its size (28.78M, the paper's
+/// count, includes the two convs per frequency block that upstream never runs).
+#[test]
+fn adair_keys_and_parameter_count_are_the_official_ones() {
+    let official = key_list(include_str!("../data/adair_official_keys.txt"));
+    assert_eq!(official.len(), 587);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = Network::new(&vs.root(), &ModelConfig::Adair(AdaIrConfig::paper()));
+    let ours: BTreeMap<String, Vec<i64>> =
+        vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
+    assert_eq!(ours, official.into_iter().collect::<BTreeMap<_, _>>());
+    let n: i64 = ours.values().map(|s| s.iter().product::<i64>()).sum();
+    assert_eq!(n, 28_784_824);
+    let approx = AdaIrConfig::paper().approx_parameters() / n as f64;
+    assert!((0.8..=1.0).contains(&approx), "estimate/exact = {approx}");
 }
 
 #[test]

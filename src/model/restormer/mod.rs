@@ -54,7 +54,8 @@ impl Restormer {
         drawing(Some(seed), || Self::build(p, cfg))
     }
 
-    fn build(p: &nn::Path, cfg: &RestormerConfig) -> Self {
+    /// Builds under `p` without the generator lock (for networks built on this one).
+    pub(in crate::model) fn build(p: &nn::Path, cfg: &RestormerConfig) -> Self {
         if let Err(e) = cfg.validate() {
             panic!("invalid RestormerConfig: {e}");
         }
@@ -90,9 +91,29 @@ impl Restormer {
     }
 }
 
+/// Where a network built on Restormer's U-Net changes its features: after the latent, after
+/// decoder level 3 and after decoder level 2 (AdaIR's frequency blocks sit there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::model) enum Tap {
+    Latent,
+    Decoder3,
+    Decoder2,
+}
+
 impl Module for Restormer {
     /// (B, C, H, W) -> (B, C, H, W) with H, W multiples of 8; not clamped.
     fn forward(&self, inp: &Tensor) -> Tensor {
+        self.forward_tapped(inp, |_, x| x)
+    }
+}
+
+impl Restormer {
+    /// The forward with `tap(at, features)` replacing the features at each [`Tap`].
+    pub(in crate::model) fn forward_tapped(
+        &self,
+        inp: &Tensor,
+        tap: impl Fn(Tap, Tensor) -> Tensor,
+    ) -> Tensor {
         // Every op keeps the layout of its input, so converting once here sets it throughout.
         let x = if self.layout.channels_last_on(inp.device()) {
             to_channels_last(inp)
@@ -103,12 +124,14 @@ impl Module for Restormer {
         let e1 = run_blocks(&self.encoder_level1, self.patch_embed.forward(&x));
         let e2 = run_blocks(&self.encoder_level2, self.down1_2.forward(&e1));
         let e3 = run_blocks(&self.encoder_level3, self.down2_3.forward(&e2));
-        let latent = run_blocks(&self.latent, self.down3_4.forward(&e3));
+        let latent = tap(Tap::Latent, run_blocks(&self.latent, self.down3_4.forward(&e3)));
         // [upsampled, skip] order matters.
         let d3 = Tensor::cat(&[self.up4_3.forward(&latent), e3], 1);
         let d3 = run_blocks(&self.decoder_level3, conv1x1(&self.reduce_chan_level3, &d3));
+        let d3 = tap(Tap::Decoder3, d3);
         let d2 = Tensor::cat(&[self.up3_2.forward(&d3), e2], 1);
         let d2 = run_blocks(&self.decoder_level2, conv1x1(&self.reduce_chan_level2, &d2));
+        let d2 = tap(Tap::Decoder2, d2);
         let d1 = Tensor::cat(&[self.up2_1.forward(&d2), e1], 1);
         let d1 = run_blocks(&self.refinement, run_blocks(&self.decoder_level1, d1));
         self.output.forward(&d1) + inp
