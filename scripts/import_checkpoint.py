@@ -26,8 +26,8 @@ def main(src, dst):
     if isinstance(obj, dict):
         sd = next((obj[k] for k in ("state_dict", "params", "params_ema") if k in obj), obj)
     if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
-        print(f"{src} holds no state_dict of tensors (expected a Lightning .ckpt, a BasicSR .pth or a torch.save'd state_dict)",
-              file=sys.stderr)
+        print(f"{src} holds no state_dict of tensors "
+              "(expected a Lightning .ckpt, a BasicSR .pth or a torch.save'd state_dict)", file=sys.stderr)
         return 3
     if all(k.startswith("net.") for k in sd):
         sd = {k[len("net."):]: v for k, v in sd.items()}

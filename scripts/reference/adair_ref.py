@@ -103,7 +103,8 @@ class FreModule(nn.Module):
         self.channel_cross_h = ChanelCrossAttention(c, heads, bias)
         self.channel_cross_agg = ChanelCrossAttention(c, heads, bias)
         self.frequency_refine = FreRefine(c)
-        self.rate_conv = nn.Sequential(nn.Conv2d(c, c // 8, 1, bias=False), nn.GELU(), nn.Conv2d(c // 8, 2, 1, bias=False))
+        self.rate_conv = nn.Sequential(nn.Conv2d(c, c // 8, 1, bias=False), nn.GELU(),
+                                       nn.Conv2d(c // 8, 2, 1, bias=False))
 
     def split(self, x):
         """(high, low): |ifft| of the spectrum outside / inside a centred box of predicted size."""

@@ -11,7 +11,6 @@ output and gradients (max abs difference 0; `python nafnet_ref.py OFFICIAL_REPO`
 the SIDD width-32 config at 64x64, the GoPro width-64 config at 48x48 and TINY at an odd size.
 NAFNetLocal (GoPro's test-time local average pooling, "TLC") is not built.
 """
-import os
 import sys
 
 import torch
