@@ -1,6 +1,7 @@
 //! promptir: PromptIR (Potlapalli et al., NeurIPS 2023) for all-in-one blind image restoration,
 //! in Rust on libtorch through tch. It trains, evaluates and predicts with the official network,
-//! whose parameter names equal the official PyTorch state_dict keys.
+//! whose parameter names equal the official PyTorch state_dict keys, and with the networks it is
+//! compared with (Restormer, NAFNet, AdaIR), each as exact to its official code.
 //!
 //! The map, lower layers first (each folder depends only on the ones above it in this list,
 //! the `promptir` binary's commands in `src/cli/` only on the library):
@@ -8,8 +9,8 @@
 //!   [`dist`]: torchrun launches, the c10d process group, bucketed gradient averaging;
 //!   [`native`]: the libtorch calls tch does not bind (`csrc/native.cpp`: autocast dtypes, fused
 //!   AdamW, AMP unscaling).
-//! - [`model`]: the networks behind one seam ([`model::ModelConfig`], [`model::Network`]),
-//!   one struct per upstream block, fields named as in PyTorch.
+//! - [`model`]: the networks behind one seam ([`model::ModelConfig`], [`model::Network`]), a
+//!   folder per arch, one struct per upstream block, fields named as in PyTorch.
 //! - [`io`]: atomic writes, images, safetensors and checkpoints with their provenance,
 //!   importing official weights, TensorBoard event files.
 //! - [`config`]: the typed experiment YAML (`extends`, `--set`, validation).

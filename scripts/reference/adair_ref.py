@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from promptir_ref import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, perturb_  # noqa: E402
+from promptir_ref import compare_with_official, perturb_  # noqa: E402
+from restormer_ref import Restormer  # noqa: E402
 
 PAPER = dict(inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
              heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, layer_norm_type="with_bias", decoder=True)
@@ -134,56 +135,21 @@ class FreModule(nn.Module):
         return self.channel_cross_agg(y, agg) * self.para1 + y * self.para2
 
 
-class AdaIR(nn.Module):
+class AdaIR(Restormer):
     def __init__(self, cfg=PAPER):
-        super().__init__()
-        d, nb, hd, ff, bias, kind = (cfg["dim"], cfg["num_blocks"], cfg["heads"], cfg["ffn_expansion_factor"],
-                                     cfg["bias"], cfg["layer_norm_type"])
-        c1, c2, c3, c4 = d, 2 * d, 4 * d, 8 * d
+        def frequency_blocks(net):  # right after the stem, as upstream registers them
+            d, h, bias = cfg["dim"], cfg["heads"][2], cfg["bias"]
+            net.decoder = cfg["decoder"]
+            if net.decoder:
+                net.fre1 = FreModule(8 * d, h, bias)
+                net.fre2 = FreModule(4 * d, h, bias)
+                net.fre3 = FreModule(2 * d, h, bias)
 
-        def stack(n, c, h):
-            return nn.Sequential(*[TransformerBlock(c, h, ff, bias, kind) for _ in range(n)])
-
-        # Registration order follows the official module so the state_dict's order matches too.
-        self.patch_embed = OverlapPatchEmbed(cfg["inp_channels"], c1, False)
-        self.decoder = cfg["decoder"]
-        if self.decoder:
-            self.fre1 = FreModule(c4, hd[2], bias)
-            self.fre2 = FreModule(c3, hd[2], bias)
-            self.fre3 = FreModule(c2, hd[2], bias)
-        self.encoder_level1 = stack(nb[0], c1, hd[0])
-        self.down1_2 = Downsample(c1)
-        self.encoder_level2 = stack(nb[1], c2, hd[1])
-        self.down2_3 = Downsample(c2)
-        self.encoder_level3 = stack(nb[2], c3, hd[2])
-        self.down3_4 = Downsample(c3)
-        self.latent = stack(nb[3], c4, hd[3])
-        self.up4_3 = Upsample(c4)
-        self.reduce_chan_level3 = nn.Conv2d(c4, c3, 1, bias=bias)
-        self.decoder_level3 = stack(nb[2], c3, hd[2])
-        self.up3_2 = Upsample(c3)
-        self.reduce_chan_level2 = nn.Conv2d(c3, c2, 1, bias=bias)
-        self.decoder_level2 = stack(nb[1], c2, hd[1])
-        self.up2_1 = Upsample(c2)
-        self.decoder_level1 = stack(nb[0], c2, hd[0])
-        self.refinement = stack(cfg["num_refinement_blocks"], c2, hd[0])
-        self.output = nn.Conv2d(c2, cfg["out_channels"], 3, padding=1, bias=bias)
+        super().__init__({k: v for k, v in cfg.items() if k != "decoder"}, after_embed=frequency_blocks)
 
     def forward(self, x):
-        e1 = self.encoder_level1(self.patch_embed(x))
-        e2 = self.encoder_level2(self.down1_2(e1))
-        e3 = self.encoder_level3(self.down2_3(e2))
-        lat = self.latent(self.down3_4(e3))
-        if self.decoder:
-            lat = self.fre1(x, lat)
-        d3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(lat), e3], 1)))
-        if self.decoder:
-            d3 = self.fre2(x, d3)
-        d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], 1)))
-        if self.decoder:
-            d2 = self.fre3(x, d2)
-        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], 1))
-        return self.output(self.refinement(d1)) + x
+        blocks = {"latent": "fre1", "decoder3": "fre2", "decoder2": "fre3"}
+        return super().forward(x, tap=lambda at, f: getattr(self, blocks[at])(x, f) if self.decoder else f)
 
 
 def perturb_adair_(module, seed, scale=1.0):
@@ -211,22 +177,9 @@ def check_against_official(official_dir):
     for cfg, hw in [(PAPER, (64, 64)), (TINY, (32, 40)), (TINY, (512, 512))]:
         torch.manual_seed(0)
         theirs = perturb_adair_(adair_model.AdaIR(**upstream_kwargs(cfg)), 1, 0.3)
-        ours = AdaIR(cfg)
-        assert list(ours.state_dict()) == list(theirs.state_dict()), "keys or their order differ"
-        ours.load_state_dict(theirs.state_dict())
-        x = torch.rand(2, 3, *hw)
-        ya, yb = theirs(x), ours(x)
-        w = torch.linspace(-1, 1, ya.numel()).reshape(ya.shape)
-        (ya * w).sum().backward()
-        (yb * w).sum().backward()
-        grad = 0.0
-        for (name, a), b in zip(theirs.named_parameters(), ours.parameters()):
-            assert (a.grad is None) == (b.grad is None), name
-            if a.grad is not None:
-                grad = max(grad, (a.grad - b.grad).abs().max().item())
-        n = sum(p.numel() for p in ours.parameters())
-        print(f"dim {cfg['dim']} at {hw}: {n} parameters, max |out diff| {(ya - yb).abs().max().item():.3g}, "
-              f"max |grad diff| {grad:.3g}")
+        out, grad = compare_with_official(theirs, AdaIR(cfg), torch.rand(2, 3, *hw))
+        n = sum(p.numel() for p in theirs.parameters())
+        print(f"dim {cfg['dim']} at {hw}: {n} parameters, max |out diff| {out:.3g}, max |grad diff| {grad:.3g}")
 
 
 if __name__ == "__main__":

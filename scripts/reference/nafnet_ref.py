@@ -11,6 +11,7 @@ output and gradients (max abs difference 0; `python nafnet_ref.py OFFICIAL_REPO`
 the SIDD width-32 config at 64x64, the GoPro width-64 config at 48x48 and TINY at an odd size.
 NAFNetLocal (GoPro's test-time local average pooling, "TLC") is not built.
 """
+import os
 import sys
 
 import torch
@@ -134,23 +135,16 @@ def perturb_(module, seed, scale=1.0):
 def check_against_official(repo):
     """Loads the official module's weights here and compares outputs and gradients."""
     sys.path.insert(0, repo)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from promptir_ref import compare_with_official
     from basicsr.models.archs.NAFNet_arch import NAFNet as Official
 
     for cfg, hw in [(SIDD, (64, 64)), (GOPRO, (48, 48)), (TINY, (27, 35))]:
         torch.manual_seed(0)
         theirs = perturb_(Official(**cfg), 1)
-        ours = NAFNet(cfg)
-        assert list(ours.state_dict()) == list(theirs.state_dict()), "keys or their order differ"
-        ours.load_state_dict(theirs.state_dict())
-        x = torch.rand(1, 3, *hw)
-        ya, yb = theirs(x), ours(x)
-        w = torch.linspace(-1, 1, ya.numel()).reshape(ya.shape)
-        (ya * w).sum().backward()
-        (yb * w).sum().backward()
-        grad = max((a.grad - b.grad).abs().max().item() for a, b in zip(theirs.parameters(), ours.parameters()))
-        n = sum(p.numel() for p in ours.parameters())
-        print(f"width {cfg['width']}: {n} parameters, max |out diff| {(ya - yb).abs().max().item():.3g}, "
-              f"max |grad diff| {grad:.3g}")
+        out, grad = compare_with_official(theirs, NAFNet(cfg), torch.rand(1, 3, *hw))
+        n = sum(p.numel() for p in theirs.parameters())
+        print(f"width {cfg['width']}: {n} parameters, max |out diff| {out:.3g}, max |grad diff| {grad:.3g}")
 
 
 if __name__ == "__main__":

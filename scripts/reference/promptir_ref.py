@@ -217,6 +217,24 @@ def param_count(module):
     return sum(p.numel() for p in module.parameters())
 
 
+def compare_with_official(theirs, ours, x):
+    """Loads the official module's weights into `ours` (the keys must be the same, in the same
+    order) and returns the largest differences of output and of parameter gradient on `x`; a
+    parameter must get a gradient in both or in neither."""
+    assert list(ours.state_dict()) == list(theirs.state_dict()), "keys or their order differ"
+    ours.load_state_dict(theirs.state_dict())
+    ya, yb = theirs(x), ours(x)
+    w = torch.linspace(-1, 1, ya.numel()).reshape(ya.shape)
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    grad = 0.0
+    for (name, a), b in zip(theirs.named_parameters(), ours.parameters()):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is not None:
+            grad = max(grad, (a.grad - b.grad).abs().max().item())
+    return (ya - yb).abs().max().item(), grad
+
+
 if __name__ == "__main__":
     m = PromptIR(PAPER, with_unused=True)
     print(len(m.state_dict()), param_count(m))

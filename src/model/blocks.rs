@@ -94,24 +94,7 @@ impl Module for Attention {
             let parts = qkv.reshape([b, 3, heads, ch, hw]).unbind(1);
             parts.try_into().expect("three parts")
         };
-        let norm =
-            |t: &Tensor| t.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
-        let attn = if q.kind() == Kind::Float {
-            // normalize(q) @ normalize(k)^T = (q @ k^T) / (|q| |k|^T), with F.normalize's
-            // max(|x|, 1e-12): the norms scale a (c x c) matrix instead of two feature maps.
-            let scale = norm(&q) * norm(&k).transpose(-2, -1);
-            (q.matmul(&k.transpose(-2, -1)) / scale * &self.temperature).softmax(-1, None)
-        } else {
-            // Half/bf16 (autocast): q @ k^T sums h*w products before the division, and at
-            // 224x224 its entries pass fp16's 65,504 (all-NaN output). Normalised first in
-            // fp32, as upstream does, the logits stay within +-1 whatever the matmul dtype.
-            let unit = |t: &Tensor| {
-                let t = t.to_kind(Kind::Float);
-                &t / norm(&t)
-            };
-            let logits = unit(&q).matmul(&unit(&k).transpose(-2, -1)).to_kind(Kind::Float);
-            (logits * &self.temperature).softmax(-1, Kind::Float).to_kind(v.kind())
-        };
+        let attn = channel_attention(&q, &k, &self.temperature, v.kind());
         // project_out(attn @ v) = (W blockdiag(attn)) @ v: one GEMM over the pixels instead of
         // two. m[b, o, head*c + j] = sum_i W[o, head*c + i] attn[b, head, i, j].
         let wp = self.project_out.ws.view([c, heads, ch]).transpose(0, 1);
@@ -127,6 +110,34 @@ impl Module for Attention {
             Some(bias) => out + bias.view([1, c, 1, 1]),
             None => out,
         }
+    }
+}
+
+/// softmax(normalize(q) @ normalize(k)^T * temperature) over the last axis, for q and k of shape
+/// (b, heads, c, h*w): the (c x c) attention of MDTA and of the cross-attentions built on it, in
+/// `kind` (v's).
+pub(crate) fn channel_attention(
+    q: &Tensor,
+    k: &Tensor,
+    temperature: &Tensor,
+    kind: Kind,
+) -> Tensor {
+    let norm = |t: &Tensor| t.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
+    if q.kind() == Kind::Float {
+        // normalize(q) @ normalize(k)^T = (q @ k^T) / (|q| |k|^T), with F.normalize's
+        // max(|x|, 1e-12): the norms scale a (c x c) matrix instead of two feature maps.
+        let scale = norm(q) * norm(k).transpose(-2, -1);
+        (q.matmul(&k.transpose(-2, -1)) / scale * temperature).softmax(-1, None)
+    } else {
+        // Half/bf16 (autocast): q @ k^T sums h*w products before the division, and at
+        // 224x224 its entries pass fp16's 65,504 (all-NaN output). Normalised first in
+        // fp32, as upstream does, the logits stay within +-1 whatever the matmul dtype.
+        let unit = |t: &Tensor| {
+            let t = t.to_kind(Kind::Float);
+            &t / norm(&t)
+        };
+        let logits = unit(q).matmul(&unit(k).transpose(-2, -1)).to_kind(Kind::Float);
+        (logits * temperature).softmax(-1, Kind::Float).to_kind(kind)
     }
 }
 

@@ -36,3 +36,23 @@ pub use restormer::{Restormer, RestormerConfig};
 
 /// Configs beyond this many parameters (8 GB of fp32 weights) are refused as typos.
 pub const MAX_PARAMETERS: f64 = 2e9;
+
+/// `model.<name>` must lie in `lo..=max` (the upper bounds keep width arithmetic from overflowing).
+pub(crate) fn check_range(name: &str, v: i64, lo: i64, max: i64) -> Result<(), String> {
+    if (lo..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("model.{name} must be in {lo}..={max}, got {v}"))
+    }
+}
+
+/// Refuses a config whose estimated size passes [`MAX_PARAMETERS`], naming the keys to check.
+pub(crate) fn check_size(params: f64, keys: &str) -> Result<(), String> {
+    if params > MAX_PARAMETERS {
+        Err(format!(
+            "the model would have about {params:.1e} parameters (limit {MAX_PARAMETERS:.0e}); check {keys}"
+        ))
+    } else {
+        Ok(())
+    }
+}

@@ -1,5 +1,5 @@
 //! Reading a config off an official state_dict: the tensor shapes by key, checked before use
-//! (they come from a file), and the Restormer backbone that several architectures share.
+//! (they come from a file).
 
 use super::{FeedForward, LayerNormType};
 use std::collections::BTreeMap;
@@ -55,51 +55,5 @@ impl Shapes<'_> {
         } else {
             LayerNormType::BiasFree
         }
-    }
-}
-
-/// The Restormer U-Net's sizes as its state_dict shows them (the keys PromptIR shares).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Backbone {
-    pub inp_channels: i64,
-    pub out_channels: i64,
-    pub dim: i64,
-    pub num_blocks: [i64; 4],
-    pub num_refinement_blocks: i64,
-    pub heads: [i64; 4],
-    pub ffn_expansion_factor: f64,
-    pub bias: bool,
-    pub layer_norm_type: LayerNormType,
-}
-
-impl Backbone {
-    pub fn read(s: &Shapes) -> Result<Self, String> {
-        let embed = s.get("patch_embed.proj.weight", 4)?;
-        let dim = embed[0];
-        if dim < 1 {
-            return Err(format!("patch_embed.proj.weight has shape {embed:?}"));
-        }
-        Ok(Backbone {
-            inp_channels: embed[1],
-            out_channels: s.get("output.weight", 4)?[0],
-            dim,
-            num_blocks: [
-                s.count("encoder_level1"),
-                s.count("encoder_level2"),
-                s.count("encoder_level3"),
-                s.count("latent"),
-            ],
-            num_refinement_blocks: s.count("refinement"),
-            heads: [
-                s.heads("encoder_level1.0")?,
-                s.heads("encoder_level2.0")?,
-                s.heads("encoder_level3.0")?,
-                s.heads("latent.0")?,
-            ],
-            ffn_expansion_factor: s.ffn_factor("encoder_level1.0", dim, 2.66)?,
-            // Upstream's `bias` reaches every conv but the stem and the resamplers.
-            bias: s.has("output.bias"),
-            layer_norm_type: s.layer_norm("encoder_level1.0"),
-        })
     }
 }

@@ -37,61 +37,58 @@ fn imports_lightning_and_plain_checkpoints_with_the_same_outputs() {
     }
 }
 
-/// BasicSR's `{'params': state_dict}` as Restormer releases it: recognised as Restormer, config
-/// read off the shapes (bias-free LayerNorm, conv biases), same outputs as PyTorch.
-#[test]
-fn imports_a_basicsr_restormer_and_recognises_its_arch() {
+/// Imports `file` (written by parity_fixtures.py) with the arch recognised: `config`, no keys
+/// dropped, and the outputs PyTorch gave on `io`'s input.
+fn import_matches_pytorch(file: &str, io: &str, config: ModelConfig) {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("restormer.safetensors");
-    let src = parity_fixtures().join("restormer_basicsr.pth");
-    let r = checkpoint::import_official(&src, &out, None).unwrap();
-    let expected = RestormerConfig {
+    let out = dir.path().join("imported.safetensors");
+    let r = checkpoint::import_official(&parity_fixtures().join(file), &out, None).unwrap();
+    assert_eq!(r.config, config, "{file}");
+    assert!(r.dropped.is_empty(), "{file}");
+    let f = TensorFile::open(&parity_fixtures().join(io)).unwrap();
+    let loaded = checkpoint::load_model(&out, Device::Cpu).unwrap();
+    let y = tch::no_grad(|| loaded.model.forward(&f.tensor("input").unwrap()));
+    let d = max_abs_diff(&y, &f.tensor("output").unwrap());
+    assert!(d <= 1e-4, "{file}: max abs diff {d:e}");
+}
+
+/// Each network in the format its authors release: Restormer's and NAFNet's BasicSR `.pth`
+/// (`{'params': state_dict}`; Restormer's with bias-free LayerNorm and conv biases, read off
+/// the shapes), AdaIR's Lightning `.ckpt` (`net.` prefix).
+#[test]
+fn imports_each_official_format_and_recognises_the_arch() {
+    let restormer = RestormerConfig {
         layer_norm_type: LayerNormType::BiasFree,
         bias: true,
         ..RestormerConfig::tiny()
     };
-    assert_eq!(r.config, ModelConfig::Restormer(expected));
-    assert!(r.dropped.is_empty());
-    let f = TensorFile::open(&parity_fixtures().join("restormer_basicsr_io.safetensors")).unwrap();
-    let loaded = checkpoint::load_model(&out, Device::Cpu).unwrap();
-    let y = tch::no_grad(|| loaded.model.forward(&f.tensor("input").unwrap()));
-    let d = max_abs_diff(&y, &f.tensor("output").unwrap());
-    assert!(d <= 1e-4, "max abs diff {d:e}");
-    // Forced to another arch, it is named as not being one.
+    for (file, io, config) in [
+        (
+            "restormer_basicsr.pth",
+            "restormer_basicsr_io.safetensors",
+            ModelConfig::Restormer(restormer),
+        ),
+        (
+            "nafnet_basicsr.pth",
+            "nafnet_basicsr_io.safetensors",
+            ModelConfig::Nafnet(NafNetConfig::tiny()),
+        ),
+        (
+            "adair_lightning.ckpt",
+            "adair_lightning_io.safetensors",
+            ModelConfig::Adair(AdaIrConfig::tiny()),
+        ),
+    ] {
+        import_matches_pytorch(file, io, config);
+    }
+    // Forced to another arch, a file is named as not being one.
+    let dir = tempfile::tempdir().unwrap();
+    let src = parity_fixtures().join("restormer_basicsr.pth");
     let e =
         checkpoint::import_official(&src, &dir.path().join("p.safetensors"), Some(Arch::Promptir))
             .unwrap_err()
             .to_string();
     assert!(e.contains("no key prompt1.prompt_param; is this a PromptIR checkpoint?"), "{e}");
-}
-
-/// NAFNet as BasicSR releases it, recognised and exact.
-#[test]
-fn imports_a_basicsr_nafnet() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("nafnet.safetensors");
-    let r = checkpoint::import_official(&parity_fixtures().join("nafnet_basicsr.pth"), &out, None)
-        .unwrap();
-    assert_eq!(r.config, ModelConfig::Nafnet(NafNetConfig::tiny()));
-    let f = TensorFile::open(&parity_fixtures().join("nafnet_basicsr_io.safetensors")).unwrap();
-    let loaded = checkpoint::load_model(&out, Device::Cpu).unwrap();
-    let y = tch::no_grad(|| loaded.model.forward(&f.tensor("input").unwrap()));
-    assert!(max_abs_diff(&y, &f.tensor("output").unwrap()) <= 1e-4);
-}
-
-/// AdaIR as its authors release it: a Lightning .ckpt with the `net.` prefix, recognised and
-/// exact.
-#[test]
-fn imports_a_lightning_adair() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("adair.safetensors");
-    let src = parity_fixtures().join("adair_lightning.ckpt");
-    let r = checkpoint::import_official(&src, &out, None).unwrap();
-    assert_eq!(r.config, ModelConfig::Adair(AdaIrConfig::tiny()));
-    let f = TensorFile::open(&parity_fixtures().join("adair_lightning_io.safetensors")).unwrap();
-    let loaded = checkpoint::load_model(&out, Device::Cpu).unwrap();
-    let y = tch::no_grad(|| loaded.model.forward(&f.tensor("input").unwrap()));
-    assert!(max_abs_diff(&y, &f.tensor("output").unwrap()) <= 1e-4);
 }
 
 /// A state_dict that is no arch's: the closest arch comes first, with what differs.

@@ -48,61 +48,63 @@ fn paper_parameter_count() {
     assert_eq!(all, 35_592_263);
 }
 
-/// Restormer's keys and shapes are the official default network's, and so is its size.
-#[test]
-fn restormer_keys_and_parameter_count_are_the_official_ones() {
-    let official = key_list(include_str!("../data/restormer_official_keys.txt"));
-    assert_eq!(official.len(), 494);
+fn network_shapes(cfg: &ModelConfig) -> BTreeMap<String, Vec<i64>> {
     let vs = nn::VarStore::new(Device::Cpu);
-    let _m = Network::new(&vs.root(), &ModelConfig::Restormer(RestormerConfig::paper()));
-    let ours: BTreeMap<String, Vec<i64>> =
-        vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
-    assert_eq!(ours, official.into_iter().collect::<BTreeMap<_, _>>());
-    let n: i64 = ours.values().map(|s| s.iter().product::<i64>()).sum();
-    assert_eq!(n, 26_126_644);
-    let approx = RestormerConfig::paper().approx_parameters() / n as f64;
-    assert!((0.8..=1.0).contains(&approx), "estimate/exact = {approx}");
+    let _m = Network::new(&vs.root(), cfg);
+    vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect()
 }
 
-/// NAFNet's keys and shapes are the official SIDD network's; both published configs' sizes.
+fn count(shapes: &BTreeMap<String, Vec<i64>>) -> i64 {
+    shapes.values().map(|s| s.iter().product::<i64>()).sum()
+}
+
+/// Each network's keys and shapes equal a list written from the official module, its size is
+/// the published one, and the cheap estimate stays below it and within 20%.
 #[test]
-fn nafnet_keys_and_parameter_counts_are_the_official_ones() {
-    let official = key_list(include_str!("../data/nafnet_official_keys.txt"));
-    assert_eq!(official.len(), 664);
-    let shapes = |cfg: NafNetConfig| -> BTreeMap<String, Vec<i64>> {
-        let vs = nn::VarStore::new(Device::Cpu);
-        let _m = Network::new(&vs.root(), &ModelConfig::Nafnet(cfg));
-        vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect()
-    };
-    let sidd = shapes(NafNetConfig::sidd());
-    assert_eq!(sidd, official.into_iter().collect::<BTreeMap<_, _>>());
-    let count = |s: &BTreeMap<String, Vec<i64>>| -> i64 {
-        s.values().map(|s| s.iter().product::<i64>()).sum()
-    };
-    assert_eq!(count(&sidd), 29_159_715);
-    assert_eq!(count(&shapes(NafNetConfig::gopro())), 67_888_835);
-    for cfg in [NafNetConfig::sidd(), NafNetConfig::gopro()] {
-        let exact = count(&shapes(cfg.clone())) as f64;
-        let ratio = cfg.approx_parameters() / exact;
-        assert!((0.9..=1.0).contains(&ratio), "width {}: estimate/exact = {ratio}", cfg.width);
+fn each_networks_keys_and_parameter_count_are_the_official_ones() {
+    let nets = [
+        // Upstream's default Restormer.
+        (
+            include_str!("../data/restormer_official_keys.txt"),
+            ModelConfig::Restormer(RestormerConfig::paper()),
+            494,
+            26_126_644,
+        ),
+        // NAFNet's SIDD width-32 network.
+        (
+            include_str!("../data/nafnet_official_keys.txt"),
+            ModelConfig::Nafnet(NafNetConfig::sidd()),
+            664,
+            29_159_715,
+        ),
+        // AdaIR: 28.78M, the paper's count, includes the two convs per frequency block that
+        // upstream never runs.
+        (
+            include_str!("../data/adair_official_keys.txt"),
+            ModelConfig::Adair(AdaIrConfig::paper()),
+            587,
+            28_784_824,
+        ),
+    ];
+    for (list, cfg, keys, params) in nets {
+        let official = key_list(list);
+        assert_eq!(official.len(), keys);
+        let ours = network_shapes(&cfg);
+        assert_eq!(ours, official.into_iter().collect::<BTreeMap<_, _>>(), "{}", cfg.arch().name());
+        assert_eq!(count(&ours), params);
     }
-}
-
-/// AdaIR's keys and shapes are the official network's, and so is its size (28.78M, the paper's
-/// count, includes the two convs per frequency block that upstream never runs).
-#[test]
-fn adair_keys_and_parameter_count_are_the_official_ones() {
-    let official = key_list(include_str!("../data/adair_official_keys.txt"));
-    assert_eq!(official.len(), 587);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _m = Network::new(&vs.root(), &ModelConfig::Adair(AdaIrConfig::paper()));
-    let ours: BTreeMap<String, Vec<i64>> =
-        vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
-    assert_eq!(ours, official.into_iter().collect::<BTreeMap<_, _>>());
-    let n: i64 = ours.values().map(|s| s.iter().product::<i64>()).sum();
-    assert_eq!(n, 28_784_824);
-    let approx = AdaIrConfig::paper().approx_parameters() / n as f64;
-    assert!((0.8..=1.0).contains(&approx), "estimate/exact = {approx}");
+    // NAFNet's GoPro width-64 network, and every estimate.
+    let gopro = ModelConfig::Nafnet(NafNetConfig::gopro());
+    assert_eq!(count(&network_shapes(&gopro)), 67_888_835);
+    for cfg in [
+        ModelConfig::Restormer(RestormerConfig::paper()),
+        ModelConfig::Nafnet(NafNetConfig::sidd()),
+        gopro,
+        ModelConfig::Adair(AdaIrConfig::paper()),
+    ] {
+        let ratio = cfg.approx_parameters() / count(&network_shapes(&cfg)) as f64;
+        assert!((0.8..=1.0).contains(&ratio), "{}: estimate/exact = {ratio}", cfg.summary());
+    }
 }
 
 #[test]

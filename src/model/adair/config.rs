@@ -1,7 +1,8 @@
 //! AdaIR's hyper-parameters ([`AdaIrConfig`]), their checks and the parameter estimate.
 
-use crate::model::shapes::{Backbone, Shapes};
-use crate::model::{LayerNormType, RestormerConfig, MAX_PARAMETERS};
+use crate::model::restormer::read_backbone;
+use crate::model::shapes::Shapes;
+use crate::model::{check_size, LayerNormType, RestormerConfig};
 use serde::{Deserialize, Serialize};
 
 /// AdaIR's hyper-parameters (`model:` with `arch: adair`), named as upstream's keyword
@@ -24,19 +25,7 @@ pub struct AdaIrConfig {
 
 impl Default for AdaIrConfig {
     fn default() -> Self {
-        let r = RestormerConfig::paper();
-        AdaIrConfig {
-            inp_channels: r.inp_channels,
-            out_channels: r.out_channels,
-            dim: r.dim,
-            num_blocks: r.num_blocks,
-            num_refinement_blocks: r.num_refinement_blocks,
-            heads: r.heads,
-            ffn_expansion_factor: r.ffn_expansion_factor,
-            bias: r.bias,
-            layer_norm_type: r.layer_norm_type,
-            decoder: true,
-        }
+        Self::on(RestormerConfig::paper(), true)
     }
 }
 
@@ -55,6 +44,23 @@ impl AdaIrConfig {
             num_refinement_blocks: 1,
             heads: [1, 2, 4, 4],
             ..Self::default()
+        }
+    }
+
+    /// `backbone` with the frequency blocks when `decoder`.
+    pub fn on(backbone: RestormerConfig, decoder: bool) -> Self {
+        let r = backbone;
+        AdaIrConfig {
+            inp_channels: r.inp_channels,
+            out_channels: r.out_channels,
+            dim: r.dim,
+            num_blocks: r.num_blocks,
+            num_refinement_blocks: r.num_refinement_blocks,
+            heads: r.heads,
+            ffn_expansion_factor: r.ffn_expansion_factor,
+            bias: r.bias,
+            layer_norm_type: r.layer_norm_type,
+            decoder,
         }
     }
 
@@ -99,13 +105,7 @@ impl AdaIrConfig {
                 }
             }
         }
-        let params = self.approx_parameters();
-        if params > MAX_PARAMETERS {
-            return Err(format!(
-                "the model would have about {params:.1e} parameters (limit {MAX_PARAMETERS:.0e}); check model.dim and model.num_blocks"
-            ));
-        }
-        Ok(())
+        check_size(self.approx_parameters(), "model.dim and model.num_blocks")
     }
 
     /// Restormer's estimate plus the frequency blocks' 1x1 convs (three cross-attentions of 4c^2
@@ -129,21 +129,9 @@ impl AdaIrConfig {
 
 /// Reads the hyper-parameters off an official state_dict's keys and shapes.
 pub(in crate::model) fn from_shapes(shapes: &Shapes) -> Result<AdaIrConfig, String> {
-    let b = Backbone::read(shapes)?;
     // Without its frequency blocks AdaIR is Restormer; a file needs them to be read as AdaIR.
     shapes.get("fre1.conv1.weight", 4)?;
-    let cfg = AdaIrConfig {
-        inp_channels: b.inp_channels,
-        out_channels: b.out_channels,
-        dim: b.dim,
-        num_blocks: b.num_blocks,
-        num_refinement_blocks: b.num_refinement_blocks,
-        heads: b.heads,
-        ffn_expansion_factor: b.ffn_expansion_factor,
-        bias: b.bias,
-        layer_norm_type: b.layer_norm_type,
-        decoder: true,
-    };
+    let cfg = AdaIrConfig::on(read_backbone(shapes)?, true);
     cfg.validate().map_err(|e| format!("inferred an invalid config ({e})"))?;
     Ok(cfg)
 }

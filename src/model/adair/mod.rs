@@ -9,6 +9,7 @@ mod config;
 pub(super) use config::from_shapes;
 pub use config::AdaIrConfig;
 
+use crate::model::blocks::channel_attention;
 use crate::model::init::drawing;
 use crate::model::restormer::Tap;
 use crate::model::{conv, pointwise, Layout, Restormer};
@@ -56,21 +57,7 @@ impl ChanelCrossAttention {
         let kv = self.kv_dwconv.forward(&conv1x1(&self.kv, y));
         let [k, v]: [Tensor; 2] = kv.chunk(2, 1).try_into().expect("two halves");
         let (k, v) = (split(&k), split(&v));
-        let norm =
-            |t: &Tensor| t.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
-        let attn = if q.kind() == Kind::Float {
-            // normalize(q) @ normalize(k)^T with the norms applied to the (c x c) product.
-            let scale = norm(&q) * norm(&k).transpose(-2, -1);
-            (q.matmul(&k.transpose(-2, -1)) / scale * &self.temperature).softmax(-1, None)
-        } else {
-            // Reduced precision: normalised in fp32 first, as MDTA does (blocks.rs says why).
-            let unit = |t: &Tensor| {
-                let t = t.to_kind(Kind::Float);
-                &t / norm(&t)
-            };
-            let logits = unit(&q).matmul(&unit(&k).transpose(-2, -1)).to_kind(Kind::Float);
-            (logits * &self.temperature).softmax(-1, Kind::Float).to_kind(v.kind())
-        };
+        let attn = channel_attention(&q, &k, &self.temperature, v.kind());
         conv1x1(&self.project_out, &attn.matmul(&v).reshape([b, c, h, w]))
     }
 }

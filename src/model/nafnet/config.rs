@@ -1,7 +1,7 @@
 //! NAFNet's hyper-parameters ([`NafNetConfig`]), their checks and the parameter estimate.
 
 use crate::model::shapes::Shapes;
-use crate::model::MAX_PARAMETERS;
+use crate::model::{check_range, check_size};
 use serde::{Deserialize, Serialize};
 
 /// NAFNet's hyper-parameters (`model:` with `arch: nafnet`), named as upstream's keyword
@@ -62,16 +62,9 @@ impl NafNetConfig {
 
     /// Checks everything the constructor relies on, so that building never panics.
     pub fn validate(&self) -> Result<(), String> {
-        let range = |name: &str, v: i64, lo: i64, max: i64| {
-            if (lo..=max).contains(&v) {
-                Ok(())
-            } else {
-                Err(format!("model.{name} must be in {lo}..={max}, got {v}"))
-            }
-        };
-        range("img_channel", self.img_channel, 1, 64)?;
-        range("width", self.width, 1, 4096)?;
-        range("middle_blk_num", self.middle_blk_num, 0, 256)?;
+        check_range("img_channel", self.img_channel, 1, 64)?;
+        check_range("width", self.width, 1, 4096)?;
+        check_range("middle_blk_num", self.middle_blk_num, 0, 256)?;
         if self.enc_blk_nums.len() > 8 {
             return Err(format!(
                 "model.enc_blk_nums has {} levels; at most 8",
@@ -89,16 +82,10 @@ impl NafNetConfig {
             [("enc_blk_nums", &self.enc_blk_nums), ("dec_blk_nums", &self.dec_blk_nums)]
         {
             for (i, &n) in nums.iter().enumerate() {
-                range(&format!("{name}[{i}]"), n, 0, 256)?;
+                check_range(&format!("{name}[{i}]"), n, 0, 256)?;
             }
         }
-        let params = self.approx_parameters();
-        if params > MAX_PARAMETERS {
-            return Err(format!(
-                "the model would have about {params:.1e} parameters (limit {MAX_PARAMETERS:.0e}); check model.width and the block counts"
-            ));
-        }
-        Ok(())
+        check_size(self.approx_parameters(), "model.width and the block counts")
     }
 
     /// Channels at each level, the deepest (middle) last.

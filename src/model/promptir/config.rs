@@ -1,7 +1,8 @@
 //! PromptIR's hyper-parameters ([`PromptIrConfig`]), their checks and the parameter estimate.
 
 use super::WidthPlan;
-use crate::model::shapes::{Backbone, Shapes};
+use crate::model::restormer::read_backbone;
+use crate::model::shapes::Shapes;
 use crate::model::{LayerNormType, MAX_PARAMETERS};
 use serde::{Deserialize, Serialize};
 
@@ -168,7 +169,7 @@ impl PromptIrConfig {
 /// Reads the hyper-parameters off an official state_dict's keys and shapes, so that importing
 /// needs no config (the release checkpoint comes out as `PromptIrConfig::paper()`).
 pub(in crate::model) fn from_shapes(shapes: &Shapes) -> Result<PromptIrConfig, String> {
-    let b = Backbone::read(shapes)?;
+    let b = read_backbone(shapes)?;
     let p = |i: usize| shapes.get(&format!("prompt{i}.prompt_param"), 5);
     let (p1, p2, p3) = (p(1)?, p(2)?, p(3)?);
     let cfg = PromptIrConfig {

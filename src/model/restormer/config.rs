@@ -1,7 +1,7 @@
 //! Restormer's hyper-parameters ([`RestormerConfig`]), their checks and the parameter estimate.
 
-use crate::model::shapes::{Backbone, Shapes};
-use crate::model::{LayerNormType, MAX_PARAMETERS};
+use crate::model::shapes::Shapes;
+use crate::model::{check_range, check_size, LayerNormType};
 use serde::{Deserialize, Serialize};
 
 /// Restormer's hyper-parameters (`model:` with `arch: restormer`), named as upstream's keyword
@@ -58,21 +58,13 @@ impl RestormerConfig {
 
     /// Checks everything the constructor relies on, so that building never panics.
     pub fn validate(&self) -> Result<(), String> {
-        // Upper bounds first: they keep the width arithmetic below from overflowing.
-        let range = |name: &str, v: i64, lo: i64, max: i64| {
-            if (lo..=max).contains(&v) {
-                Ok(())
-            } else {
-                Err(format!("model.{name} must be in {lo}..={max}, got {v}"))
-            }
-        };
-        range("inp_channels", self.inp_channels, 1, 64)?;
-        range("out_channels", self.out_channels, 1, 64)?;
-        range("dim", self.dim, 1, 4096)?;
+        check_range("inp_channels", self.inp_channels, 1, 64)?;
+        check_range("out_channels", self.out_channels, 1, 64)?;
+        check_range("dim", self.dim, 1, 4096)?;
         for (i, &n) in self.num_blocks.iter().enumerate() {
-            range(&format!("num_blocks[{i}]"), n, 1, 256)?;
+            check_range(&format!("num_blocks[{i}]"), n, 1, 256)?;
         }
-        range("num_refinement_blocks", self.num_refinement_blocks, 0, 256)?;
+        check_range("num_refinement_blocks", self.num_refinement_blocks, 0, 256)?;
         if !(self.ffn_expansion_factor > 0.0 && self.ffn_expansion_factor <= 64.0) {
             return Err(format!(
                 "model.ffn_expansion_factor must be in (0, 64], got {}",
@@ -100,13 +92,7 @@ impl RestormerConfig {
                 ));
             }
         }
-        let params = self.approx_parameters();
-        if params > MAX_PARAMETERS {
-            return Err(format!(
-                "the model would have about {params:.1e} parameters (limit {MAX_PARAMETERS:.0e}); check model.dim and model.num_blocks"
-            ));
-        }
-        Ok(())
+        check_size(self.approx_parameters(), "model.dim and model.num_blocks")
     }
 
     /// The parameter count of the transformer blocks' 1x1 convs and the two channel reductions:
@@ -136,18 +122,39 @@ impl RestormerConfig {
 
 /// Reads the hyper-parameters off an official state_dict's keys and shapes.
 pub(in crate::model) fn from_shapes(shapes: &Shapes) -> Result<RestormerConfig, String> {
-    let b = Backbone::read(shapes)?;
-    let cfg = RestormerConfig {
-        inp_channels: b.inp_channels,
-        out_channels: b.out_channels,
-        dim: b.dim,
-        num_blocks: b.num_blocks,
-        num_refinement_blocks: b.num_refinement_blocks,
-        heads: b.heads,
-        ffn_expansion_factor: b.ffn_expansion_factor,
-        bias: b.bias,
-        layer_norm_type: b.layer_norm_type,
-    };
+    let cfg = read_backbone(shapes)?;
     cfg.validate().map_err(|e| format!("inferred an invalid config ({e})"))?;
     Ok(cfg)
+}
+
+/// The Restormer U-Net's sizes as a state_dict shows them, unchecked: also the backbone of
+/// PromptIR's and AdaIR's files, whose keys it shares.
+pub(in crate::model) fn read_backbone(s: &Shapes) -> Result<RestormerConfig, String> {
+    let embed = s.get("patch_embed.proj.weight", 4)?;
+    let dim = embed[0];
+    if dim < 1 {
+        return Err(format!("patch_embed.proj.weight has shape {embed:?}"));
+    }
+    Ok(RestormerConfig {
+        inp_channels: embed[1],
+        out_channels: s.get("output.weight", 4)?[0],
+        dim,
+        num_blocks: [
+            s.count("encoder_level1"),
+            s.count("encoder_level2"),
+            s.count("encoder_level3"),
+            s.count("latent"),
+        ],
+        num_refinement_blocks: s.count("refinement"),
+        heads: [
+            s.heads("encoder_level1.0")?,
+            s.heads("encoder_level2.0")?,
+            s.heads("encoder_level3.0")?,
+            s.heads("latent.0")?,
+        ],
+        ffn_expansion_factor: s.ffn_factor("encoder_level1.0", dim, 2.66)?,
+        // Upstream's `bias` reaches every conv but the stem and the resamplers.
+        bias: s.has("output.bias"),
+        layer_norm_type: s.layer_norm("encoder_level1.0"),
+    })
 }

@@ -4,8 +4,8 @@
 
 mod config;
 
-pub(super) use config::from_shapes;
 pub use config::RestormerConfig;
+pub(super) use config::{from_shapes, read_backbone};
 
 use crate::model::blocks::{blocks, run_blocks};
 use crate::model::init::drawing;
