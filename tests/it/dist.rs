@@ -147,6 +147,49 @@ fn two_ranks_with_batch_2_equal_one_process_with_batch_4_also_across_a_resume() 
     );
 }
 
+/// AdaIR on two ranks equals one process with the whole batch: its parameters that get no
+/// gradient (modules upstream never runs, and `rate_conv`) are left out of the all-reduce on
+/// both ranks alike (before, a missing gradient stopped data-parallel training), and end equal
+/// bit for bit to the one process's.
+#[test]
+fn a_network_with_gradient_free_parameters_trains_on_two_ranks_as_on_one() {
+    let d = setup();
+    let dir = d.path();
+    let adair = repo().join("experiments/tiny_adair.yaml");
+    let exp = format!(
+        "extends: {}\ndata: {{root: data, val_fraction: 0.25, workers: 1}}\n\
+         train: {{epochs: 1, batch_size: 2, patch_size: 24, val_every: 1, log_every: 1, val_images: 0}}\n",
+        adair.display()
+    );
+    std::fs::write(dir.join("adair.yaml"), exp).unwrap();
+    let one = ["train", "--config", "adair.yaml", "--name", "one", "--quiet"];
+    ok_printed(
+        promptir()
+            .current_dir(dir)
+            .args(one)
+            .args(["--set", "train.batch_size=4"])
+            .output()
+            .unwrap(),
+    );
+    ok_printed(torchrun(dir, &["--config", "adair.yaml", "--name", "two"]));
+    let (a, b) = (
+        weights(&dir.join("weights/one/last.safetensors")),
+        weights(&dir.join("weights/two/last.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0.0f64;
+    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        if ka.contains(".score_gen.") || ka.contains(".rate_conv.") || ka.ends_with(".conv.weight")
+        {
+            assert!(ta.equal(tb), "{ka}: no gradient, so no rounding may differ");
+        }
+        worst = worst.max(f64::try_from((ta - tb).abs().max()).unwrap());
+    }
+    eprintln!("AdaIR, 2 ranks x batch 2 vs 1 process x batch 4, 2 steps: max |diff| = {worst:e}");
+    assert!(worst < 2e-5, "{worst}");
+}
+
 #[test]
 fn a_run_with_stages_and_accumulation_resumes_on_another_number_of_processes() {
     let d = setup();
