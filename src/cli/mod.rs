@@ -28,7 +28,7 @@ enum Command {
     Train(train::TrainCmd),
     /// Print libtorch, CUDA, cuDNN and thread information (run this first on a new machine).
     Doctor,
-    /// Convert an official PromptIR checkpoint (.ckpt, .pth/.pt or .safetensors) to this project's format.
+    /// Convert an official checkpoint of any network here (.ckpt, .pth/.pt or .safetensors) to this project's format.
     Import(model_file::ImportCmd),
     /// Show a checkpoint's model config, provenance and parameter count.
     Inspect(model_file::InspectCmd),
