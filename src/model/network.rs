@@ -121,6 +121,26 @@ impl ModelConfig {
         ModelConfig::Promptir(PromptIrConfig::tiny())
     }
 
+    /// `arch`'s published network (NAFNet: its SIDD width-32 one).
+    pub fn paper_of(arch: Arch) -> Self {
+        match arch {
+            Arch::Promptir => Self::paper(),
+            Arch::Restormer => ModelConfig::Restormer(RestormerConfig::paper()),
+            Arch::Nafnet => ModelConfig::Nafnet(NafNetConfig::sidd()),
+            Arch::Adair => ModelConfig::Adair(AdaIrConfig::paper()),
+        }
+    }
+
+    /// `arch`'s small CPU configuration (`experiments/tiny_<arch>.yaml`).
+    pub fn tiny_of(arch: Arch) -> Self {
+        match arch {
+            Arch::Promptir => Self::tiny(),
+            Arch::Restormer => ModelConfig::Restormer(RestormerConfig::tiny()),
+            Arch::Nafnet => ModelConfig::Nafnet(NafNetConfig::tiny()),
+            Arch::Adair => ModelConfig::Adair(AdaIrConfig::tiny()),
+        }
+    }
+
     pub fn arch(&self) -> Arch {
         match self {
             ModelConfig::Promptir(_) => Arch::Promptir,

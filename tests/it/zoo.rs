@@ -1,8 +1,8 @@
 //! Every tool on every network beside PromptIR, at tiny size: training in each precision with
-//! EMA and accumulation, exact resume, then eval with TTA, and predict with an ensemble that
-//! mixes architectures (PromptIR pads to 8, NAFNet pads itself) and with tiling.
+//! EMA and accumulation, exact resume, then eval with TTA, predict with an ensemble that mixes
+//! architectures (PromptIR pads to 8, NAFNet pads itself) and with tiling, inspect and report.
 
-use crate::common::{checkpoint_at, ok, on_cpu, paired_dataset, repo};
+use crate::common::{checkpoint_at, ok, on_cpu, paired_dataset, promptir, repo};
 use crate::train::assert_same_tensors;
 use promptir::infer::Restore;
 use promptir::io::{load_model, load_model_choosing, to_u8_chw, EmaChoice, RgbImage};
@@ -46,7 +46,8 @@ fn every_network_trains_resumes_exactly_and_restores_through_every_tool() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     paired_dataset(&dir.join("data"));
-    let promptir = checkpoint_at(dir, "promptir.safetensors", 5);
+    let promptir_ckpt = checkpoint_at(dir, "promptir.safetensors", 5);
+    let mut runs = Vec::new();
     for arch in ARCHS {
         let n = arch.name();
         // Reduced precision: finite losses, as in fp32.
@@ -114,7 +115,7 @@ fn every_network_trains_resumes_exactly_and_restores_through_every_tool() {
                 &"--weights",
                 &last,
                 &"--weights",
-                &promptir,
+                &promptir_ckpt,
                 &"--input",
                 &inp,
                 &"-o",
@@ -126,7 +127,7 @@ fn every_network_trains_resumes_exactly_and_restores_through_every_tool() {
         let x = img.to_tensor().unsqueeze(0);
         let (mine, theirs) = (
             load_model_choosing(&last, Device::Cpu, EmaChoice::Auto).unwrap(),
-            load_model(&promptir, Device::Cpu).unwrap(),
+            load_model(&promptir_ckpt, Device::Cpu).unwrap(),
         );
         let mean = tch::no_grad(|| (mine.model.restore(&x) + theirs.model.restore(&x)) / 2.0);
         let got = RgbImage::load(&png.join("0.png")).unwrap();
@@ -155,6 +156,18 @@ fn every_network_trains_resumes_exactly_and_restores_through_every_tool() {
         ));
         let t = RgbImage::load(&tiled.join("0.png")).unwrap();
         assert_eq!((t.width, t.height), (37, 27));
+
+        // inspect names the arch and its config.
+        let shown = ok(promptir().arg("inspect").arg(&last).output().unwrap());
+        assert!(shown.contains(&format!("\"arch\":\"{n}\"")), "{shown}");
+        runs.push(full.run.logs.clone());
+    }
+    // report: one row per network, labelled with it.
+    let out = dir.join("report");
+    ok(promptir().arg("report").args(&runs).arg("--output").arg(&out).output().unwrap());
+    let table = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    for label in ["the tiny Restormer", "the tiny NAFNet", "the tiny AdaIR"] {
+        assert!(table.contains(label), "{label}: {table}");
     }
 }
 

@@ -309,9 +309,9 @@ pub fn load_ensembles(dir: &Path, split: SplitName) -> Result<Vec<EnsembleRecord
 }
 
 fn model_label(m: &ModelConfig) -> String {
-    let which = if *m == ModelConfig::paper() {
+    let which = if *m == ModelConfig::paper_of(m.arch()) {
         "the paper's"
-    } else if *m == ModelConfig::tiny() {
+    } else if *m == ModelConfig::tiny_of(m.arch()) {
         "the tiny"
     } else {
         "a custom"
