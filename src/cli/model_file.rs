@@ -13,8 +13,8 @@ pub struct ImportCmd {
     /// Where to write the converted checkpoint (.safetensors).
     #[arg(long, short)]
     output: PathBuf,
-    /// The network it holds (promptir, restormer); recognised from the keys when left out.
-    #[arg(long)]
+    /// The network it holds; recognised from the keys when left out.
+    #[arg(long, value_enum)]
     arch: Option<Arch>,
 }
 

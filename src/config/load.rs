@@ -1,8 +1,7 @@
 //! Reading experiment files: `extends: base.yaml` merges a base file (relative to the including
 //! file), except that a `model:` of another `arch` replaces the base's; `--set a.b=v` overrides
-//! any key with a YAML value. Merging happens on YAML values, then
-//! the typed struct is deserialised, so a misspelled key anywhere (file or override) is an error
-//! naming it.
+//! any key with a YAML value. Merging happens on YAML values, then the typed struct is
+//! deserialised, so a misspelled key anywhere (file or override) is an error naming it.
 
 use super::Experiment;
 use crate::{Error, Result};

@@ -1,9 +1,9 @@
 //! The networks. [`ModelConfig`] names an architecture with its own keys and [`Network`] is
 //! the built network: the rest of the crate uses only these two (see `network.rs`).
 //!
-//! One folder per architecture (`promptir/`, `restormer/`, `nafnet/`, `adair/`), each with its config (keys, checks,
-//! reading it off an official state_dict's shapes) and its network. `blocks.rs` holds
-//! Restormer's blocks, which the later networks reuse.
+//! One folder per architecture (`promptir/`, `restormer/`, `nafnet/`, `adair/`), each with its
+//! config (keys, checks, reading it off an official state_dict's shapes) and its network.
+//! `blocks.rs` holds Restormer's blocks, which the later networks reuse.
 //!
 //! Every struct mirrors one upstream class and its fields carry the Python attribute names, so
 //! var-store paths equal the official state_dict keys (`encoder_level1.0.attn.qkv.weight`, ...).

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use tch::{nn, nn::Module, Tensor};
 
 /// The architectures, as `model.arch` names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
     Promptir,
@@ -43,16 +43,6 @@ impl Arch {
             Arch::Nafnet => "NAFNet",
             Arch::Adair => "AdaIR",
         }
-    }
-}
-
-impl std::str::FromStr for Arch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Arch::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Arch::ALL.iter().map(|a| a.name()).collect();
-            format!("unknown arch `{s}`; expected one of {}", names.join(", "))
-        })
     }
 }
 

@@ -9,7 +9,7 @@ pub(super) use config::from_shapes;
 pub use config::NafNetConfig;
 
 use crate::model::init::{conv_with, drawing};
-use crate::model::{conv, is_channels_last, pointwise, to_channels_last, Layout};
+use crate::model::{conv, pointwise, to_channels_last, Layout};
 use tch::{nn, nn::Module, Tensor};
 
 /// Upstream `LayerNorm2d`: LayerNorm over channels at each pixel, eps 1e-6.
@@ -187,7 +187,7 @@ impl Module for NafNet {
         } else {
             inp.constant_pad_nd([0, pw, 0, ph])
         };
-        let x = if self.layout.channels_last_on(inp.device()) && !is_channels_last(&inp) {
+        let x = if self.layout.channels_last_on(inp.device()) {
             to_channels_last(&inp)
         } else {
             inp.shallow_clone()
