@@ -69,6 +69,9 @@ def build_net(cfg):
     if arch == "adair":
         from adair_ref import AdaIR
         return AdaIR(cfg)
+    if arch == "moce_ir":
+        from moce_ir_ref import MoCEIR  # in train mode it draws its routing noise, as upstream
+        return MoCEIR(cfg)
     sys.exit(f"bench_torch.py: no reference network for arch {arch!r}")
 
 

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import promptir_ref as ref  # noqa: E402
 import adair_ref  # noqa: E402
+import moce_ir_ref  # noqa: E402
 import nafnet_ref  # noqa: E402
 import restormer_ref  # noqa: E402
 
@@ -133,6 +134,35 @@ def main(out):
     x = torch.rand(1, 3, 24, 32)
     with torch.no_grad():
         save_file({"input": x, "output": m(x)}, p("adair_lightning_io"))
+    # MoCE-IR in eval mode (deterministic, per-image routing): tiny with gradients at batch 2,
+    # reflect-padded odd sizes, the paper config at 64x64. Then training mode with given noise,
+    # top 2 of 4 experts and the complexity-weighted importance at batch 3 (so that experts get
+    # subsets of the batch): output, balance loss and gradients of (y * w).sum() + balance.
+    mt = moce_ir_ref.TINY
+    # Half the perturbation, as Restormer's: at full scale the padded output differed by 1.03e-4,
+    # float32 rounding of a larger output.
+    dump(p("moce_ir_tiny"), moce_ir_ref.MoCEIR(mt).eval(), torch.rand(2, 3, 32, 40), mt, grads=True, scale=0.5)
+    dump(p("moce_ir_tiny_padded"), moce_ir_ref.MoCEIR(mt).eval(), torch.rand(1, 3, 27, 35), mt, out=padded_forward,
+         scale=0.5)
+    dump(p("moce_ir_paper"), moce_ir_ref.MoCEIR(moce_ir_ref.PAPER).eval(), torch.rand(1, 3, 64, 64),
+         moce_ir_ref.PAPER, scale=0.2)
+    mc = dict(mt, topk=2, with_complexity=True)
+    m = ref.perturb_(moce_ir_ref.MoCEIR(mc), 1)
+    x = torch.rand(3, 3, 32, 40)
+    noise = torch.randn(m.decoder_blocks(), 3, mc["num_experts"])
+    y = m(x, list(noise))
+    w = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
+    ((y * w).sum() + m.total_loss).backward()
+    t = {f"param.{k}": v.detach().contiguous() for k, v in m.state_dict().items()}
+    t.update({f"grad.{k}": q.grad.contiguous() for k, q in m.named_parameters() if q.grad is not None})
+    t.update(input=x, noise=noise, output=y.detach().contiguous(), balance=m.total_loss.detach().reshape(1))
+    save_file(t, p("moce_ir_train"), metadata={"args": json.dumps(mc)})
+    m = ref.perturb_(moce_ir_ref.MoCEIR(mt), 3).eval()
+    torch.save({"epoch": 1, "state_dict": {f"net.{k}": v for k, v in m.state_dict().items()}},
+               os.path.join(out, "moce_ir_lightning.ckpt"))
+    x = torch.rand(1, 3, 24, 32)
+    with torch.no_grad():
+        save_file({"input": x, "output": m(x)}, p("moce_ir_lightning_io"))
     # An official-layout Lightning checkpoint (net. prefix, the six unused modules, optimizer state).
     m = ref.perturb_(ref.PromptIR(ref.TINY, with_unused=True), 2)
     x = torch.rand(1, 3, 32, 32)

@@ -131,9 +131,17 @@ impl Experiment {
         for (t, w) in l.terms() {
             non_neg(&format!("loss.{}", t.key), w)?;
         }
-        if l.terms().all(|(_, w)| w <= 0.0) {
-            let keys: Vec<&str> = l.terms().map(|(t, _)| t.key).collect();
+        let images = |t: &crate::train::Term| matches!(t.source, crate::train::Source::Images(_));
+        if l.terms().all(|(t, w)| w <= 0.0 || !images(t)) {
+            let keys: Vec<&str> =
+                l.terms().filter(|(t, _)| images(t)).map(|(t, _)| t.key).collect();
             return Err(format!("at least one of loss.{} must be > 0", keys.join(", ")));
+        }
+        if l.weight("balance") > 0.0 && self.model.arch() != crate::model::Arch::MoceIr {
+            return Err(format!(
+                "loss.balance weighs MoCE-IR's routing balance loss, which model.arch {} does not have: set it to 0",
+                self.model.arch().name()
+            ));
         }
         let vgg_layers = super::VGG16_FEATURES;
         if l.weight("perceptual") > 0.0

@@ -141,6 +141,46 @@ pub(crate) fn channel_attention(
     }
 }
 
+/// MDTA with queries from one map and keys and values from another, through a depthwise conv of
+/// `kv_kernel` (AdaIR's `Chanel_Cross_Attention`: 3; MoCE-IR's `CrossAttention`: 7).
+#[derive(Debug)]
+pub struct CrossAttention {
+    pub num_heads: i64,
+    pub temperature: Tensor,
+    pub q: nn::Conv2D,
+    pub q_dwconv: nn::Conv2D,
+    pub kv: nn::Conv2D,
+    pub kv_dwconv: nn::Conv2D,
+    pub project_out: nn::Conv2D,
+}
+
+impl CrossAttention {
+    pub fn new(p: nn::Path, c: i64, num_heads: i64, kv_kernel: i64, bias: bool) -> Self {
+        CrossAttention {
+            num_heads,
+            temperature: p.var("temperature", &[num_heads, 1, 1], nn::Init::Const(1.0)),
+            q: conv(&p / "q", c, c, 1, 1, bias),
+            q_dwconv: conv(&p / "q_dwconv", c, c, 3, c, bias),
+            kv: conv(&p / "kv", c, 2 * c, 1, 1, bias),
+            kv_dwconv: conv(&p / "kv_dwconv", 2 * c, 2 * c, kv_kernel, 2 * c, bias),
+            project_out: conv(&p / "project_out", c, c, 1, 1, bias),
+        }
+    }
+
+    /// Queries from `x`, keys and values from `y` (the same shape).
+    pub fn forward(&self, x: &Tensor, y: &Tensor) -> Tensor {
+        let conv1x1 = |c: &nn::Conv2D, x: &Tensor| pointwise(x, &c.ws, c.bs.as_ref());
+        let (b, c, h, w) = x.size4().expect("cross-attention takes 4-D maps");
+        let split = |t: &Tensor| t.reshape([b, self.num_heads, c / self.num_heads, h * w]);
+        let q = split(&self.q_dwconv.forward(&conv1x1(&self.q, x)));
+        let kv = self.kv_dwconv.forward(&conv1x1(&self.kv, y));
+        let [k, v]: [Tensor; 2] = kv.chunk(2, 1).try_into().expect("two halves");
+        let (k, v) = (split(&k), split(&v));
+        let attn = channel_attention(&q, &k, &self.temperature, v.kind());
+        conv1x1(&self.project_out, &attn.matmul(&v).reshape([b, c, h, w]))
+    }
+}
+
 /// GDFN: gated-Dconv feed-forward network with exact (erf) GELU.
 #[derive(Debug)]
 pub struct FeedForward {
@@ -205,7 +245,7 @@ fn mul_fresh(mut a: Tensor, b: &Tensor) -> Tensor {
 
 /// `y + x` where `y` is a fresh result nobody else holds: in place unless autograd records it,
 /// which saves a full-size allocation per residual in inference.
-fn add_fresh(mut y: Tensor, x: &Tensor) -> Tensor {
+pub(crate) fn add_fresh(mut y: Tensor, x: &Tensor) -> Tensor {
     if y.requires_grad() || x.requires_grad() {
         y + x
     } else {

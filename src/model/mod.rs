@@ -1,7 +1,7 @@
 //! The networks. [`ModelConfig`] names an architecture with its own keys and [`Network`] is
 //! the built network: the rest of the crate uses only these two (see `network.rs`).
 //!
-//! One folder per architecture (`promptir/`, `restormer/`, `nafnet/`, `adair/`), each with its
+//! One folder per architecture (`promptir/`, `restormer/`, `nafnet/`, `adair/`, `moce_ir/`), each with its
 //! config (keys, checks, reading it off an official state_dict's shapes) and its network.
 //! `blocks.rs` holds Restormer's blocks, which the later networks reuse.
 //!
@@ -12,6 +12,7 @@ mod adair;
 mod blocks;
 mod init;
 mod layout;
+mod moce_ir;
 mod nafnet;
 mod network;
 mod promptir;
@@ -21,15 +22,16 @@ mod shapes;
 
 pub use adair::{AdaIr, AdaIrConfig, ChanelCrossAttention, FreModule};
 pub use blocks::{
-    Attention, Downsample, FeedForward, LayerNorm, LayerNormType, OverlapPatchEmbed,
-    TransformerBlock, Upsample,
+    Attention, CrossAttention, Downsample, FeedForward, LayerNorm, LayerNormType,
+    OverlapPatchEmbed, TransformerBlock, Upsample,
 };
 pub(crate) use init::conv;
 pub use init::{with_global_rng, TORCH_DEFAULT_INIT};
 pub(crate) use layout::{is_channels_last, pointwise};
 pub use layout::{to_channels_last, Layout};
+pub use moce_ir::{ComplexityScale, MoceIr, MoceIrConfig, RankType};
 pub use nafnet::{LayerNorm2d, NafBlock, NafNet, NafNetConfig};
-pub use network::{key_of_arch, Arch, ModelConfig, Network};
+pub use network::{key_of_arch, Arch, ModelConfig, Network, Trained};
 pub use promptir::{PromptGenBlock, PromptIr, PromptIrConfig, WidthPlan, IGNORED_UPSTREAM_KEYS};
 pub use recognise::recognise;
 pub use restormer::{Restormer, RestormerConfig};

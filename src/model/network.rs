@@ -5,8 +5,8 @@
 
 use super::shapes::Shapes;
 use super::{
-    AdaIr, AdaIrConfig, Layout, NafNet, NafNetConfig, PromptIr, PromptIrConfig, Restormer,
-    RestormerConfig,
+    AdaIr, AdaIrConfig, Layout, MoceIr, MoceIrConfig, NafNet, NafNetConfig, PromptIr,
+    PromptIrConfig, Restormer, RestormerConfig,
 };
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -21,10 +21,13 @@ pub enum Arch {
     Restormer,
     Nafnet,
     Adair,
+    #[value(name = "moce_ir", alias = "moce-ir")]
+    MoceIr,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 4] = [Arch::Promptir, Arch::Restormer, Arch::Nafnet, Arch::Adair];
+    pub const ALL: [Arch; 5] =
+        [Arch::Promptir, Arch::Restormer, Arch::Nafnet, Arch::Adair, Arch::MoceIr];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +35,7 @@ impl Arch {
             Arch::Restormer => "restormer",
             Arch::Nafnet => "nafnet",
             Arch::Adair => "adair",
+            Arch::MoceIr => "moce_ir",
         }
     }
 
@@ -42,6 +46,7 @@ impl Arch {
             Arch::Restormer => "Restormer",
             Arch::Nafnet => "NAFNet",
             Arch::Adair => "AdaIR",
+            Arch::MoceIr => "MoCE-IR",
         }
     }
 }
@@ -55,6 +60,7 @@ pub enum ModelConfig {
     Restormer(RestormerConfig),
     Nafnet(NafNetConfig),
     Adair(AdaIrConfig),
+    MoceIr(MoceIrConfig),
 }
 
 impl Default for ModelConfig {
@@ -89,6 +95,9 @@ impl<'de> Deserialize<'de> for ModelConfig {
             Arch::Adair => {
                 serde_path_to_error::deserialize(keys).map(ModelConfig::Adair).map_err(of_arch)
             }
+            Arch::MoceIr => {
+                serde_path_to_error::deserialize(keys).map(ModelConfig::MoceIr).map_err(of_arch)
+            }
         }
     }
 }
@@ -118,6 +127,7 @@ impl ModelConfig {
             Arch::Restormer => ModelConfig::Restormer(RestormerConfig::paper()),
             Arch::Nafnet => ModelConfig::Nafnet(NafNetConfig::sidd()),
             Arch::Adair => ModelConfig::Adair(AdaIrConfig::paper()),
+            Arch::MoceIr => ModelConfig::MoceIr(MoceIrConfig::paper()),
         }
     }
 
@@ -128,6 +138,7 @@ impl ModelConfig {
             Arch::Restormer => ModelConfig::Restormer(RestormerConfig::tiny()),
             Arch::Nafnet => ModelConfig::Nafnet(NafNetConfig::tiny()),
             Arch::Adair => ModelConfig::Adair(AdaIrConfig::tiny()),
+            Arch::MoceIr => ModelConfig::MoceIr(MoceIrConfig::tiny()),
         }
     }
 
@@ -137,6 +148,7 @@ impl ModelConfig {
             ModelConfig::Restormer(_) => Arch::Restormer,
             ModelConfig::Nafnet(_) => Arch::Nafnet,
             ModelConfig::Adair(_) => Arch::Adair,
+            ModelConfig::MoceIr(_) => Arch::MoceIr,
         }
     }
 
@@ -147,6 +159,7 @@ impl ModelConfig {
             ModelConfig::Restormer(c) => c.validate(),
             ModelConfig::Nafnet(c) => c.validate(),
             ModelConfig::Adair(c) => c.validate(),
+            ModelConfig::MoceIr(c) => c.validate(),
         }
     }
 
@@ -157,6 +170,7 @@ impl ModelConfig {
             ModelConfig::Restormer(c) => c.inp_channels,
             ModelConfig::Nafnet(c) => c.img_channel,
             ModelConfig::Adair(c) => c.inp_channels,
+            ModelConfig::MoceIr(c) => c.inp_channels,
         }
     }
 
@@ -170,6 +184,10 @@ impl ModelConfig {
                 c.width, c.enc_blk_nums, c.middle_blk_num, c.dec_blk_nums
             ),
             ModelConfig::Adair(c) => format!("dim {}, blocks {:?}", c.dim, c.num_blocks),
+            ModelConfig::MoceIr(c) => format!(
+                "dim {}, blocks {:?} + {:?}, {} experts, top {}",
+                c.dim, c.num_blocks, c.num_dec_blocks, c.num_experts, c.topk
+            ),
         }
     }
 
@@ -182,6 +200,7 @@ impl ModelConfig {
             Arch::Restormer => super::restormer::from_shapes(&shapes).map(ModelConfig::Restormer),
             Arch::Nafnet => super::nafnet::from_shapes(&shapes).map(ModelConfig::Nafnet),
             Arch::Adair => super::adair::from_shapes(&shapes).map(ModelConfig::Adair),
+            Arch::MoceIr => super::moce_ir::from_shapes(&shapes).map(ModelConfig::MoceIr),
         }
     }
 
@@ -190,7 +209,10 @@ impl ModelConfig {
     pub fn unused_upstream_keys(&self) -> &'static [&'static str] {
         match self {
             ModelConfig::Promptir(_) => &super::IGNORED_UPSTREAM_KEYS,
-            ModelConfig::Restormer(_) | ModelConfig::Nafnet(_) | ModelConfig::Adair(_) => &[],
+            ModelConfig::Restormer(_)
+            | ModelConfig::Nafnet(_)
+            | ModelConfig::Adair(_)
+            | ModelConfig::MoceIr(_) => &[],
         }
     }
 
@@ -201,6 +223,7 @@ impl ModelConfig {
             ModelConfig::Restormer(c) => c.pad_multiple(),
             ModelConfig::Nafnet(c) => c.pad_multiple(),
             ModelConfig::Adair(c) => c.pad_multiple(),
+            ModelConfig::MoceIr(c) => c.pad_multiple(),
         }
     }
 
@@ -211,6 +234,7 @@ impl ModelConfig {
             ModelConfig::Restormer(c) => c.approx_parameters(),
             ModelConfig::Nafnet(c) => c.approx_parameters(),
             ModelConfig::Adair(c) => c.approx_parameters(),
+            ModelConfig::MoceIr(c) => c.approx_parameters(),
         }
     }
 }
@@ -223,6 +247,7 @@ pub enum Network {
     Restormer(Box<Restormer>),
     Nafnet(Box<NafNet>),
     Adair(Box<AdaIr>),
+    MoceIr(Box<MoceIr>),
 }
 
 impl Network {
@@ -234,6 +259,7 @@ impl Network {
             ModelConfig::Restormer(c) => Network::Restormer(Box::new(Restormer::new(p, c))),
             ModelConfig::Nafnet(c) => Network::Nafnet(Box::new(NafNet::new(p, c))),
             ModelConfig::Adair(c) => Network::Adair(Box::new(AdaIr::new(p, c))),
+            ModelConfig::MoceIr(c) => Network::MoceIr(Box::new(MoceIr::new(p, c))),
         }
     }
 
@@ -246,6 +272,7 @@ impl Network {
             }
             ModelConfig::Nafnet(c) => Network::Nafnet(Box::new(NafNet::seeded(p, c, seed))),
             ModelConfig::Adair(c) => Network::Adair(Box::new(AdaIr::seeded(p, c, seed))),
+            ModelConfig::MoceIr(c) => Network::MoceIr(Box::new(MoceIr::seeded(p, c, seed))),
         }
     }
 
@@ -255,6 +282,7 @@ impl Network {
             Network::Restormer(n) => ModelConfig::Restormer(n.config.clone()),
             Network::Nafnet(n) => ModelConfig::Nafnet(n.config.clone()),
             Network::Adair(n) => ModelConfig::Adair(n.config.clone()),
+            Network::MoceIr(n) => ModelConfig::MoceIr(n.config.clone()),
         }
     }
 
@@ -264,6 +292,7 @@ impl Network {
             Network::Restormer(n) => n.config.pad_multiple(),
             Network::Nafnet(n) => n.config.pad_multiple(),
             Network::Adair(n) => n.config.pad_multiple(),
+            Network::MoceIr(n) => n.config.pad_multiple(),
         }
     }
 
@@ -273,6 +302,47 @@ impl Network {
             Network::Restormer(n) => n.layout = layout,
             Network::Nafnet(n) => n.layout = layout,
             Network::Adair(n) => n.set_layout(layout),
+            Network::MoceIr(n) => n.layout = layout,
+        }
+    }
+}
+
+/// What a training forward gives: the output and the network's own loss term, if it has one
+/// (MoCE-IR's routing balance loss; `loss.balance` weighs it).
+#[derive(Debug)]
+pub struct Trained {
+    pub output: Tensor,
+    pub balance: Option<Tensor>,
+}
+
+impl Network {
+    /// The random draws one training forward of a batch of `batch` images takes, drawn from
+    /// libtorch's generator seeded with `seed` (so a step's draws are a function of the run's
+    /// seed and the step, and an exact resume draws them again): MoCE-IR's routing noise,
+    /// (decoder blocks, batch, experts) on the CPU. None for a network without such draws.
+    pub fn training_draws(&self, seed: u64, batch: i64) -> Option<Tensor> {
+        match self {
+            Network::MoceIr(n) => {
+                let c = &n.config;
+                let shape = [c.decoder_blocks(), batch, c.num_experts];
+                Some(super::init::drawing(Some(seed), || {
+                    Tensor::randn(shape, (tch::Kind::Float, tch::Device::Cpu))
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// The forward in training mode: MoCE-IR routes with the noise `draws` (from
+    /// [`Network::training_draws`], the rows of this batch) and returns its balance loss; the
+    /// other networks train as they infer.
+    pub fn forward_train(&self, x: &Tensor, draws: Option<&Tensor>) -> Trained {
+        match (self, draws) {
+            (Network::MoceIr(n), Some(noise)) => {
+                let (output, balance) = n.forward_routed(x, Some(noise));
+                Trained { output, balance }
+            }
+            _ => Trained { output: self.forward(x), balance: None },
         }
     }
 }
@@ -284,6 +354,7 @@ impl Module for Network {
             Network::Restormer(n) => n.forward(x),
             Network::Nafnet(n) => n.forward(x),
             Network::Adair(n) => n.forward(x),
+            Network::MoceIr(n) => n.forward(x),
         }
     }
 }

@@ -25,7 +25,7 @@ pub use args::{resolve, Start, TrainArgs};
 pub use builder::TrainerBuilder;
 pub use ema::Ema;
 pub use lock::RunLock;
-pub use loss::{gaussian_ssim, Distance, Loss, LossConfig, LossTerms, Term, TERMS};
+pub use loss::{gaussian_ssim, Distance, Loss, LossConfig, LossTerms, Source, Term, TERMS};
 pub use optim::AdamW;
 pub use plan::EpochPlan;
 pub use run_dir::{read_metrics, MetricsLine, RunDir};

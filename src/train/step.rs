@@ -6,11 +6,12 @@ use super::loss::{Loss, LossTerms};
 use super::optim::AdamW;
 use crate::config::{Experiment, OptimizerKind, Precision};
 use crate::dist::{Collective, Single};
-use crate::infer::Restore;
+use crate::infer::{padded, Restore};
 use crate::io::ScalerState;
-use crate::model::Network;
+use crate::model::{Network, Trained};
 use crate::native::Autocast;
 use crate::Result;
+use std::cell::RefCell;
 use std::rc::Rc;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -41,6 +42,11 @@ pub struct TrainStep {
     device: Device,
     /// The processes whose gradients are averaged ([`Single`] alone).
     ranks: Rc<dyn Collective>,
+    /// The run's seed and the steps taken so far: a step's random draws (MoCE-IR's routing
+    /// noise) are a function of both, so an exact resume draws them again. The trainer sets
+    /// `steps_taken` before each step; each step counts itself for the other callers.
+    seed: u64,
+    pub steps_taken: u64,
 }
 
 impl TrainStep {
@@ -63,6 +69,8 @@ impl TrainStep {
             grad_clip: exp.train.grad_clip,
             device,
             ranks: Rc::new(Single),
+            seed: exp.seed,
+            steps_taken: 0,
         })
     }
 
@@ -93,6 +101,32 @@ impl TrainStep {
         Ok(self.model.restore(x))
     }
 
+    /// The training forward (noisy routing for MoCE-IR, with its balance loss), padded and
+    /// under autocast as [`TrainStep::forward`].
+    pub fn forward_train(&self, x: &Tensor, draws: Option<&Tensor>) -> Result<Trained> {
+        let _autocast = match self.precision {
+            Precision::Fp32 => None,
+            Precision::Bf16 => Some(Autocast::new(x.device(), Kind::BFloat16)?),
+            Precision::Fp16 => Some(Autocast::new(x.device(), Kind::Half)?),
+        };
+        let balance = RefCell::new(None);
+        let output = padded(x, self.model.pad_multiple(), |x| {
+            let t = self.model.forward_train(x, draws);
+            *balance.borrow_mut() = t.balance;
+            t.output
+        });
+        Ok(Trained { output, balance: balance.into_inner() })
+    }
+
+    /// This rank's rows of micro-batch `micro`'s draws: the whole step's batch (every rank's
+    /// rows) is drawn from one seed, so two ranks draw what one process with both halves does.
+    fn draws(&self, micro: usize, batch: i64) -> Option<Tensor> {
+        let seed = mix(self.seed, self.steps_taken, micro as u64);
+        let (rank, world) = (self.ranks.rank() as i64, self.ranks.world() as i64);
+        let all = self.model.training_draws(seed, world * batch)?;
+        Some(all.narrow(1, rank * batch, batch).to_device(self.device))
+    }
+
     /// One optimizer step on the batch `x -> y` (on the model's device) at learning rate `lr`.
     /// With `check_finite` the loss and gradient norm are read first (a host sync) and a NaN/inf
     /// stops the step before the weights change.
@@ -119,8 +153,10 @@ impl TrainStep {
         self.opt.zero_grad()?;
         let n = batches.len() as f64;
         let mut parts = Vec::with_capacity(batches.len());
-        for (x, y) in batches {
-            let terms = self.loss.compute(&self.forward(x)?, y);
+        for (m, (x, y)) in batches.iter().enumerate() {
+            let draws = self.draws(m, x.size()[0]);
+            let out = self.forward_train(x, draws.as_ref())?;
+            let terms = self.loss.compute(&out.output, y, out.balance.as_ref());
             let part =
                 if batches.len() == 1 { terms.total.shallow_clone() } else { &terms.total / n };
             match &self.scaler {
@@ -129,6 +165,7 @@ impl TrainStep {
             }
             parts.push(terms);
         }
+        self.steps_taken += 1;
         let terms =
             if parts.len() == 1 { parts.pop().expect("one") } else { LossTerms::mean_of(parts) };
         self.ranks.average_gradients(&self.opt.params())?;
@@ -173,6 +210,18 @@ impl TrainStep {
     pub fn loss_scale(&self) -> Option<f64> {
         self.scaler.as_ref().map(GradScaler::scale)
     }
+}
+
+/// A seed for draw `micro` of step `step` of a run seeded `seed` (splitmix64 rounds).
+fn mix(seed: u64, step: u64, micro: u64) -> u64 {
+    let round = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    // libtorch seeds are taken as i64: keep it non-negative.
+    round(round(round(seed) ^ step) ^ micro) >> 1
 }
 
 /// Whether a 0-d tensor is finite (a host sync).

@@ -209,6 +209,8 @@ impl Trainer {
         // On CPU a check costs nothing; on GPU it is a sync, so only at log points (the
         // checkpoints are written only after a check of the weights).
         let check = self.device == Device::Cpu || log_now;
+        // The step's random draws (MoCE-IR's routing noise) are a function of the step.
+        self.step.steps_taken = self.state.step as u64;
         let out = self.step.step_accumulated(&pairs, lr, check)?;
         self.state.step += 1;
         self.progress.inc();
@@ -276,7 +278,7 @@ impl Trainer {
         }
         self.progress.message("validating".into());
         let keep = if self.ranks.writes() { self.exp.train.val_images } else { 0 };
-        let loss = |y: &Tensor, t: &Tensor| self.step.loss.compute(y, t).total;
+        let loss = |y: &Tensor, t: &Tensor| self.step.loss.compute(y, t, None).total;
         // With train.ema the average is what gets scored, and so what `best` is chosen by.
         let model = self.ema.as_ref().map_or(&self.step.model, |e| &e.model);
         let report = evaluate(model, &self.val_items, self.device, Some(&loss), keep, |_| {});

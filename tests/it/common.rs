@@ -59,6 +59,7 @@ pub fn parity_fixtures() -> &'static Path {
                 "scripts/reference/restormer_ref.py",
                 "scripts/reference/nafnet_ref.py",
                 "scripts/reference/adair_ref.py",
+                "scripts/reference/moce_ir_ref.py",
             ],
         )
     })

@@ -7,7 +7,7 @@ use promptir::config::{Distance, LossConfig};
 use promptir::eval::metrics::{psnr_u8, ssim_u8};
 use promptir::io::{save_tensors, TensorFile};
 use promptir::train::Vgg16Features;
-use promptir::train::{gaussian_ssim, Loss, TERMS};
+use promptir::train::{gaussian_ssim, Loss, Source, TERMS};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -101,7 +101,8 @@ fn perceptual_distances_match_python() {
     for (d, key) in [(Distance::L1, "perceptual_l1"), (Distance::L2, "perceptual_l2")] {
         let mut cfg = LossConfig::only(&[("perceptual", 0.05)]);
         (cfg.perceptual_distance, cfg.vgg_weights) = (d, vgg_weights());
-        let t = tch::no_grad(|| Loss::new(&cfg, Device::Cpu).unwrap().compute(&pred, &target));
+        let t =
+            tch::no_grad(|| Loss::new(&cfg, Device::Cpu).unwrap().compute(&pred, &target, None));
         assert!(t.get("l1").is_none() && t.get("ssim").is_none());
         let (got, want) = (scalar(t.get("perceptual").unwrap()), v[key].as_f64().unwrap());
         eprintln!("{key}: {got} vs {want} (diff {:e})", (got - want).abs());
@@ -124,12 +125,18 @@ fn every_loss_term_and_their_weighted_sum_match_pytorch() {
     let mut weights = Vec::new();
     for term in &TERMS {
         let key = term.key;
+        if matches!(term.source, Source::Network) {
+            // The network's own term (MoCE-IR's balance loss): tests/it/parity.rs checks it
+            // against moce_ir_ref.py, and the loss passes it through weighted.
+            assert_eq!(key, "balance");
+            continue;
+        }
         let want = v[key].as_f64().unwrap_or_else(|| {
             panic!("loss term {key} has no reference value: add it to loss_metrics_ref.py")
         });
         let loss = Loss::new(&with_vgg(LossConfig::only(&[(key, 1.0)])), Device::Cpu).unwrap();
         let x = pred.copy().set_requires_grad(true);
-        let t = loss.compute(&x, &target);
+        let t = loss.compute(&x, &target, None);
         t.total.backward();
         assert_eq!(t.named().len(), 2, "{key}: only the total and the term itself");
         let got = scalar(t.get(key).unwrap());
@@ -140,8 +147,9 @@ fn every_loss_term_and_their_weighted_sum_match_pytorch() {
         weights.push((key, v["weights"][key].as_f64().unwrap()));
     }
     let x = pred.copy().set_requires_grad(true);
-    let t =
-        Loss::new(&with_vgg(LossConfig::only(&weights)), Device::Cpu).unwrap().compute(&x, &target);
+    let t = Loss::new(&with_vgg(LossConfig::only(&weights)), Device::Cpu)
+        .unwrap()
+        .compute(&x, &target, None);
     t.total.backward();
     let want = v["total"].as_f64().unwrap();
     assert!((scalar(&t.total) - want).abs() <= 1e-6, "total {} vs {want}", scalar(&t.total));

@@ -153,6 +153,11 @@ fn forward_and_gradients(f: &Fixture, cfg: &ModelConfig) {
     let w = Tensor::linspace(-1.0, 1.0, y.numel() as i64, (tch::Kind::Float, Device::Cpu))
         .view(y.size().as_slice());
     (&y * w).sum(tch::Kind::Float).backward();
+    check_gradients(f, &vs);
+}
+
+/// Every parameter's gradient against PyTorch's (`grad.<key>`; none where PyTorch has none).
+fn check_gradients(f: &Fixture, vs: &nn::VarStore) {
     for (k, v) in vs.variables() {
         let Ok(reference) = f.file.tensor(&format!("grad.{k}")) else {
             // PyTorch gave it no gradient (a module that never runs): neither does the port.
@@ -173,7 +178,8 @@ fn restore_padded(f: &Fixture, cfg: &ModelConfig) {
     f.load_params(&vs);
     let y = tch::no_grad(|| m.restore(&f.t("input")));
     assert_eq!(y.size(), [1, 3, 27, 35]);
-    assert!(max_abs_diff(&y, &f.t("output")) <= TOL);
+    let d = max_abs_diff(&y, &f.t("output"));
+    assert!(d <= TOL, "restore: max abs diff {d:e}");
 }
 
 #[test]
@@ -263,6 +269,51 @@ fn adair_paper_model_64x64() {
     assert_eq!(cfg, ModelConfig::Adair(AdaIrConfig::paper()));
     let d = f.check(|p| Box::new(Network::new(p, &cfg)));
     eprintln!("AdaIR paper config 64x64: max abs diff {d:e}");
+}
+
+fn moce_ir_config(f: &Fixture) -> MoceIrConfig {
+    serde_json::from_value(f.args.clone()).unwrap()
+}
+
+/// MoCE-IR in eval mode (deterministic routing, each image to its own experts): the tiny config
+/// with every gradient at batch 2, then reflect-padded odd sizes, and the paper config at 64x64.
+#[test]
+fn moce_ir_tiny_forward_gradients_padding_and_paper_model() {
+    let f = fixture("moce_ir_tiny");
+    let cfg = ModelConfig::MoceIr(moce_ir_config(&f));
+    assert_eq!(cfg, ModelConfig::MoceIr(MoceIrConfig::tiny()));
+    forward_and_gradients(&f, &cfg);
+    restore_padded(&fixture("moce_ir_tiny_padded"), &cfg);
+    let f = fixture("moce_ir_paper");
+    let cfg = ModelConfig::MoceIr(moce_ir_config(&f));
+    assert_eq!(cfg, ModelConfig::MoceIr(MoceIrConfig::paper()));
+    let d = f.check(|p| Box::new(Network::new(p, &cfg)));
+    eprintln!("MoCE-IR paper config 64x64: max abs diff {d:e}");
+}
+
+/// MoCE-IR in training mode with the reference's noise: top 2 of 4 experts, the importance
+/// weighted by the experts' sizes, a batch of 3 that the experts split. The output, the balance
+/// loss and every gradient of `(y * w).sum() + balance` equal PyTorch's.
+#[test]
+fn moce_ir_training_routing_and_balance_loss() {
+    let f = fixture("moce_ir_train");
+    let cfg = moce_ir_config(&f);
+    assert!(cfg.topk == 2 && cfg.with_complexity, "{cfg:?}");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = MoceIr::new(&vs.root(), &cfg);
+    f.load_params(&vs);
+    let (y, balance) = net.forward_routed(&f.t("input"), Some(&f.t("noise")));
+    let d = max_abs_diff(&y, &f.t("output"));
+    assert!(d <= TOL, "output: max abs diff {d:e}");
+    let balance = balance.expect("training gives a balance loss");
+    let (got, want) =
+        (f64::try_from(&balance).unwrap(), f64::try_from(f.t("balance").get(0)).unwrap());
+    eprintln!("MoCE-IR training: output diff {d:e}, balance {got} vs {want}");
+    assert!(want > 0.01 && (got - want).abs() <= 1e-5 * want, "balance {got} vs {want}");
+    let w = Tensor::linspace(-1.0, 1.0, y.numel() as i64, (tch::Kind::Float, Device::Cpu))
+        .view(y.size().as_slice());
+    ((&y * w).sum(tch::Kind::Float) + balance).backward();
+    check_gradients(&f, &vs);
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod config;
 pub(super) use config::from_shapes;
 pub use config::AdaIrConfig;
 
-use crate::model::blocks::channel_attention;
+use crate::model::blocks::CrossAttention;
 use crate::model::init::drawing;
 use crate::model::restormer::Tap;
 use crate::model::{conv, pointwise, Layout, Restormer};
@@ -23,44 +23,8 @@ fn conv1x1(c: &nn::Conv2D, x: &Tensor) -> Tensor {
     pointwise(x, &c.ws, c.bs.as_ref())
 }
 
-/// MDTA with queries from one map and keys and values from another (upstream
-/// `Chanel_Cross_Attention`).
-#[derive(Debug)]
-pub struct ChanelCrossAttention {
-    pub num_head: i64,
-    pub temperature: Tensor,
-    pub q: nn::Conv2D,
-    pub q_dwconv: nn::Conv2D,
-    pub kv: nn::Conv2D,
-    pub kv_dwconv: nn::Conv2D,
-    pub project_out: nn::Conv2D,
-}
-
-impl ChanelCrossAttention {
-    fn new(p: nn::Path, c: i64, num_head: i64, bias: bool) -> Self {
-        ChanelCrossAttention {
-            num_head,
-            temperature: p.var("temperature", &[num_head, 1, 1], nn::Init::Const(1.0)),
-            q: conv(&p / "q", c, c, 1, 1, bias),
-            q_dwconv: conv(&p / "q_dwconv", c, c, 3, c, bias),
-            kv: conv(&p / "kv", c, 2 * c, 1, 1, bias),
-            kv_dwconv: conv(&p / "kv_dwconv", 2 * c, 2 * c, 3, 2 * c, bias),
-            project_out: conv(&p / "project_out", c, c, 1, 1, bias),
-        }
-    }
-
-    /// Queries from `x`, keys and values from `y` (the same shape).
-    fn forward(&self, x: &Tensor, y: &Tensor) -> Tensor {
-        let (b, c, h, w) = x.size4().expect("cross-attention takes 4-D maps");
-        let split = |t: &Tensor| t.reshape([b, self.num_head, c / self.num_head, h * w]);
-        let q = split(&self.q_dwconv.forward(&conv1x1(&self.q, x)));
-        let kv = self.kv_dwconv.forward(&conv1x1(&self.kv, y));
-        let [k, v]: [Tensor; 2] = kv.chunk(2, 1).try_into().expect("two halves");
-        let (k, v) = (split(&k), split(&v));
-        let attn = channel_attention(&q, &k, &self.temperature, v.kind());
-        conv1x1(&self.project_out, &attn.matmul(&v).reshape([b, c, h, w]))
-    }
-}
+/// Upstream's `Chanel_Cross_Attention`: the shared cross-attention with a 3x3 key/value conv.
+pub type ChanelCrossAttention = CrossAttention;
 
 /// sigmoid(conv7x7([max over channels, mean over channels])).
 #[derive(Debug)]
@@ -133,7 +97,7 @@ pub struct FreModule {
 impl FreModule {
     fn new(p: nn::Path, c: i64, heads: i64, bias: bool) -> Self {
         let refine = &p / "frequency_refine";
-        let cross = |name: &str| ChanelCrossAttention::new(&p / name, c, heads, bias);
+        let cross = |name: &str| CrossAttention::new(&p / name, c, heads, 3, bias);
         FreModule {
             conv: conv(&p / "conv", 3, c, 3, 1, false),
             conv1: conv(&p / "conv1", 3, c, 3, 1, false),

@@ -10,7 +10,7 @@ mod terms;
 
 pub use config::{Distance, LossConfig};
 pub use ssim::gaussian_ssim;
-pub use terms::{Term, TermFn, TERMS};
+pub use terms::{Source, Term, TermFn, TERMS};
 
 use crate::Result;
 use tch::{Device, Kind, Tensor};
@@ -54,9 +54,9 @@ impl LossTerms {
 }
 
 /// The configured training loss: each term that is on, built once (the perceptual term holds
-/// its frozen VGG16).
+/// its frozen VGG16); `None` for a term the network computes.
 pub struct Loss {
-    terms: Vec<(&'static Term, f64, TermFn)>,
+    terms: Vec<(&'static Term, f64, Option<TermFn>)>,
 }
 
 impl std::fmt::Debug for Loss {
@@ -74,22 +74,39 @@ impl Loss {
     pub fn new(cfg: &LossConfig, device: Device) -> Result<Self> {
         let mut terms = Vec::new();
         for (t, w) in cfg.terms().filter(|(_, w)| *w > 0.0) {
-            terms.push((t, w, (t.build)(cfg, device)?));
+            let f = match t.source {
+                Source::Images(build) => Some(build(cfg, device)?),
+                Source::Network => None,
+            };
+            terms.push((t, w, f));
         }
         Ok(Loss { terms })
     }
 
-    /// `pred` is the raw network output, `target` the clean image, both (B, 3, H, W).
-    pub fn compute(&self, pred: &Tensor, target: &Tensor) -> LossTerms {
+    /// `pred` is the raw network output, `target` the clean image, both (B, 3, H, W);
+    /// `balance` the network's own term from its training forward. Without it (validation, or
+    /// a network that has none) the network's terms are left out.
+    pub fn compute(&self, pred: &Tensor, target: &Tensor, balance: Option<&Tensor>) -> LossTerms {
         assert_eq!(pred.size(), target.size(), "loss: pred and target shapes differ");
         let pred = pred.to_kind(Kind::Float);
         let target = target.to_kind(Kind::Float);
-        let terms: Vec<(&'static str, Tensor)> =
-            self.terms.iter().map(|(t, _, f)| (t.key, f(&pred, &target))).collect();
-        let total = (self.terms.iter().zip(&terms))
-            .map(|((_, w, _), (_, v))| v * *w)
-            .reduce(|a, b| a + b)
-            .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, pred.device())));
+        let (mut terms, mut total) = (Vec::new(), None::<Tensor>);
+        for (t, w, f) in &self.terms {
+            let v = match f {
+                Some(f) => f(&pred, &target),
+                None => match balance {
+                    Some(b) => b.to_kind(Kind::Float),
+                    None => continue,
+                },
+            };
+            let weighted = &v * *w;
+            total = Some(match total {
+                None => weighted,
+                Some(s) => s + weighted,
+            });
+            terms.push((t.key, v));
+        }
+        let total = total.unwrap_or_else(|| Tensor::zeros([], (Kind::Float, pred.device())));
         LossTerms { total, terms }
     }
 }
@@ -105,7 +122,7 @@ mod tests {
         let cfg = LossConfig::only(&[("l1", 2.0), ("edge", 0.5)]);
         let loss = Loss::new(&cfg, Device::Cpu).unwrap();
         assert_eq!(format!("{loss:?}"), "Loss { l1: 2.0, edge: 0.5 }");
-        let t = loss.compute(&x, &(&x + 0.1));
+        let t = loss.compute(&x, &(&x + 0.1), None);
         assert!(t.get("ssim").is_none() && t.get("edge").is_some());
         let l1 = f64::try_from(t.get("l1").unwrap()).unwrap();
         assert!((l1 - 0.1).abs() < 1e-6, "{l1}");

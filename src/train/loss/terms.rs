@@ -4,7 +4,8 @@
 //! (`tests/it/loss_metrics.rs` checks every entry against `scripts/reference/loss_metrics_ref.py`).
 //!
 //! Each term is unweighted, of the raw network output `pred` and the clean `target`, (B, 3, H, W)
-//! fp32 in [0, 1].
+//! fp32 in [0, 1], but for the network's own (`Source::Network`), which its training forward
+//! gives.
 
 use super::config::{Distance, LossConfig};
 use super::ssim::gaussian_ssim;
@@ -15,6 +16,16 @@ use tch::{Device, Kind, Reduction, Tensor};
 /// One term's computation, built once for a run (holding what it loaded).
 pub type TermFn = Box<dyn Fn(&Tensor, &Tensor) -> Tensor>;
 
+/// Where a term's value comes from.
+pub enum Source {
+    /// Computed from the output and the target by the function built for `cfg` on `device`
+    /// (called only when the term's weight is above 0).
+    Images(fn(cfg: &LossConfig, device: Device) -> Result<TermFn>),
+    /// Computed by the network in its training forward ([`crate::model::Trained`]'s
+    /// `balance`): absent in validation, and only some architectures have it.
+    Network,
+}
+
 /// A loss term.
 pub struct Term {
     /// `loss.<key>` in an experiment holds its weight (0: off).
@@ -23,33 +34,55 @@ pub struct Term {
     pub label: &'static str,
     /// Its weight when the experiment does not set it.
     pub default: f64,
-    /// Builds the term for `cfg` on `device` (called only when its weight is above 0).
-    pub build: fn(cfg: &LossConfig, device: Device) -> Result<TermFn>,
+    pub source: Source,
 }
 
 /// Every term, in the order the config, the logs and the labels list them.
-pub static TERMS: [Term; 7] = [
+pub static TERMS: [Term; 8] = [
     // Mean absolute error over all elements.
-    Term { key: "l1", label: "L1", default: 1.0, build: |_, _| Ok(Box::new(l1)) },
+    Term { key: "l1", label: "L1", default: 1.0, source: Source::Images(|_, _| Ok(Box::new(l1))) },
     // 1 - SSIM (pytorch_msssim's, see `ssim.rs`).
-    Term { key: "ssim", label: "SSIM", default: 0.0, build: |_, _| Ok(Box::new(one_minus_ssim)) },
+    Term {
+        key: "ssim",
+        label: "SSIM",
+        default: 0.0,
+        source: Source::Images(|_, _| Ok(Box::new(one_minus_ssim))),
+    },
     // The mean over `loss.perceptual_layers` of VGG16 feature distances (`perceptual`).
-    Term { key: "perceptual", label: "VGG", default: 0.0, build: perceptual },
+    Term { key: "perceptual", label: "VGG", default: 0.0, source: Source::Images(perceptual) },
     // `mean(sqrt((pred - target)^2 + eps^2))`, eps 1e-3 (MPRNet's): a smooth L1.
     Term {
         key: "charbonnier",
         label: "Charbonnier",
         default: 0.0,
-        build: |_, _| Ok(Box::new(charbonnier)),
+        source: Source::Images(|_, _| Ok(Box::new(charbonnier))),
     },
     // The mean over both directions of the L1 between 3x3 Sobel responses (valid).
-    Term { key: "edge", label: "edge", default: 0.0, build: |_, _| Ok(Box::new(edge)) },
+    Term {
+        key: "edge",
+        label: "edge",
+        default: 0.0,
+        source: Source::Images(|_, _| Ok(Box::new(edge))),
+    },
     // The L1 between the real and imaginary parts of the orthonormal real 2-D FFTs
     // (`rfft2(.., norm="ortho")`, so its scale does not grow with the image).
-    Term { key: "fft", label: "FFT", default: 0.0, build: |_, _| Ok(Box::new(fft)) },
+    Term {
+        key: "fft",
+        label: "FFT",
+        default: 0.0,
+        source: Source::Images(|_, _| Ok(Box::new(fft))),
+    },
     // Minus the PSNR per image (data range 1, `10 log10(mse + 1e-8)`), batch mean: tens of
     // units, so its weight is usually small (0.01).
-    Term { key: "psnr", label: "PSNR", default: 0.0, build: |_, _| Ok(Box::new(neg_psnr)) },
+    Term {
+        key: "psnr",
+        label: "PSNR",
+        default: 0.0,
+        source: Source::Images(|_, _| Ok(Box::new(neg_psnr))),
+    },
+    // MoCE-IR's routing balance loss (importance and load, upstream's; its train.py weighs it
+    // 0.01): the network's own, checked against moce_ir_ref.py in the parity tests.
+    Term { key: "balance", label: "balance", default: 0.0, source: Source::Network },
 ];
 
 /// The term named `key`, if there is one.
