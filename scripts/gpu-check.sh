@@ -81,7 +81,7 @@ if grep -Eq '^cuda available +true' "$OUTDIR/doctor.txt"; then
     # About four epochs: `last` (weights and moments, ~430 MB) is saved after each.
     smoke_exp=experiments/base.yaml smoke_patch=128 smoke_batch=8 smoke_size=256 smoke_pairs=400
     smoke_steps=${SMOKE_STEPS:-200}
-    zoo_configs="experiments/restormer.yaml experiments/nafnet.yaml experiments/adair.yaml"
+    zoo_configs="experiments/restormer.yaml experiments/nafnet.yaml experiments/adair.yaml experiments/moce_ir.yaml"
     zoo_rows="train:128:8:bf16 infer:256:1:bf16"
 else
     echo "gpu-check: no CUDA device: running the CPU path (config ${GPU_CHECK_CPU_CONFIG:-tiny})" >&2
@@ -91,7 +91,7 @@ else
     threads=${GPU_CHECK_THREADS:-1}
     smoke_exp=experiments/tiny.yaml smoke_patch=32 smoke_batch=2 smoke_size=48 smoke_pairs=24
     smoke_steps=${SMOKE_STEPS:-10}
-    zoo_configs="experiments/tiny_restormer.yaml experiments/tiny_nafnet.yaml experiments/tiny_adair.yaml"
+    zoo_configs="experiments/tiny_restormer.yaml experiments/tiny_nafnet.yaml experiments/tiny_adair.yaml experiments/tiny_moce_ir.yaml"
     zoo_rows="train:32:2:bf16"
 fi
 thread_args=()

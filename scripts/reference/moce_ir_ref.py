@@ -26,6 +26,8 @@ Where this reference (and the port) differ from upstream, on purpose:
   dispatch without noise.
 - An expert of depth d runs once: upstream's loop recomputes `process(feats)` d times from the
   same input and keeps the last, the same value (the configs use depth 1).
+- The routing logits are cast to float32, so that it also runs under autocast (upstream's
+  fails there: its scatter mixes the Linear's bf16/fp16 with the softmax's float32).
 - The frequency embedding's high-pass conv is trainable, as upstream's is in fact
   (`requires_grad_ = False` assigns an attribute; it does not freeze the weight).
 """
@@ -160,7 +162,10 @@ class Routing(nn.Module):
     def forward(self, x, freq_emb, noise):
         """(gates (B, E) with the top-k scores and zeros elsewhere, balance loss or 0). `noise`:
         standard normal draws (B, E), used in training only."""
-        logits = self.gate(x) + self.freq_gate(freq_emb)
+        # In float32: under autocast the Linear gives bf16/fp16 logits while softmax gives
+        # float32 scores, and upstream's scatter of the one into zeros like the other fails
+        # (upstream trains in fp32: its Trainer sets no precision).
+        logits = (self.gate(x) + self.freq_gate(freq_emb)).float()
         if not self.training:
             scores = logits.softmax(dim=-1)
             top, idx = scores.topk(self.k, dim=-1)

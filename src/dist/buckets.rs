@@ -53,9 +53,10 @@ impl GradBuckets {
     }
 
     /// Replaces each of `params`' gradients by its mean over the ranks. A parameter without a
-    /// gradient is left out, as the optimizer leaves it: which parameters get none is fixed by
-    /// the network (AdaIR's modules that never run, or that reach the loss only through an
-    /// integer), the same on every rank, so every rank sends the same buffers.
+    /// gradient is left out, as the optimizer leaves it: which parameters get none must be the
+    /// same on every rank, so that every rank sends the same buffers. The network fixes it
+    /// (AdaIR's modules that never run, or that reach the loss only through an integer), or,
+    /// where routing decides it, [`agree_on_gradients`] makes it so first.
     pub fn average(&self, group: &ProcessGroup, params: &[Tensor]) -> Result<()> {
         let _g = tch::no_grad_guard();
         let scale = 1.0 / group.world as f64;
@@ -71,6 +72,28 @@ impl GradBuckets {
         }
         Ok(())
     }
+}
+
+/// Gives a zero gradient to each parameter of `params` that has none here but has one on
+/// another rank (a MoCE-IR expert that only another rank's images were routed to), so that every
+/// rank then holds gradients for the same parameters: those with a gradient anywhere. The mean
+/// is then what one process with the whole batch computes, where an expert's gradient comes from
+/// the images routed to it. One all-reduce of a flag per parameter, read on the host.
+pub fn agree_on_gradients(group: &ProcessGroup, params: &[Tensor]) -> Result<()> {
+    let here: Vec<f32> = params.iter().map(|p| f32::from(u8::from(p.grad().defined()))).collect();
+    let flags = Tensor::from_slice(&here).to_device(group.device);
+    group.all_reduce_sum(&flags)?;
+    let anywhere: Vec<f32> = Vec::try_from(flags.to_device(Device::Cpu)).expect("float flags");
+    let missing: Vec<Tensor> = (params.iter().zip(&anywhere))
+        .filter(|(p, &n)| n > 0.0 && !p.grad().defined())
+        .map(|(p, _)| tch::with_grad(|| p.sum(tch::Kind::Float) * 0.0))
+        .collect();
+    // tch cannot set a gradient directly: backward through zero times each sum defines it as
+    // zeros, on the parameter's own device.
+    if !missing.is_empty() {
+        tch::with_grad(|| Tensor::stack(&missing, 0).sum(tch::Kind::Float).backward());
+    }
+    Ok(())
 }
 
 /// `tensors` end to end in one flat buffer on `device` (the bucket a collective sends).

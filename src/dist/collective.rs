@@ -26,8 +26,10 @@ pub trait Collective {
     /// Rank 0's values of `params` copied to every rank (identical weights before the first
     /// step).
     fn broadcast_params(&self, params: &[Tensor]) -> Result<()>;
-    /// Each gradient of `params` replaced by its mean over the ranks.
-    fn average_gradients(&self, params: &[Tensor]) -> Result<()>;
+    /// Each gradient of `params` replaced by its mean over the ranks. `routed`: which
+    /// parameters get a gradient depends on the batch (MoCE-IR's experts), so a parameter
+    /// with a gradient on any rank takes part, with zeros where it has none.
+    fn average_gradients(&self, params: &[Tensor], routed: bool) -> Result<()>;
     /// Rank 0's `value` on every rank.
     fn share_string(&self, key: &str, value: &str) -> Result<String>;
     /// Refuses ranks started with other settings than rank 0's (a usage error on every rank).
@@ -54,7 +56,7 @@ impl Collective for Single {
     fn broadcast_params(&self, _: &[Tensor]) -> Result<()> {
         Ok(())
     }
-    fn average_gradients(&self, _: &[Tensor]) -> Result<()> {
+    fn average_gradients(&self, _: &[Tensor], _: bool) -> Result<()> {
         Ok(())
     }
     fn share_string(&self, _: &str, value: &str) -> Result<String> {
@@ -104,7 +106,10 @@ impl Collective for Group {
     fn broadcast_params(&self, params: &[Tensor]) -> Result<()> {
         self.buckets(params).broadcast_values(&self.group, params)
     }
-    fn average_gradients(&self, params: &[Tensor]) -> Result<()> {
+    fn average_gradients(&self, params: &[Tensor], routed: bool) -> Result<()> {
+        if routed {
+            super::buckets::agree_on_gradients(&self.group, params)?;
+        }
         self.buckets(params).average(&self.group, params)
     }
     fn share_string(&self, key: &str, value: &str) -> Result<String> {

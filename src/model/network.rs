@@ -142,6 +142,19 @@ impl ModelConfig {
         }
     }
 
+    /// The published network this config is, as its paper names it: [`ModelConfig::paper_of`]
+    /// each arch, and NAFNet's GoPro width and MoCE-IR-S beside them.
+    pub fn published(&self) -> Option<&'static str> {
+        match self {
+            ModelConfig::Nafnet(c) if *c == NafNetConfig::gopro() => {
+                Some("NAFNet (GoPro width 64)")
+            }
+            ModelConfig::MoceIr(c) if *c == MoceIrConfig::small() => Some("MoCE-IR-S"),
+            c if *c == Self::paper_of(c.arch()) => Some(c.arch().label()),
+            _ => None,
+        }
+    }
+
     pub fn arch(&self) -> Arch {
         match self {
             ModelConfig::Promptir(_) => Arch::Promptir,
@@ -331,6 +344,12 @@ impl Network {
             }
             _ => None,
         }
+    }
+
+    /// Whether which parameters get a gradient depends on the batch (MoCE-IR routes each image
+    /// to some of its experts); for the others the set is fixed by the network.
+    pub fn routes_gradients(&self) -> bool {
+        matches!(self, Network::MoceIr(_))
     }
 
     /// The forward in training mode: MoCE-IR routes with the noise `draws` (from

@@ -168,7 +168,7 @@ impl TrainStep {
         self.steps_taken += 1;
         let terms =
             if parts.len() == 1 { parts.pop().expect("one") } else { LossTerms::mean_of(parts) };
-        self.ranks.average_gradients(&self.opt.params())?;
+        self.ranks.average_gradients(&self.opt.params(), self.model.routes_gradients())?;
         if let Some(sc) = &mut self.scaler {
             sc.unscale(&self.opt)?;
         }

@@ -3,8 +3,8 @@
 use crate::common::{max_abs_diff, parity_fixtures, save_checkpoint, tensors};
 use promptir::io::{self as checkpoint, save_tensors, TensorFile};
 use promptir::model::{
-    AdaIrConfig, Arch, LayerNormType, ModelConfig, NafNetConfig, Network, RestormerConfig,
-    IGNORED_UPSTREAM_KEYS,
+    AdaIrConfig, Arch, LayerNormType, MoceIrConfig, ModelConfig, NafNetConfig, Network,
+    RestormerConfig, IGNORED_UPSTREAM_KEYS,
 };
 use std::collections::BTreeMap;
 use tch::{nn, nn::Module, Device, Tensor};
@@ -78,6 +78,11 @@ fn imports_each_official_format_and_recognises_the_arch() {
             "adair_lightning_io.safetensors",
             ModelConfig::Adair(AdaIrConfig::tiny()),
         ),
+        (
+            "moce_ir_lightning.ckpt",
+            "moce_ir_lightning_io.safetensors",
+            ModelConfig::MoceIr(MoceIrConfig::tiny()),
+        ),
     ] {
         import_matches_pytorch(file, io, config);
     }
@@ -105,7 +110,7 @@ fn a_state_dict_of_no_arch_names_the_closest_and_what_differs() {
     let out = dir.path().join("out.safetensors");
     let e = checkpoint::import_official(&src, &out, None).unwrap_err().to_string();
     assert!(
-        e.contains("match no architecture (closest first: restormer: missing refinement.0.ffn.dwconv.weight; unexpected extra_head.weight | promptir: no key prompt1.prompt_param | nafnet: no key intro.weight | adair: no key fre1.conv1.weight)"),
+        e.contains("match no architecture (closest first: restormer: missing refinement.0.ffn.dwconv.weight; unexpected extra_head.weight | promptir: no key prompt1.prompt_param | nafnet: no key intro.weight | adair: no key fre1.conv1.weight | moce_ir: no key enc.0.0.layers.0.ffn.project_in.weight)"),
         "{e}"
     );
     assert!(!out.exists());

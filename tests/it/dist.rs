@@ -188,6 +188,29 @@ fn a_network_with_gradient_free_parameters_trains_on_two_ranks_as_on_one() {
     assert!(worst < 2e-5, "{worst}");
 }
 
+/// MoCE-IR on two ranks equals one process with the whole batch: each step's routing noise is
+/// drawn for the whole batch from the step's seed and each rank takes its rows, so every image
+/// is routed as in one process. The balance loss is a statistic of each rank's own batch (as
+/// under upstream's DDP), so it is off here.
+#[test]
+fn moce_ir_routes_each_image_on_two_ranks_as_in_one_process() {
+    let d = setup();
+    let dir = d.path();
+    let exp = format!(
+        "extends: {}\ndata: {{root: data, val_fraction: 0.25, workers: 1}}\nloss: {{balance: 0.0}}\n\
+         train: {{epochs: 1, batch_size: 2, patch_size: 24, val_every: 1, log_every: 1, val_images: 0}}\n",
+        repo().join("experiments/tiny_moce_ir.yaml").display()
+    );
+    std::fs::write(dir.join("moce.yaml"), exp).unwrap();
+    let one = ["train", "--config", "moce.yaml", "--name", "one", "--quiet"];
+    let batch4 = ["--set", "train.batch_size=4"];
+    ok_printed(promptir().current_dir(dir).args(one).args(batch4).output().unwrap());
+    ok_printed(torchrun(dir, &["--config", "moce.yaml", "--name", "two"]));
+    let (_, _, worst) = max_weight_diff(dir, "one", "two");
+    eprintln!("MoCE-IR, 2 ranks x batch 2 vs 1 process x batch 4, 2 steps: max |diff| = {worst:e}");
+    assert!(worst < 2e-5, "{worst}");
+}
+
 #[test]
 fn a_run_with_stages_and_accumulation_resumes_on_another_number_of_processes() {
     let d = setup();

@@ -128,10 +128,10 @@ fn only_the_paper_scale_report_rows_carry_the_published_numbers() {
 }
 
 /// `<arch>.yaml` is the report's recipe with only the network changed, and `tiny_<arch>.yaml`
-/// is `tiny.yaml` so.
+/// is `tiny.yaml` so; MoCE-IR's also weigh its balance loss as upstream (0.01).
 #[test]
 fn each_arch_experiment_changes_only_the_network() {
-    use promptir::model::{AdaIrConfig, ModelConfig, NafNetConfig, RestormerConfig};
+    use promptir::model::{AdaIrConfig, MoceIrConfig, ModelConfig, NafNetConfig, RestormerConfig};
     for (base, file, model) in [
         ("base.yaml", "restormer.yaml", ModelConfig::Restormer(RestormerConfig::paper())),
         ("tiny.yaml", "tiny_restormer.yaml", ModelConfig::Restormer(RestormerConfig::tiny())),
@@ -139,9 +139,15 @@ fn each_arch_experiment_changes_only_the_network() {
         ("tiny.yaml", "tiny_nafnet.yaml", ModelConfig::Nafnet(NafNetConfig::tiny())),
         ("base.yaml", "adair.yaml", ModelConfig::Adair(AdaIrConfig::paper())),
         ("tiny.yaml", "tiny_adair.yaml", ModelConfig::Adair(AdaIrConfig::tiny())),
+        ("base.yaml", "moce_ir.yaml", ModelConfig::MoceIr(MoceIrConfig::paper())),
+        ("tiny.yaml", "tiny_moce_ir.yaml", ModelConfig::MoceIr(MoceIrConfig::tiny())),
     ] {
         let (mut e, b) = (load(file), load(base));
         assert_eq!(e.model, model, "{file}");
+        if e.model.arch() == promptir::model::Arch::MoceIr {
+            assert_eq!(e.loss.weight("balance"), 0.01, "{file}");
+            e.loss.set_weight("balance", 0.0);
+        }
         e.model = b.model.clone();
         e.name = b.name.clone();
         assert_eq!(e, b, "{file} differs from {base} beyond the network");

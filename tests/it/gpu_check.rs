@@ -117,7 +117,7 @@ fn gpu_check_script_runs_its_cpu_path() {
     // The other networks: each Rust row beside PyTorch's on the same network (its count).
     let zoo: Vec<Value> =
         read("zoo.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    for params in [208_221, 290_715, 295_861] {
+    for params in [208_221, 290_715, 295_861, 249_043] {
         let impls: Vec<&str> = zoo
             .iter()
             .filter(|e| e["row"]["params"] == params)

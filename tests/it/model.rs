@@ -1,8 +1,8 @@
 //! Structure of the port: key names and shapes, parameter counts, the width plan.
 
 use promptir::model::{
-    AdaIrConfig, LayerNormType, ModelConfig, NafNetConfig, Network, PromptIr, PromptIrConfig,
-    RestormerConfig, WidthPlan, IGNORED_UPSTREAM_KEYS,
+    AdaIrConfig, LayerNormType, MoceIrConfig, ModelConfig, NafNetConfig, Network, PromptIr,
+    PromptIrConfig, RestormerConfig, WidthPlan, IGNORED_UPSTREAM_KEYS,
 };
 use std::collections::BTreeMap;
 use tch::{nn, Device};
@@ -85,6 +85,13 @@ fn each_networks_keys_and_parameter_count_are_the_official_ones() {
             587,
             28_784_824,
         ),
+        // MoCE-IR: 25,353,796 parameters and the routing's 10 x 4 complexity buffer entries.
+        (
+            include_str!("../data/moce_ir_official_keys.txt"),
+            ModelConfig::MoceIr(MoceIrConfig::paper()),
+            1262,
+            25_353_796 + 40,
+        ),
     ];
     for (list, cfg, keys, params) in nets {
         let official = key_list(list);
@@ -96,11 +103,16 @@ fn each_networks_keys_and_parameter_count_are_the_official_ones() {
     // NAFNet's GoPro width-64 network, and every estimate.
     let gopro = ModelConfig::Nafnet(NafNetConfig::gopro());
     assert_eq!(count(&network_shapes(&gopro)), 67_888_835);
+    // MoCE-IR-S: the same keys at dim 32.
+    let small = ModelConfig::MoceIr(MoceIrConfig::small());
+    assert_eq!(count(&network_shapes(&small)), 11_477_752 + 40);
     for cfg in [
         ModelConfig::Restormer(RestormerConfig::paper()),
         ModelConfig::Nafnet(NafNetConfig::sidd()),
         gopro,
         ModelConfig::Adair(AdaIrConfig::paper()),
+        ModelConfig::MoceIr(MoceIrConfig::paper()),
+        small,
     ] {
         let ratio = cfg.approx_parameters() / count(&network_shapes(&cfg)) as f64;
         assert!((0.8..=1.0).contains(&ratio), "{}: estimate/exact = {ratio}", cfg.summary());

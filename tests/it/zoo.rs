@@ -11,7 +11,7 @@ use promptir::train::{train, TrainArgs};
 use std::path::Path;
 use tch::Device;
 
-const ARCHS: [Arch; 3] = [Arch::Restormer, Arch::Nafnet, Arch::Adair];
+const ARCHS: [Arch; 4] = [Arch::Restormer, Arch::Nafnet, Arch::Adair, Arch::MoceIr];
 
 /// `tiny_<arch>.yaml` with a 4-step schedule, EMA and two micro-batches per step.
 fn experiment(dir: &Path, arch: Arch) -> std::path::PathBuf {

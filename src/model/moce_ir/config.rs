@@ -181,16 +181,25 @@ impl MoceIrConfig {
         check_size(self.approx_parameters(), "model.dim and model.num_blocks")
     }
 
-    /// The transformer blocks' 1x1 convs (the experts left out): never above the truth.
+    /// The transformer blocks' 1x1 convs, the experts' projections and quadratic terms, and the
+    /// resamplers: never above the truth.
     pub fn approx_parameters(&self) -> f64 {
         let f = self.ffn_expansion_factor;
         // Per block: qkv 3c^2 + project_out c^2 + FFN in 2fc^2 + out fc^2; a decoder block has
-        // the same again in its cross-attention and two projections.
+        // the same again in its cross-attention and two projections, and its experts.
         let block = |c: i64| (c * c) as f64 * (4.0 + 3.0 * f);
+        let experts = |c: i64| {
+            let ranks = self.expert_ranks(c).unwrap_or_default();
+            ranks.iter().map(|&r| (3 * c * r + 4 * r * r) as f64).sum::<f64>()
+        };
         let d = self.dims();
         let enc: f64 = (0..4).map(|i| self.num_blocks[i] as f64 * block(d[i])).sum();
-        let dec: f64 = (0..3).map(|i| self.num_dec_blocks[i] as f64 * 2.0 * block(d[i])).sum();
-        enc + dec + self.num_refinement_blocks as f64 * block(d[0])
+        let dec: f64 = (0..3)
+            .map(|i| self.num_dec_blocks[i] as f64 * (2.0 * block(d[i]) + experts(d[i])))
+            .sum();
+        // Downsample c -> c/2 and Upsample 2c -> 4c (3x3), the fusion 2c -> c, per level.
+        let resample: f64 = d[..3].iter().map(|&c| ((c * c) as f64) * (4.5 + 72.0 + 2.0)).sum();
+        enc + dec + resample + self.num_refinement_blocks as f64 * block(d[0])
     }
 
     /// Input sizes must be multiples of this (three 2x downsamplings); `restore` pads to it.

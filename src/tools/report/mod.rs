@@ -309,14 +309,12 @@ pub fn load_ensembles(dir: &Path, split: SplitName) -> Result<Vec<EnsembleRecord
 }
 
 fn model_label(m: &ModelConfig) -> String {
-    let which = if *m == ModelConfig::paper_of(m.arch()) {
-        "the paper's"
-    } else if *m == ModelConfig::tiny_of(m.arch()) {
-        "the tiny"
-    } else {
-        "a custom"
+    let name = match m.published() {
+        Some(name) => format!("the paper's {name}"),
+        None if *m == ModelConfig::tiny_of(m.arch()) => format!("the tiny {}", m.arch().label()),
+        None => format!("a custom {}", m.arch().label()),
     };
-    format!("{which} {} ({})", m.arch().label(), m.summary())
+    format!("{name} ({})", m.summary())
 }
 
 /// Collects runs and ensembles and the notes under the table.
