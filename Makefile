@@ -17,7 +17,7 @@ export CARGO_TERM_COLOR ?= never
 # build script are separate units; ~3 minutes each on 2 cores).
 CLIPPY   := cargo clippy --all-targets --features doc-only -- -D warnings
 
-.PHONY: help setup build test lint fmt-check clippy ruff fmt doctor train predict eval demo ablation tools-ablation tensorboard bench bench-dist gpu-check clean
+.PHONY: help setup build test lint fmt-check clippy ruff fmt doctor train predict eval demo ablation tools-ablation zoo tensorboard bench bench-dist gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ ablation: build ## rebuild the report's ablation table (ABLATION_SCALE=tiny|pape
 
 tools-ablation: build ## EMA, augmentations, losses, progressive patches at the tiny scale (SEEDS=n, default 2)
 	$(if $(SEEDS),SEEDS=$(SEEDS)) bash scripts/tools_ablation.sh
+
+zoo: build ## every tiny network, same data and steps: parameters, MACs, speed vs PyTorch, test PSNR/SSIM (STEPS=n)
+	$(if $(STEPS),STEPS=$(STEPS)) bash scripts/zoo.sh
 
 tensorboard: setup ## TensorBoard on logs/
 	.venv/bin/tensorboard --logdir logs --bind_all

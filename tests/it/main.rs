@@ -29,3 +29,4 @@ mod tensorboard;
 mod train;
 mod train_tools;
 mod zoo;
+mod zoo_script;

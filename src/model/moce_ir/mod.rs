@@ -182,20 +182,18 @@ impl RoutingFunction {
             (self.gate_2.forward(&pooled) + self.freq_gate.forward(freq_emb)).to_kind(Kind::Float);
         let gates = |scores: &Tensor| {
             let (top, idx) = scores.topk(self.k, -1, true, true);
-            (logits.zeros_like().scatter(1, &idx, &top), top)
+            logits.zeros_like().scatter(1, &idx, &top)
         };
         let Some(noise) = noise else {
-            return (gates(&logits.softmax(-1, None)).0, None);
+            return (gates(&logits.softmax(-1, None)), None);
         };
         let experts = logits.size()[1];
         let std = noise_std(experts);
         let noisy = &logits + noise.to_kind(Kind::Float) * std;
-        let (g, _) = gates(&noisy.softmax(-1, None));
-        let mut importance =
-            logits.softmax(-1, None).sum_dim_intlist([0i64].as_slice(), false, None);
-        if self.with_complexity {
-            importance = importance * &self.complexity;
-        }
+        let g = gates(&noisy.softmax(-1, None));
+        let importance = logits.softmax(-1, None).sum_dim_intlist([0i64].as_slice(), false, None);
+        let importance =
+            if self.with_complexity { importance * &self.complexity } else { importance };
         // The chance that each expert stays in the top k under fresh noise, the k-th largest
         // noisy logit being the bar to clear: 1 - Phi((bar - logit) / std).
         let (top, _) = noisy.topk(self.k, -1, true, true);
@@ -221,8 +219,7 @@ impl AdapterLayer {
         let experts: Vec<ModExpert> = (ranks.iter().enumerate())
             .map(|(i, &r)| ModExpert::new(&p / "experts" / i / 0, c, r, 1 << (i + 2)))
             .collect();
-        let sizes: Vec<f32> =
-            (ranks.iter().enumerate()).map(|(_, &r)| expert_parameters(c, r) as f32).collect();
+        let sizes: Vec<f32> = ranks.iter().map(|&r| expert_parameters(c, r) as f32).collect();
         let scale = match cfg.complexity_scale {
             ComplexityScale::Max => sizes.iter().copied().fold(f32::MIN, f32::max),
             ComplexityScale::Min => sizes.iter().copied().fold(f32::MAX, f32::min),
