@@ -202,8 +202,10 @@ class AdapterLayer(nn.Module):
     def forward(self, x, freq_emb, shared, noise):
         gates, loss = self.routing(x, freq_emb, noise)
         out = torch.zeros(x.shape, dtype=torch.float32)
+        self.last_routed = []  # images per expert, for the fixtures
         for e, expert in enumerate(self.experts):
             rows = gates[:, e].nonzero().flatten()
+            self.last_routed.append(rows.numel())
             if rows.numel() == 0:
                 continue
             y = expert(x[rows], shared[rows]) * gates[rows, e].reshape(-1, 1, 1, 1)

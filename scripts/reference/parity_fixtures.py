@@ -153,10 +153,19 @@ def main(out):
     y = m(x, list(noise))
     w = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
     ((y * w).sum() + m.total_loss).backward()
+    routed = [n for mod in m.modules() if isinstance(mod, moce_ir_ref.AdapterLayer) for n in mod.last_routed]
+    partial = sum(0 < n < x.shape[0] for n in routed)
+    if partial == 0:
+        raise SystemExit("no MoCE-IR expert got part of the batch: pick another seed")
     t = {f"param.{k}": v.detach().contiguous() for k, v in m.state_dict().items()}
     t.update({f"grad.{k}": q.grad.contiguous() for k, q in m.named_parameters() if q.grad is not None})
     t.update(input=x, noise=noise, output=y.detach().contiguous(), balance=m.total_loss.detach().reshape(1))
-    save_file(t, p("moce_ir_train"), metadata={"args": json.dumps(mc)})
+    save_file(t, p("moce_ir_train"), metadata={"args": json.dumps(mc), "partial": str(partial)})
+    # The routing's complexity buffers as upstream scales them (none: the raw int64 counts).
+    for scale in ("max", "min", "none"):
+        net = moce_ir_ref.MoCEIR(dict(mt, complexity_scale=scale))
+        save_file({k: v.contiguous() for k, v in net.state_dict().items() if k.endswith(".complexity")},
+                  p(f"moce_ir_complexity_{scale}"))
     m = ref.perturb_(moce_ir_ref.MoCEIR(mt), 3).eval()
     torch.save({"epoch": 1, "state_dict": {f"net.{k}": v for k, v in m.state_dict().items()}},
                os.path.join(out, "moce_ir_lightning.ckpt"))

@@ -76,9 +76,10 @@ impl GradBuckets {
 
 /// Gives a zero gradient to each parameter of `params` that has none here but has one on
 /// another rank (a MoCE-IR expert that only another rank's images were routed to), so that every
-/// rank then holds gradients for the same parameters: those with a gradient anywhere. The mean
-/// is then what one process with the whole batch computes, where an expert's gradient comes from
-/// the images routed to it. One all-reduce of a flag per parameter, read on the host.
+/// rank then holds gradients for the same parameters: those with a gradient anywhere. For a
+/// loss that is a mean over images, the mean is then what one process with the whole batch
+/// computes, where an expert's gradient comes from the images routed to it (MoCE-IR's balance
+/// loss is each rank's own). One all-reduce of a flag per parameter, read on the host.
 pub fn agree_on_gradients(group: &ProcessGroup, params: &[Tensor]) -> Result<()> {
     let here: Vec<f32> = params.iter().map(|p| f32::from(u8::from(p.grad().defined()))).collect();
     let flags = Tensor::from_slice(&here).to_device(group.device);

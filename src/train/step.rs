@@ -118,13 +118,21 @@ impl TrainStep {
         Ok(Trained { output, balance: balance.into_inner() })
     }
 
-    /// This rank's rows of micro-batch `micro`'s draws: the whole step's batch (every rank's
-    /// rows) is drawn from one seed, so two ranks draw what one process with both halves does.
-    fn draws(&self, micro: usize, batch: i64) -> Option<Tensor> {
-        let seed = mix(self.seed, self.steps_taken, micro as u64);
+    /// The step's random draws (MoCE-IR's routing noise) for all its images, from one seed:
+    /// every micro-batch of every rank (`accumulate x world x batch` rows, in the loader's
+    /// order). None for a network without draws.
+    fn step_draws(&self, micro_batches: usize, batch: i64) -> Option<Tensor> {
+        let world = self.ranks.world() as i64;
+        self.model
+            .training_draws(mix(self.seed, self.steps_taken), micro_batches as i64 * world * batch)
+    }
+
+    /// The rows of micro-batch `micro` on this rank: the loader gives micro-batch m of a step on
+    /// rank r the images at `(m * world + r) * batch`, so each image gets the same draws however
+    /// the step's images are split over ranks and micro-batches.
+    fn draws_of(&self, all: &Tensor, micro: usize, batch: i64) -> Tensor {
         let (rank, world) = (self.ranks.rank() as i64, self.ranks.world() as i64);
-        let all = self.model.training_draws(seed, world * batch)?;
-        Some(all.narrow(1, rank * batch, batch).to_device(self.device))
+        all.narrow(1, (micro as i64 * world + rank) * batch, batch).to_device(self.device)
     }
 
     /// One optimizer step on the batch `x -> y` (on the model's device) at learning rate `lr`.
@@ -143,7 +151,8 @@ impl TrainStep {
     /// One optimizer step on several micro-batches `(x, y)` of equal size (gradient
     /// accumulation): each one's loss, divided by their number, is backpropagated in turn, so
     /// the gradient is that of the mean loss over all of them, as one batch of their union
-    /// would give (the network has no batch statistics), holding one micro-batch's activations.
+    /// would give (the networks have no batch statistics; MoCE-IR's balance loss is each
+    /// micro-batch's own, its routing noise the same), holding one micro-batch's activations.
     pub fn step_accumulated(
         &mut self,
         batches: &[(Tensor, Tensor)],
@@ -153,8 +162,10 @@ impl TrainStep {
         self.opt.zero_grad()?;
         let n = batches.len() as f64;
         let mut parts = Vec::with_capacity(batches.len());
+        let batch = batches.first().map_or(0, |(x, _)| x.size()[0]);
+        let all = self.step_draws(batches.len(), batch);
         for (m, (x, y)) in batches.iter().enumerate() {
-            let draws = self.draws(m, x.size()[0]);
+            let draws = all.as_ref().map(|a| self.draws_of(a, m, batch));
             let out = self.forward_train(x, draws.as_ref())?;
             let terms = self.loss.compute(&out.output, y, out.balance.as_ref());
             let part =
@@ -212,8 +223,8 @@ impl TrainStep {
     }
 }
 
-/// A seed for draw `micro` of step `step` of a run seeded `seed` (splitmix64 rounds).
-fn mix(seed: u64, step: u64, micro: u64) -> u64 {
+/// A seed for the draws of step `step` of a run seeded `seed` (splitmix64 rounds).
+fn mix(seed: u64, step: u64) -> u64 {
     let round = |mut z: u64| {
         z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -221,7 +232,7 @@ fn mix(seed: u64, step: u64, micro: u64) -> u64 {
         z ^ (z >> 31)
     };
     // libtorch seeds are taken as i64: keep it non-negative.
-    round(round(round(seed) ^ step) ^ micro) >> 1
+    round(round(seed) ^ step) >> 1
 }
 
 /// Whether a 0-d tensor is finite (a host sync).

@@ -299,6 +299,8 @@ fn moce_ir_training_routing_and_balance_loss() {
     let f = fixture("moce_ir_train");
     let cfg = moce_ir_config(&f);
     assert!(cfg.topk == 2 && cfg.with_complexity, "{cfg:?}");
+    let partial: usize = f.file.metadata()["partial"].parse().unwrap();
+    assert!(partial > 0, "no expert got part of the batch: the dispatch path is untested");
     let vs = nn::VarStore::new(Device::Cpu);
     let net = MoceIr::new(&vs.root(), &cfg);
     f.load_params(&vs);
@@ -314,6 +316,33 @@ fn moce_ir_training_routing_and_balance_loss() {
         .view(y.size().as_slice());
     ((&y * w).sum(tch::Kind::Float) + balance).backward();
     check_gradients(&f, &vs);
+}
+
+/// The routing's `complexity` buffers as built (not loaded) equal upstream's: each expert's
+/// parameter count, divided by the largest, the smallest, or not at all.
+#[test]
+fn moce_ir_complexity_buffers_in_every_scaling() {
+    for (scale, name) in [
+        (ComplexityScale::Max, "max"),
+        (ComplexityScale::Min, "min"),
+        (ComplexityScale::None, "none"),
+    ] {
+        let file = TensorFile::open(
+            &parity_fixtures().join(format!("moce_ir_complexity_{name}.safetensors")),
+        )
+        .unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = MoceIrConfig { complexity_scale: scale, ..MoceIrConfig::tiny() };
+        let _net = MoceIr::new(&vs.root(), &cfg);
+        let ours = vs.variables();
+        let keys: Vec<String> = file.header().keys().cloned().collect();
+        assert_eq!(keys.len(), 3, "{name}: one buffer per decoder block");
+        for k in &keys {
+            let want = file.tensor(k).unwrap().to_kind(tch::Kind::Float);
+            let d = max_abs_diff(&ours[k], &want);
+            assert!(d <= 1e-6, "{name} {k}: {:?} vs {:?}", ours[k], want);
+        }
+    }
 }
 
 #[test]

@@ -56,7 +56,8 @@ pub struct MoceIrConfig {
     pub num_experts: i64,
     /// Experts each image is routed to.
     pub topk: i64,
-    /// Weights the importance loss by the experts' relative sizes.
+    /// Weights the importance loss by the experts' relative sizes (the routing's
+    /// `use_complexity_bias`).
     pub with_complexity: bool,
     pub complexity_scale: ComplexityScale,
 }
@@ -147,7 +148,9 @@ impl MoceIrConfig {
             check_range(&format!("num_dec_blocks[{i}]"), n, 1, 256)?;
         }
         check_range("num_refinement_blocks", self.num_refinement_blocks, 0, 256)?;
-        check_range("num_experts", self.num_experts, 1, 8)?;
+        // One expert would make the routing trivial and its balance loss NaN (the unbiased std
+        // of one value), as upstream's.
+        check_range("num_experts", self.num_experts, 2, 8)?;
         check_range("topk", self.topk, 1, self.num_experts)?;
         check_range("rank", self.rank, 1, MAX_RANK)?;
         if !(self.ffn_expansion_factor > 0.0 && self.ffn_expansion_factor <= 64.0) {
@@ -220,12 +223,16 @@ pub(in crate::model) fn from_shapes(s: &Shapes) -> Result<MoceIrConfig, String> 
     let enc = |i: usize| format!("enc.{i}.0.layers");
     // Upstream's `dec` runs from the deepest level up; num_dec_blocks lists the top level first.
     let dec = |level: usize| format!("dec.{}.2.layers", 2 - level);
-    let block = format!("{}.0", dec(0));
-    let experts = s.count(&format!("{block}.adapter.experts"));
-    let rank_of = |e: i64| {
-        Ok::<_, String>(s.get(&format!("{block}.adapter.experts.{e}.0.proj.0.weight"), 4)?[0])
+    // Each level's first decoder block: its experts' ranks.
+    let ranks_at = |level: usize| {
+        let block = format!("{}.0", dec(level));
+        let experts = s.count(&format!("{block}.adapter.experts"));
+        (0..experts)
+            .map(|e| Ok(s.get(&format!("{block}.adapter.experts.{e}.0.proj.0.weight"), 4)?[0]))
+            .collect::<Result<Vec<i64>, String>>()
     };
-    let ranks = (0..experts).map(rank_of).collect::<Result<Vec<_>, _>>()?;
+    let ranks = [ranks_at(0)?, ranks_at(1)?, ranks_at(2)?];
+    let experts = ranks[0].len() as i64;
     let hidden = s.get(&format!("{}.0.ffn.project_in.weight", enc(0)), 4)?[0] / 2;
     let mut cfg = MoceIrConfig {
         inp_channels: embed[1],
@@ -259,7 +266,8 @@ pub(in crate::model) fn from_shapes(s: &Shapes) -> Result<MoceIrConfig, String> 
         num_experts: experts,
         ..MoceIrConfig::default()
     };
-    // The ranks of the top level's first block fix the rank type (spread first, upstream's).
+    // The rank type whose ranks are the file's at every level (spread's grow with the width,
+    // the others' do not, so one level alone can match two types).
     let types = [
         RankType::Spread,
         RankType::Constant,
@@ -268,17 +276,18 @@ pub(in crate::model) fn from_shapes(s: &Shapes) -> Result<MoceIrConfig, String> 
         RankType::Exp,
         RankType::Fact,
     ];
-    let first = *ranks.first().ok_or("no experts in the first decoder block")?;
+    let first = *ranks[0].first().ok_or("no experts in the first decoder block")?;
     let fits = |t: RankType, rank: i64| {
         let c = MoceIrConfig { rank_type: t, rank, ..cfg.clone() };
-        c.expert_ranks(dim).as_ref() == Some(&ranks)
+        (0..3).all(|level| c.expert_ranks(dim << level).as_ref() == Some(&ranks[level]))
     };
     let found = types.into_iter().find_map(|t| {
         // Constant, lin and double start at the rank; exp and fact grow from it.
         (1..=first.min(64)).chain([first]).find(|&r| fits(t, r)).map(|r| (t, r))
     });
-    let (rank_type, rank) =
-        found.ok_or_else(|| format!("expert ranks {ranks:?} follow no rank_type of upstream's"))?;
+    let (rank_type, rank) = found.ok_or_else(|| {
+        format!("expert ranks {ranks:?} (per level) follow no rank_type of upstream's")
+    })?;
     if rank_type != RankType::Spread {
         cfg.rank = rank;
     }

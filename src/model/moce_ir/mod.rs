@@ -4,10 +4,11 @@
 //! pixels, chosen (top-k) from a pooled-feature gate plus a frequency embedding of the latent.
 //! Ported from the official `eduardzamfir/MoCE-IR` `src/net/moce_ir.py` (commit a1a6e74).
 //!
-//! Two departures, both documented in `scripts/reference/moce_ir_ref.py`: eval routing adds no
-//! noise (upstream's does, so its test outputs vary between runs), and each image is routed to
-//! its own experts at any batch size (upstream's eval path is right only at batch 1). Training
-//! is upstream's: noisy routing logits and a balance loss.
+//! Three departures, documented in `scripts/reference/moce_ir_ref.py`: eval routing adds no
+//! noise (upstream's does, so its test outputs vary between runs), each image is routed to its
+//! own experts at any batch size (upstream's eval path is right only at batch 1), and the
+//! routing logits are float32 under autocast (upstream's routing fails there). Training is
+//! upstream's: noisy routing logits and a balance loss.
 
 mod config;
 
@@ -155,7 +156,7 @@ pub struct RoutingFunction {
     /// state_dict, never trained).
     pub complexity: Tensor,
     pub k: i64,
-    pub with_complexity: bool,
+    pub use_complexity_bias: bool,
 }
 
 /// Upstream's routing noise: standard deviation 1 / experts.
@@ -193,7 +194,7 @@ impl RoutingFunction {
         let g = gates(&noisy.softmax(-1, None));
         let importance = logits.softmax(-1, None).sum_dim_intlist([0i64].as_slice(), false, None);
         let importance =
-            if self.with_complexity { importance * &self.complexity } else { importance };
+            if self.use_complexity_bias { importance * &self.complexity } else { importance };
         // The chance that each expert stays in the top k under fresh noise, the k-th largest
         // noisy logit being the bar to clear: 1 - Phi((bar - logit) / std).
         let (top, _) = noisy.topk(self.k, -1, true, true);
@@ -247,7 +248,7 @@ impl AdapterLayer {
                 freq_gate: linear(&r / "freq_gate", freq_dim),
                 complexity,
                 k: cfg.topk,
-                with_complexity: cfg.with_complexity,
+                use_complexity_bias: cfg.with_complexity,
             },
         }
     }
@@ -534,6 +535,31 @@ impl Module for MoceIr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::shapes::Shapes;
+    use std::collections::BTreeMap;
+
+    /// Every rank type is read back off the shapes it builds, also where one level alone
+    /// matches two types (dim 16: exp from 2 gives spread's [2, 4, 8, 16] at the top level).
+    #[test]
+    fn the_rank_type_is_read_back_off_the_shapes() {
+        let tiny = MoceIrConfig::tiny();
+        let cases = [
+            MoceIrConfig { dim: 16, rank_type: RankType::Exp, rank: 2, ..tiny.clone() },
+            MoceIrConfig { rank_type: RankType::Constant, rank: 3, ..tiny.clone() },
+            MoceIrConfig { rank_type: RankType::Lin, rank: 2, ..tiny.clone() },
+            MoceIrConfig { rank_type: RankType::Double, rank: 1, ..tiny.clone() },
+            MoceIrConfig { rank_type: RankType::Fact, rank: 2, ..tiny.clone() },
+            MoceIrConfig { num_experts: 3, topk: 1, ..tiny.clone() },
+            tiny,
+        ];
+        for cfg in cases {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _net = MoceIr::new(&vs.root(), &cfg);
+            let shapes: BTreeMap<String, Vec<i64>> =
+                vs.variables().into_iter().map(|(k, t)| (k, t.size())).collect();
+            assert_eq!(from_shapes(&Shapes(&shapes)).unwrap(), cfg);
+        }
+    }
 
     #[test]
     fn the_high_pass_starts_as_the_laplacian_and_complexity_is_each_experts_size() {

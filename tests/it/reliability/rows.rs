@@ -101,6 +101,11 @@ pub(super) fn rows() -> Vec<Row> {
         row("absurd model size", &["about 3.8e10 parameters", "model.dim"], |r, fx| {
             fx.train(r, &["--set", "model.dim=4000"])
         }),
+        row(
+            "a network term for a network without it",
+            &["loss.balance", "model.arch promptir does not have", "set it to 0"],
+            |r, fx| fx.train(r, &["--set", "loss.balance=0.01"]),
+        ),
         row("run name with a path", &["name \"../x\"", "plain folder name"], |r, fx| {
             fx.train(r, &["--name", "../x"])
         }),
