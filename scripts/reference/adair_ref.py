@@ -33,16 +33,17 @@ MASK_DIVISOR = 128
 
 
 class ChanelCrossAttention(nn.Module):
-    """MDTA with queries from one map and keys/values from another."""
+    """MDTA with queries from one map and keys/values from another, through a depthwise conv of
+    `kv_kernel` (AdaIR's: 3; MoCE-IR's CrossAttention: 7)."""
 
-    def __init__(self, c, heads, bias):
+    def __init__(self, c, heads, bias, kv_kernel=3):
         super().__init__()
         self.num_head = heads
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
         self.q = nn.Conv2d(c, c, 1, bias=bias)
         self.q_dwconv = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=bias)
         self.kv = nn.Conv2d(c, 2 * c, 1, bias=bias)
-        self.kv_dwconv = nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2 * c, bias=bias)
+        self.kv_dwconv = nn.Conv2d(2 * c, 2 * c, kv_kernel, padding=kv_kernel // 2, groups=2 * c, bias=bias)
         self.project_out = nn.Conv2d(c, c, 1, bias=bias)
 
     def forward(self, x, y):

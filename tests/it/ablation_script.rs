@@ -2,6 +2,7 @@
 //! stand-ins for `synth` and `eval` (a shell wrapper), so the test checks the commands the script
 //! runs, its file conventions and that a second call leaves the first session alone.
 
+use crate::common::{copy_tree, table_rows};
 use std::path::Path;
 use std::process::Command;
 
@@ -59,16 +60,6 @@ eval)
 esac
 "#;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_file() {
-            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
 fn run_script(repo: &Path, stub: &Path, log: &Path, sets: &str) -> std::process::Output {
     run_seeds(repo, stub, log, sets, "1")
 }
@@ -97,21 +88,13 @@ fn run_seeds(
 /// A copy of the repository's scripts and experiments, the stub binary and its call log.
 fn setup(d: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let repo = d.join("repo");
-    copy_dir(&crate::common::repo().join("scripts"), &repo.join("scripts"));
-    copy_dir(&crate::common::repo().join("experiments"), &repo.join("experiments"));
+    copy_tree(&crate::common::repo().join("scripts"), &repo.join("scripts"));
+    copy_tree(&crate::common::repo().join("experiments"), &repo.join("experiments"));
     let stub = d.join("promptir");
     std::fs::write(&stub, STUB).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
     (repo, stub, d.join("calls.log"))
-}
-
-fn table_rows(md: &str) -> Vec<Vec<&str>> {
-    md.lines()
-        .filter(|l| l.starts_with('|'))
-        .skip(2)
-        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
-        .collect()
 }
 
 #[test]

@@ -251,3 +251,28 @@ pub fn signal(pid: u32, sig: &str) {
     let st = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
     assert!(st.success(), "kill {sig} {pid}");
 }
+
+/// `from` copied into `to`, folders included (but Python caches).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap();
+        if p.is_dir() {
+            if name != "__pycache__" {
+                copy_tree(&p, &to.join(name));
+            }
+        } else {
+            std::fs::copy(&p, to.join(name)).unwrap();
+        }
+    }
+}
+
+/// The body rows of the first markdown table in `md`, cells trimmed.
+pub fn table_rows(md: &str) -> Vec<Vec<&str>> {
+    md.lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect()
+}

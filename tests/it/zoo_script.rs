@@ -3,6 +3,7 @@
 //! 400-pair set and a stand-in for `scripts/bench.sh` (fixed times), so the test checks the
 //! commands the script runs, the networks it picks up and the table it writes.
 
+use crate::common::{copy_tree, table_rows};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -48,21 +49,6 @@ PY
 echo "stub table"
 "#;
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap();
-        if p.is_dir() {
-            if name != "__pycache__" {
-                copy_tree(&p, &to.join(name));
-            }
-        } else {
-            std::fs::copy(&p, to.join(name)).unwrap();
-        }
-    }
-}
-
 fn write_executable(path: &Path, body: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, body).unwrap();
@@ -99,14 +85,6 @@ fn run(repo: &Path, stub: &Path, log: &Path, steps: &str) -> std::process::Outpu
         .env_remove("BENCH_THREADS")
         .output()
         .unwrap()
-}
-
-fn table_rows(md: &str) -> Vec<Vec<&str>> {
-    md.lines()
-        .filter(|l| l.starts_with('|'))
-        .skip(2)
-        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
-        .collect()
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! parameter estimate.
 
 use crate::model::shapes::Shapes;
-use crate::model::{check_range, check_size, FeedForward, LayerNormType};
+use crate::model::{check_range, check_size, FeedForward, LayerNormType, RestormerConfig};
 use serde::{Deserialize, Serialize};
 
 /// How the experts' ranks grow (upstream's `rank_type`): from `rank`, or, for `spread`, the
@@ -136,43 +136,35 @@ impl MoceIrConfig {
             .collect()
     }
 
+    /// The Restormer with the same encoder, for the checks they share.
+    fn backbone(&self) -> RestormerConfig {
+        RestormerConfig {
+            inp_channels: self.inp_channels,
+            out_channels: self.out_channels,
+            dim: self.dim,
+            num_blocks: self.num_blocks,
+            num_refinement_blocks: self.num_refinement_blocks,
+            heads: self.heads,
+            ffn_expansion_factor: self.ffn_expansion_factor,
+            bias: self.bias,
+            layer_norm_type: self.layer_norm_type,
+        }
+    }
+
     /// Checks everything the constructor relies on, so that building never panics.
     pub fn validate(&self) -> Result<(), String> {
-        check_range("inp_channels", self.inp_channels, 1, 64)?;
-        check_range("out_channels", self.out_channels, 1, 64)?;
-        check_range("dim", self.dim, 2, 4096)?;
-        for (i, &n) in self.num_blocks.iter().enumerate() {
-            check_range(&format!("num_blocks[{i}]"), n, 1, 256)?;
-        }
+        // Channels, widths, blocks, heads per level and the FFN factor, as Restormer's.
+        self.backbone().validate()?;
         for (i, &n) in self.num_dec_blocks.iter().enumerate() {
             check_range(&format!("num_dec_blocks[{i}]"), n, 1, 256)?;
         }
-        check_range("num_refinement_blocks", self.num_refinement_blocks, 0, 256)?;
         // One expert would make the routing trivial and its balance loss NaN (the unbiased std
         // of one value), as upstream's.
         check_range("num_experts", self.num_experts, 2, 8)?;
         check_range("topk", self.topk, 1, self.num_experts)?;
         check_range("rank", self.rank, 1, MAX_RANK)?;
-        if !(self.ffn_expansion_factor > 0.0 && self.ffn_expansion_factor <= 64.0) {
-            return Err(format!(
-                "model.ffn_expansion_factor must be in (0, 64], got {}",
-                self.ffn_expansion_factor
-            ));
-        }
-        if self.inp_channels != self.out_channels {
-            return Err("model.inp_channels must equal model.out_channels (global residual)".into());
-        }
-        if self.dim % 2 != 0 {
-            return Err(format!("model.dim must be even (Downsample halves it), got {}", self.dim));
-        }
-        for (level, (c, h)) in self.dims().into_iter().zip(self.heads).enumerate() {
-            if h < 1 || c % h != 0 {
-                return Err(format!(
-                    "level {}: width {c} is not divisible by {h} heads (model.heads[{level}])",
-                    level + 1
-                ));
-            }
-            if level < 3 && self.expert_ranks(c).is_none() {
+        for (level, c) in self.dims().into_iter().enumerate().take(3) {
+            if self.expert_ranks(c).is_none() {
                 return Err(format!(
                     "level {}: the experts' ranks ({:?} from model.rank {}) must be in 1..={MAX_RANK} at width {c}",
                     level + 1,
