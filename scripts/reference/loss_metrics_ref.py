@@ -5,6 +5,12 @@
 - metrics.safetensors: u8 image pairs (`pred.i`, `gt.i`, CHW) with scikit-image's
   peak_signal_noise_ratio(gt, pred, data_range=255) and structural_similarity(gt, pred,
   data_range=255, channel_axis=-1) in the metadata (`cases`, JSON).
+- conventions.safetensors: float outputs (`pred.i`, CHW, unclamped) and u8 ground truths (`gt.i`)
+  with each `eval --metric` convention's PSNR and SSIM from scikit-image (`cases`): course (the
+  rounded u8 output as above), rgb (PromptIR's test.py: both clipped to [0, 1] in float, data
+  range 1, channel_axis=-1) and y (BasicSR's test_y_channel: the rounded output's
+  16 + 65.481 R + 128.553 G + 24.966 B in float, data range 255, SSIM with gaussian_weights=True,
+  sigma=1.5, use_sample_covariance=False).
 - ssim_loss.safetensors: float pairs (`pred.i`, `target.i`), pytorch_msssim.ssim(pred, target,
   data_range=1, size_average=True) in the metadata and `grad.i`, the autograd gradient of
   1 - ssim with respect to pred.
@@ -74,6 +80,42 @@ def metrics(out, rng):
         tensors[f"pred.{i}"] = torch.from_numpy(pred.copy())
         tensors[f"gt.{i}"] = torch.from_numpy(gt.copy())
     save_file(tensors, os.path.join(out, "metrics.safetensors"), metadata={"cases": json.dumps(cases)})
+
+
+def conventions(out, rng):
+    def u8(pred):  # as src/io/image.rs rounds: clamp, times 255 and round half to even in float32
+        return np.round(np.clip(pred, 0, 1).astype(np.float32) * np.float32(255)).astype(np.uint8)
+
+    def luma(img8):
+        rgb = img8.astype(np.float64) / 255.0
+        return 16.0 + 65.481 * rgb[0] + 128.553 * rgb[1] + 24.966 * rgb[2]
+
+    def hwc(a):
+        return np.ascontiguousarray(np.moveaxis(a, 0, -1))
+
+    tensors, cases = {}, []
+    for i, (h, w, sigma) in enumerate([(40, 56, 0.05), (33, 47, 0.2), (11, 13, 0.02), (64, 48, 0.1)]):
+        yy, xx = np.mgrid[0:h, 0:w]
+        gt = np.stack([128 + 100 * np.sin(xx / (3 + k) + yy / (5 + 2 * k)) for k in range(3)])
+        gt = np.clip(gt, 0, 255).round().astype(np.uint8)
+        # Outputs a little outside [0, 1], as a network's are before clamping.
+        pred = (gt / 255.0 + rng.normal(0, sigma, gt.shape)).astype(np.float32)
+        g, p = gt.astype(np.float64) / 255.0, np.clip(pred.astype(np.float64), 0, 1)
+        p8 = u8(pred)
+        ly, lg = luma(p8), luma(gt)
+        cases.append(dict(
+            h=h, w=w,
+            course=[float(peak_signal_noise_ratio(hwc(gt), hwc(p8), data_range=255)),
+                    float(structural_similarity(hwc(gt), hwc(p8), data_range=255, channel_axis=-1))],
+            rgb=[float(peak_signal_noise_ratio(hwc(g), hwc(p), data_range=1)),
+                 float(structural_similarity(hwc(g), hwc(p), data_range=1, channel_axis=-1))],
+            y=[float(peak_signal_noise_ratio(lg, ly, data_range=255)),
+               float(structural_similarity(lg, ly, data_range=255, gaussian_weights=True, sigma=1.5,
+                                           use_sample_covariance=False))],
+        ))
+        tensors[f"pred.{i}"] = torch.from_numpy(pred.copy())
+        tensors[f"gt.{i}"] = torch.from_numpy(gt.copy())
+    save_file(tensors, os.path.join(out, "conventions.safetensors"), metadata={"cases": json.dumps(cases)})
 
 
 def ssim_loss(out):
@@ -203,6 +245,7 @@ def main(out):
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(1)
     metrics(out, np.random.default_rng(0))
+    conventions(out, np.random.default_rng(1))
     ssim_loss(out)
     terms(out, vgg(out))
 

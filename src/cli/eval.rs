@@ -2,7 +2,7 @@
 
 use super::args::ForwardArgs;
 use clap::{Args, ValueEnum};
-use promptir::eval::{run_eval, visualize, EvalOptions, SplitName, VisualizeOptions};
+use promptir::eval::{run_eval, visualize, EvalOptions, Metric, SplitName, VisualizeOptions};
 use std::path::PathBuf;
 
 /// Checkpoints, data, split and forward path: what `eval` and `visualize` both take.
@@ -25,6 +25,10 @@ pub struct ScoreArgs {
     val_fraction: Option<f64>,
     #[command(flatten)]
     fwd: ForwardArgs,
+    /// How PSNR and SSIM are computed: course (rounded 8-bit RGB, the leaderboard's), rgb
+    /// (clipped float RGB, data range 1: PromptIR's test.py) or y (luma, Restormer's).
+    #[arg(long, value_enum, default_value_t = Metric::Course)]
+    metric: Metric,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -43,6 +47,7 @@ impl ScoreArgs {
             tta: self.fwd.tta,
             ema: self.fwd.ema,
             progress: !self.quiet,
+            metric: self.metric,
         })
     }
 }

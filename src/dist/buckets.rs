@@ -56,7 +56,7 @@ impl GradBuckets {
     /// gradient is left out, as the optimizer leaves it: which parameters get none must be the
     /// same on every rank, so that every rank sends the same buffers. The network fixes it
     /// (AdaIR's modules that never run, or that reach the loss only through an integer), or,
-    /// where routing decides it, [`agree_on_gradients`] makes it so first.
+    /// where routing decides it, `agree_on_gradients` makes it so first.
     pub fn average(&self, group: &ProcessGroup, params: &[Tensor]) -> Result<()> {
         let _g = tch::no_grad_guard();
         let scale = 1.0 / group.world as f64;

@@ -121,6 +121,135 @@ pub fn ssim_u8(pred: &[u8], gt: &[u8], h: usize, w: usize) -> f64 {
     sum / channels as f64
 }
 
+/// How PSNR and SSIM are computed: each paper table's convention (`eval --metric`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// The course leaderboard's: PSNR on the rounded u8 output (data range 255), SSIM
+    /// scikit-image's default on it (see the module docs). Training validation uses it.
+    #[default]
+    Course,
+    /// PromptIR's, AdaIR's and MoCE-IR's test scripts: scikit-image's PSNR and SSIM on the
+    /// float output clipped to [0, 1], RGB, data range 1; SSIM as `multichannel=True` meant
+    /// (per channel, 7x7 uniform window, sample covariance, then the channel mean).
+    Rgb,
+    /// Restormer's (BasicSR's `test_y_channel`): the rounded u8 output's BT.601 luma, `16 +
+    /// 65.481 R + 128.553 G + 24.966 B` with R, G, B in [0, 1], in float; PSNR with data range
+    /// 255; SSIM with an 11x11 Gaussian window of sigma 1.5 and population covariance.
+    Y,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Course => "course",
+            Metric::Rgb => "rgb",
+            Metric::Y => "y",
+        }
+    }
+
+    /// The side of its SSIM window: images must be at least this large.
+    pub fn ssim_window(self) -> usize {
+        match self {
+            Metric::Course | Metric::Rgb => 7,
+            Metric::Y => 11,
+        }
+    }
+
+    /// What a table's header says of it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Metric::Course => "course: rounded 8-bit RGB, SSIM 7x7 uniform",
+            Metric::Rgb => {
+                "rgb: clipped float RGB, data range 1, SSIM 7x7 uniform (PromptIR's test.py)"
+            }
+            Metric::Y => "y: luma of the rounded output, SSIM Gaussian 11x11 (Restormer's)",
+        }
+    }
+
+    /// (PSNR, SSIM) of `pred` against `gt`, both (3, H, W) float in [0, 1] for the ground truth
+    /// and unclamped for the output (which each convention clips or rounds as it does).
+    pub fn score(self, pred: &Tensor, gt: &Tensor) -> (f64, f64) {
+        let (h, w) = (gt.size()[1] as usize, gt.size()[2] as usize);
+        match self {
+            Metric::Course => {
+                let (p, g) = (crate::io::to_u8_chw(pred), crate::io::to_u8_chw(gt));
+                (psnr_u8(&p, &g), ssim_u8(&p, &g, h, w))
+            }
+            Metric::Rgb => {
+                let p = pred.to_kind(Kind::Double).clamp(0.0, 1.0);
+                let g = gt.to_kind(Kind::Double).clamp(0.0, 1.0);
+                (psnr_tensor(&p, &g), ssim_float(&p, &g, 1.0, Window::Uniform7))
+            }
+            Metric::Y => {
+                let luma = |t: &Tensor| {
+                    let u8s = Tensor::from_slice(&crate::io::to_u8_chw(t));
+                    let rgb = u8s.to_kind(Kind::Double).view([3, h as i64, w as i64]) / 255.0;
+                    let k = Tensor::from_slice(&[65.481f64, 128.553, 24.966]).view([3, 1, 1]);
+                    (rgb * k).sum_dim_intlist([0i64].as_slice(), true, Kind::Double) + 16.0
+                };
+                let (p, g) = (luma(pred), luma(gt));
+                let d = (&p - &g).square().mean(Kind::Double);
+                let psnr = psnr_from_mse(f64::try_from(d).expect("scalar"), 255.0);
+                (psnr, ssim_float(&p, &g, 255.0, Window::Gaussian11))
+            }
+        }
+    }
+}
+
+/// SSIM's window.
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    /// scikit-image's default: 7x7 uniform, sample covariance (N / (N - 1)).
+    Uniform7,
+    /// Wang et al.'s: 11x11 Gaussian of sigma 1.5 (scikit-image's `gaussian_weights=True`, radius
+    /// `int(3.5 sigma + 0.5)`), population covariance.
+    Gaussian11,
+}
+
+/// Mean SSIM of (C, H, W) float64 images over the windows that fit (scikit-image's crop), the
+/// mean over channels; `range` is the data range.
+fn ssim_float(x: &Tensor, y: &Tensor, range: f64, window: Window) -> f64 {
+    let (k, cov_norm) = match window {
+        Window::Uniform7 => {
+            (Tensor::full([7, 7], 1.0 / 49.0, (Kind::Double, x.device())), 49.0 / 48.0)
+        }
+        Window::Gaussian11 => {
+            let t = Tensor::arange_start(-5, 6, (Kind::Double, x.device()));
+            let g = (t.square() * (-0.5 / (1.5 * 1.5))).exp();
+            let g = &g / g.sum(Kind::Double);
+            (g.view([11, 1]) * g.view([1, 11]), 1.0)
+        }
+    };
+    let side = k.size()[0];
+    let c = x.size()[0];
+    assert!(
+        x.size()[1] >= side && x.size()[2] >= side,
+        "SSIM: image {:?} is smaller than its {side}x{side} window",
+        x.size()
+    );
+    let k = k.view([1, 1, side, side]).expand([c, 1, side, side], false);
+    let filt = |t: &Tensor| t.unsqueeze(0).conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], c);
+    let (ux, uy) = (filt(x), filt(y));
+    let vx = (filt(&(x * x)) - &ux * &ux) * cov_norm;
+    let vy = (filt(&(y * y)) - &uy * &uy) * cov_norm;
+    let vxy = (filt(&(x * y)) - &ux * &uy) * cov_norm;
+    let (c1, c2) = ((0.01 * range).powi(2), (0.03 * range).powi(2));
+    let s = ((&ux * &uy * 2.0 + c1) * (vxy * 2.0 + c2))
+        / ((ux.square() + uy.square() + c1) * (vx + vy + c2));
+    f64::try_from(s.mean(Kind::Double)).expect("scalar")
+}
+
 /// A running mean.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Mean {

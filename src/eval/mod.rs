@@ -10,6 +10,7 @@ mod split;
 mod summary;
 mod visualize;
 
+pub use metrics::Metric;
 pub use run::run_eval;
 pub use score::{evaluate, EvalItem, EvalReport, ImageScore, LossFn};
 pub use session::{EvalOptions, EvalRun};

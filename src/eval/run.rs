@@ -38,6 +38,7 @@ impl EvalRun {
             None => s.split.to_string(),
         };
         out += &format!("data: {}, split {split}, {} images\n", s.data.display(), s.count);
+        out += &format!("metric: {}\n", s.metric.describe());
         for n in [&s.notice, &s.tta_notice].into_iter().flatten() {
             out += &format!("note: {n}\n");
         }
@@ -111,7 +112,7 @@ fn compare_sets(auto: Option<&TtaPlan>) -> Vec<(TtaMode, Vec<Dihedral>)> {
 }
 
 /// Runs `promptir eval`; with `output`, also writes [`EvalRun::file`] there atomically. With
-/// `tta_compare`, also scores the view sets of [`compare_sets`] on the same decoded images
+/// `tta_compare`, also scores the view sets of `compare_sets` on the same decoded images
 /// (the `--tta` one is not run twice).
 pub fn run_eval(opts: &EvalOptions, tta_compare: bool, output: Option<&Path>) -> Result<EvalRun> {
     if let Some(o) = output {
@@ -121,9 +122,9 @@ pub fn run_eval(opts: &EvalOptions, tta_compare: bool, output: Option<&Path>) ->
         check_output_file(o)?;
     }
     let p = prepare(opts)?;
-    let items = load_items(&p.pairs)?;
+    let items = load_items(&p.pairs, opts.metric)?;
     let views = p.setup.views();
-    let report = score(&*p.restorer(&views), &items, opts.device, 0, opts.progress);
+    let report = score(&*p.restorer(&views), &items, opts.device, opts.metric, 0, opts.progress);
     let mut rows = Vec::new();
     if tta_compare {
         let mut off: Option<BTreeMap<String, f64>> = None;
@@ -131,7 +132,8 @@ pub fn run_eval(opts: &EvalOptions, tta_compare: bool, output: Option<&Path>) ->
             let s = if set == views {
                 report.summary()
             } else {
-                score(&*p.restorer(&set), &items, opts.device, 0, opts.progress).summary()
+                score(&*p.restorer(&set), &items, opts.device, opts.metric, 0, opts.progress)
+                    .summary()
             };
             let base = off.get_or_insert_with(|| s.psnr.clone());
             let psnr_gain = s.psnr.iter().map(|(k, v)| (k.clone(), v - base[k])).collect();

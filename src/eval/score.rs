@@ -1,10 +1,10 @@
 //! Scoring restored images against ground truth. Training validation and `promptir eval` call
 //! the same [`evaluate`], so a number in TensorBoard and a number in the eval table mean the same.
 //!
-//! PSNR is computed like the leaderboard: on the rounded u8 output, RGB, per image, then averaged.
-//! SSIM follows scikit-image's default (PromptIR's evaluation convention).
+//! Each image is scored in the [`Metric`] convention asked for (training validation: the
+//! course's, PSNR on the rounded u8 output like the leaderboard), then averaged.
 
-use super::metrics::{psnr_u8, ssim_u8, GroupMeans, Mean};
+use super::metrics::{GroupMeans, Mean, Metric};
 use super::summary::EvalSummary;
 use crate::data::Sample;
 use crate::infer::Restore;
@@ -145,6 +145,7 @@ pub fn evaluate(
     model: &dyn Restore,
     items: &[EvalItem],
     device: Device,
+    metric: Metric,
     loss: Option<LossFn<'_>>,
     keep_outputs: usize,
     mut progress: impl FnMut(usize),
@@ -152,22 +153,23 @@ pub fn evaluate(
     let _guard = tch::no_grad_guard();
     let mut r = EvalReport::default();
     for (i, it) in items.iter().enumerate() {
-        let (h, w) = (it.clean.height, it.clean.width);
         let x = it.degraded.to_tensor().unsqueeze(0).to_device(device);
         let y = model.restore(&x);
         if let Some(l) = loss {
             let target = it.clean.to_tensor().unsqueeze(0).to_device(device);
             r.loss.add(f64::try_from(l(&y, &target).to_kind(Kind::Double)).unwrap_or(f64::NAN));
         }
-        let out = to_u8_chw(&y.squeeze_dim(0));
-        let (gt, inp) = (it.clean.to_chw(), it.degraded.to_chw());
+        let y = y.squeeze_dim(0).to_device(Device::Cpu);
+        let gt = it.clean.to_tensor();
+        let (psnr, ssim) = metric.score(&y, &gt);
+        let (psnr_input, ssim_input) = metric.score(&it.degraded.to_tensor(), &gt);
         let score = ImageScore {
             name: it.name.clone(),
             kind: it.kind.clone(),
-            psnr: psnr_u8(&out, &gt),
-            ssim: ssim_u8(&out, &gt, h, w),
-            psnr_input: psnr_u8(&inp, &gt),
-            ssim_input: ssim_u8(&inp, &gt, h, w),
+            psnr,
+            ssim,
+            psnr_input,
+            ssim_input,
         };
         r.psnr.add(&it.kind, score.psnr);
         r.ssim.add(&it.kind, score.ssim);
@@ -175,7 +177,7 @@ pub fn evaluate(
         r.ssim_input.add(&it.kind, score.ssim_input);
         r.images.push(score);
         if i < keep_outputs {
-            r.outputs.push(out);
+            r.outputs.push(to_u8_chw(&y));
         }
         progress(i + 1);
     }
@@ -209,7 +211,7 @@ mod tests {
             },
         ];
         let id = FnRestore(|t: &Tensor| t.shallow_clone());
-        let r = evaluate(&id, &items, Device::Cpu, None, 1, |_| {});
+        let r = evaluate(&id, &items, Device::Cpu, Metric::Course, None, 1, |_| {});
         for s in &r.images {
             assert!((s.psnr - s.psnr_input).abs() < 1e-12, "identity output == input");
         }
@@ -235,7 +237,7 @@ mod tests {
             })
             .collect();
         let id = FnRestore(|t: &Tensor| t.shallow_clone());
-        let r = evaluate(&id, &items, Device::Cpu, None, 0, |_| {});
+        let r = evaluate(&id, &items, Device::Cpu, Metric::Course, None, 0, |_| {});
         let kinds = ["haze", "rain", "snow"].map(String::from);
         let back = r.clone().with_sums(&kinds, &r.sums(&kinds));
         assert_eq!(back.summary(), r.summary());

@@ -1,6 +1,7 @@
 //! A scoring session, what `eval` and `visualize` share: the checkpoints and the pairs of a
 //! split, checked before any image is decoded ([`prepare`]), then scored by [`evaluate`].
 
+use super::metrics::Metric;
 use super::score::{evaluate, EvalItem, EvalReport};
 use super::split::{split_pairs, split_params, SplitName};
 use super::summary::{EvalFile, EvalSetup, TtaScore};
@@ -32,23 +33,26 @@ pub struct EvalOptions {
     pub device: Device,
     /// A progress bar on a terminal.
     pub progress: bool,
+    /// How PSNR and SSIM are computed.
+    pub metric: Metric,
 }
 
-/// Decodes the pairs (in parallel), checking sizes: equal within a pair, and at least SSIM's
-/// 7x7 window.
-pub fn load_items(pairs: &[PairPath]) -> Result<Vec<EvalItem>> {
+/// Decodes the pairs (in parallel), checking sizes: equal within a pair, and at least `metric`'s
+/// SSIM window.
+pub fn load_items(pairs: &[PairPath], metric: Metric) -> Result<Vec<EvalItem>> {
+    let side = metric.ssim_window();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
     let store = Store::load(pairs, workers)?;
     store
         .into_samples()
         .into_iter()
         .map(|s| {
-            if s.height < 7 || s.width < 7 {
+            if s.height < side || s.width < side {
                 return Err(Error::data(
                     &s.path,
                     format!(
-                        "image is {}x{}, smaller than SSIM's 7x7 window, so it cannot be scored",
-                        s.width, s.height
+                        "image is {}x{}, smaller than SSIM's {side}x{side} window (--metric {}), so it cannot be scored",
+                        s.width, s.height, metric.name()
                     ),
                 ));
             }
@@ -108,6 +112,7 @@ pub fn prepare(opts: &EvalOptions) -> Result<Prepared> {
         split: opts.split,
         split_params: params,
         notice,
+        metric: opts.metric,
         count: pairs.len(),
         device: format!("{:?}", opts.device),
     };
@@ -119,6 +124,7 @@ pub fn score(
     restorer: &dyn Restore,
     items: &[EvalItem],
     device: Device,
+    metric: Metric,
     keep_outputs: usize,
     progress: bool,
 ) -> EvalReport {
@@ -130,8 +136,9 @@ pub fn score(
         ProgressStyle::with_template("scoring {bar:30} {pos}/{len} [{elapsed} < {eta}]")
             .expect("valid template"),
     );
-    let report =
-        evaluate(restorer, items, device, None, keep_outputs, |i| bar.set_position(i as u64));
+    let report = evaluate(restorer, items, device, metric, None, keep_outputs, |i| {
+        bar.set_position(i as u64)
+    });
     bar.finish_and_clear();
     report
 }

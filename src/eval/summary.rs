@@ -1,6 +1,7 @@
 //! The scoring files other modules read: [`EvalSummary`] (the `val` of each `metrics.jsonl` line)
 //! and [`EvalFile`] (`promptir eval --format json`, read back by `promptir report`).
 
+use super::metrics::Metric;
 use super::score::ImageScore;
 use super::split::{SplitName, SplitParams};
 use crate::infer::{view_list, Dihedral, TtaMode};
@@ -59,6 +60,9 @@ pub struct EvalSetup {
     /// Images scored.
     pub count: usize,
     pub device: String,
+    /// How PSNR and SSIM were computed (files without it: the course's).
+    #[serde(default)]
+    pub metric: Metric,
 }
 
 impl EvalSetup {
@@ -100,7 +104,7 @@ pub const EVAL_FORMAT_VERSION: u32 = 1;
 /// `promptir eval --format json`: the means, one row per image, and the setup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalFile {
-    /// [`EVAL_FORMAT_VERSION`] when written.
+    /// `EVAL_FORMAT_VERSION` when written.
     pub format_version: u32,
     #[serde(flatten)]
     pub summary: EvalSummary,
@@ -200,6 +204,7 @@ mod tests {
                 }),
                 notice: None,
                 count: 1,
+                metric: Metric::Rgb,
                 device: "Cpu".into(),
             },
             tta_compare: vec![TtaScore {

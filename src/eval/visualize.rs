@@ -71,11 +71,12 @@ pub fn visualize(opts: &VisualizeOptions) -> Result<VisualizeSummary> {
     let mut p = prepare(&opts.eval)?;
     let pairs = take_by_kind(&p.pairs, opts.count);
     p.setup.count = pairs.len();
-    let items = load_items(&pairs)?;
+    let items = load_items(&pairs, opts.eval.metric)?;
     let report = score(
         &*p.restorer(&p.setup.views()),
         &items,
         opts.eval.device,
+        opts.eval.metric,
         items.len(),
         opts.eval.progress,
     );

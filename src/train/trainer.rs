@@ -20,7 +20,7 @@ use super::step::TrainStep;
 use crate::config::Experiment;
 use crate::data::{Batch, Loader};
 use crate::dist::Collective;
-use crate::eval::{evaluate, EvalItem, EvalReport};
+use crate::eval::{evaluate, EvalItem, EvalReport, Metric};
 use crate::io::{EventWriter, SummaryWriter, TrainState, ValScores, STATE_PREFIX};
 use crate::{Error, Result};
 use std::fs::File;
@@ -281,7 +281,15 @@ impl Trainer {
         let loss = |y: &Tensor, t: &Tensor| self.step.loss.compute(y, t, None).total;
         // With train.ema the average is what gets scored, and so what `best` is chosen by.
         let model = self.ema.as_ref().map_or(&self.step.model, |e| &e.model);
-        let report = evaluate(model, &self.val_items, self.device, Some(&loss), keep, |_| {});
+        let report = evaluate(
+            model,
+            &self.val_items,
+            self.device,
+            Metric::Course,
+            Some(&loss),
+            keep,
+            |_| {},
+        );
         let sums = self.ranks.sum_f64(&report.sums(&self.val_kinds))?;
         let report = report.with_sums(&self.val_kinds, &sums);
         if let Some(tb) = &mut self.tb {

@@ -187,6 +187,16 @@ fn test_split_numbers_equal_skimage_on_the_predict_pngs() {
             ];
             assert_eq!(row, want_row, "{table}");
         }
+        // Another paper's convention is named in the header and the JSON, and scores otherwise
+        // (its numbers: tests/it/loss_metrics.rs against scikit-image).
+        assert_eq!(setup["metric"], "course");
+        assert!(table.contains("metric: course: rounded 8-bit RGB"), "{table}");
+        let mut ey = e.clone();
+        ey.extend(["--metric", "y"].map(PathBuf::from));
+        let y = eval_json(&ey);
+        assert_eq!(y["setup"]["metric"], "y");
+        assert_ne!(y["psnr"]["all"], got["psnr"]["all"]);
+        assert!(ok(on_cpu("eval", &refs(&ey))).contains("metric: y: luma"));
     }
     eprintln!("max |promptir eval - scikit-image| = {max_diff:e}");
 }

@@ -4,7 +4,7 @@
 
 use crate::common::{loss_metrics_fixtures, max_abs_diff};
 use promptir::config::{Distance, LossConfig};
-use promptir::eval::metrics::{psnr_u8, ssim_u8};
+use promptir::eval::metrics::{psnr_u8, ssim_u8, Metric};
 use promptir::io::{save_tensors, TensorFile};
 use promptir::train::Vgg16Features;
 use promptir::train::{gaussian_ssim, Loss, Source, TERMS};
@@ -59,6 +59,37 @@ fn psnr_and_ssim_match_scikit_image() {
         "vs scikit-image over {} pairs: psnr max diff {dp:e} dB, ssim max diff {ds:e}",
         cases.len()
     );
+}
+
+/// Each `eval --metric` convention against scikit-image on the same float outputs (a little
+/// outside [0, 1], as a network's are) and u8 ground truths: course, rgb (PromptIR's test.py)
+/// and y (BasicSR's luma with the Gaussian SSIM), down to an 11x13 image.
+#[test]
+fn each_metric_convention_matches_scikit_image() {
+    let (f, meta) = open("conventions");
+    let cases: Vec<Value> = serde_json::from_str(&meta["cases"]).unwrap();
+    let mut worst = 0f64;
+    for (i, c) in cases.iter().enumerate() {
+        let pred = f.tensor(&format!("pred.{i}")).unwrap();
+        let gt = f.tensor(&format!("gt.{i}")).unwrap().to_kind(tch::Kind::Float) / 255.0;
+        for metric in [Metric::Course, Metric::Rgb, Metric::Y] {
+            let (p, s) = metric.score(&pred, &gt);
+            let want = &c[metric.name()];
+            let (wp, ws) = (want[0].as_f64().unwrap(), want[1].as_f64().unwrap());
+            eprintln!("case {i} {}: psnr {p} vs {wp}, ssim {s} vs {ws}", metric.name());
+            assert!((p - wp).abs() <= 1e-6, "case {i} {}: psnr {p} vs {wp}", metric.name());
+            assert!((s - ws).abs() <= 1e-6, "case {i} {}: ssim {s} vs {ws}", metric.name());
+            worst = worst.max((p - wp).abs()).max((s - ws).abs());
+        }
+        // The three differ: the conventions are not the same number under other names.
+        let (course, rgb, y) = (
+            Metric::Course.score(&pred, &gt),
+            Metric::Rgb.score(&pred, &gt),
+            Metric::Y.score(&pred, &gt),
+        );
+        assert!(course.0 != rgb.0 && rgb.0 != y.0, "case {i}: {course:?} {rgb:?} {y:?}");
+    }
+    eprintln!("metric conventions vs scikit-image, {} cases: max diff {worst:e}", cases.len());
 }
 
 #[test]
