@@ -415,6 +415,13 @@ fn eval_files_must_match_their_names() {
     write(&runs[0].join("eval_test_tta.json"), &eval_json(&w, true, "val", 22.9));
     let e = report::report(&opts(d.path(), runs.clone())).unwrap_err().to_string();
     assert!(e.contains("setup.split is \"val\""), "{e}");
+    // Scores of another convention.
+    let mut rgb: serde_json::Value =
+        serde_json::from_str(&eval_json(&w, true, "test", 22.9)).unwrap();
+    rgb["setup"]["metric"] = "rgb".into();
+    write(&runs[0].join("eval_test_tta.json"), &rgb.to_string());
+    let e = report::report(&opts(d.path(), runs.clone())).unwrap_err().to_string();
+    assert!(e.contains("setup.metric is \"rgb\"") && e.contains("without --metric"), "{e}");
     write(&runs[0].join("eval_test_tta.json"), "{\"psnr\": 3}");
     let e = report::report(&opts(d.path(), runs.clone())).unwrap_err().to_string();
     assert!(e.contains("not the output of `promptir eval --format json`"), "{e}");

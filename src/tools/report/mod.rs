@@ -18,7 +18,7 @@ pub use seeds::{ExperimentRecord, SeedStat};
 use table::{loss_label, markdown};
 
 use crate::config::{Experiment, Published};
-use crate::eval::{EvalFile, SplitName};
+use crate::eval::{EvalFile, Metric, SplitName};
 use crate::model::ModelConfig;
 use crate::tools::plot::{self, Panel, Series, PALETTE};
 use crate::train::{read_metrics, MetricsLine};
@@ -195,6 +195,13 @@ pub fn read_eval(path: &Path, split: SplitName, tta: bool) -> Result<EvalScore> 
         return Err(bad(format!(
             "setup.split is \"{}\", but the file name says \"{split}\"",
             f.setup.split
+        )));
+    }
+    // The tables are the course's convention (and the published rows beside them are too).
+    if f.setup.metric != Metric::Course {
+        return Err(bad(format!(
+            "setup.metric is \"{}\", but the report's tables use the course's: rerun promptir eval without --metric for this file",
+            f.setup.metric.name()
         )));
     }
     if f.setup.tta_on() != tta {
