@@ -92,23 +92,24 @@ impl TrainStep {
     /// The network's output, under autocast in bf16/fp16 (the output then has that dtype; the
     /// loss upcasts it).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _autocast = self.autocast(x.device())?;
+        Ok(self.model.restore(x))
+    }
+
+    /// Autocast to the run's precision on `device` while the guard lives (none in fp32).
+    fn autocast(&self, device: Device) -> Result<Option<Autocast>> {
         let dtype = match self.precision {
-            Precision::Fp32 => return Ok(self.model.restore(x)),
+            Precision::Fp32 => return Ok(None),
             Precision::Bf16 => Kind::BFloat16,
             Precision::Fp16 => Kind::Half,
         };
-        let _autocast = Autocast::new(x.device(), dtype)?;
-        Ok(self.model.restore(x))
+        Ok(Some(Autocast::new(device, dtype)?))
     }
 
     /// The training forward (noisy routing for MoCE-IR, with its balance loss), padded and
     /// under autocast as [`TrainStep::forward`].
     pub fn forward_train(&self, x: &Tensor, draws: Option<&Tensor>) -> Result<Trained> {
-        let _autocast = match self.precision {
-            Precision::Fp32 => None,
-            Precision::Bf16 => Some(Autocast::new(x.device(), Kind::BFloat16)?),
-            Precision::Fp16 => Some(Autocast::new(x.device(), Kind::Half)?),
-        };
+        let _autocast = self.autocast(x.device())?;
         let balance = RefCell::new(None);
         let output = padded(x, self.model.pad_multiple(), |x| {
             let t = self.model.forward_train(x, draws);

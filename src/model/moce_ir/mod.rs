@@ -275,22 +275,21 @@ impl AdapterLayer {
                 continue;
             }
             let gate = gates.select(1, i as i64);
-            let y = if rows.len() as i64 == b {
-                expert.forward(x, shared) * gate.view([b, 1, 1, 1])
+            // The whole batch runs as is; a part of it is gathered and added back at its rows.
+            let (y, idx) = if rows.len() as i64 == b {
+                (expert.forward(x, shared) * gate.view([b, 1, 1, 1]), None)
             } else {
                 let idx = Tensor::from_slice(&rows).to_device(x.device());
                 let y = expert.forward(&x.index_select(0, &idx), &shared.index_select(0, &idx));
-                let y = y * gate.index_select(0, &idx).view([-1, 1, 1, 1]);
-                let base = out
-                    .take()
-                    .unwrap_or_else(|| Tensor::zeros(x.size(), (Kind::Float, x.device())));
-                out = Some(base.index_add(0, &idx, &y.to_kind(Kind::Float)));
-                continue;
+                (y * gate.index_select(0, &idx).view([-1, 1, 1, 1]), Some(idx))
             };
             let y = y.to_kind(Kind::Float);
-            out = Some(match out.take() {
-                None => y,
-                Some(o) => o + y,
+            out = Some(match (out.take(), idx) {
+                (None, None) => y,
+                (Some(o), None) => o + y,
+                (o, Some(idx)) => o
+                    .unwrap_or_else(|| Tensor::zeros(x.size(), (Kind::Float, x.device())))
+                    .index_add(0, &idx, &y),
             });
         }
         let out = out.expect("top-k routes every image somewhere");
